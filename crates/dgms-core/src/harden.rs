@@ -1,0 +1,87 @@
+//! Hardening: every weight becomes the index of its most likely component,
+//! and the layer keeps a table of K values (index 0 = the zero component).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::kernel::{self, Prepared};
+use crate::params::{check_finite_weights, MixtureParams, PackedLayout};
+use crate::report::LayerReport;
+
+/// A hardened layer: one index per weight into `table`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HardenedLayer {
+    /// Layer name.
+    pub name: String,
+    /// Shape of the weight tensor.
+    pub shape: Vec<usize>,
+    /// Component index of every weight, row-major; 0 is the zero component.
+    pub indices: Vec<u8>,
+    /// The K shared values; `table[0] == 0.0`.
+    pub table: Vec<f32>,
+}
+
+impl HardenedLayer {
+    /// Hardens `weights` (row-major, of `shape`) under `params`.
+    pub fn from_params(
+        name: impl Into<String>,
+        shape: &[usize],
+        weights: &[f32],
+        params: &MixtureParams,
+    ) -> Result<Self> {
+        let name = name.into();
+        params.validate(&name)?;
+        let expected: usize = shape.iter().product();
+        if expected != weights.len() {
+            return Err(CoreError::ShapeMismatch {
+                layer: name,
+                what: "weights".into(),
+                got: vec![weights.len()],
+                expected: shape.to_vec(),
+            });
+        }
+        check_finite_weights(&name, weights)?;
+        let prep = Prepared::from_packed(&params.to_packed(), PackedLayout { k: params.k() });
+        let mut indices = vec![0u8; weights.len()];
+        kernel::hard_indices(&prep, weights, &mut indices);
+        Ok(Self {
+            name,
+            shape: shape.to_vec(),
+            indices,
+            table: params.means_with_zero(),
+        })
+    }
+
+    /// Number of components K.
+    pub fn k(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Number of weights.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// True for a layer without weights.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// Number of weights assigned to the zero component.
+    pub fn zeros(&self) -> usize {
+        self.indices.iter().filter(|&&i| i == 0).count()
+    }
+
+    /// The hard weights, row-major.
+    pub fn decode(&self) -> Vec<f32> {
+        self.indices
+            .iter()
+            .map(|&i| self.table[i as usize])
+            .collect()
+    }
+
+    /// The SPEC section 5 figures of this layer.
+    pub fn report(&self) -> LayerReport {
+        LayerReport::new(&self.name, &self.shape, self.k(), self.len(), self.zeros())
+    }
+}

@@ -1,0 +1,45 @@
+//! # dgms-core
+//!
+//! The mixture core of DGMS (Differentiable Gaussian Mixture Weight Sharing):
+//! everything about one layer's Gaussian mixture.
+//!
+//! - [`GaussianMixture`]: mu, sigma, pi (K-1 each), pi_zero, sigma_zero as
+//!   candle `Var`s and a temperature tau (fixed by default, optionally
+//!   trained);
+//! - soft weights through a fused candle custom op with its own backward
+//!   ([`GaussianMixture::soft_weights`]), and the composed autograd version
+//!   kept as the test oracle ([`GaussianMixture::soft_weights_composed`]);
+//! - hard weights, responsibilities, and hardening to b-bit indices plus a
+//!   table of K values ([`harden`]);
+//! - initialisation from pretrained weights with an exact 1-D k-means
+//!   ([`init`], [`kmeans`]);
+//! - the SPEC section 5 report ([`report`]).
+//!
+//! All mixture math runs in log space, so a weight far from every mean goes
+//! to its most likely component instead of collapsing to the average of the
+//! means (the reference implementation's f32 underflow).
+
+pub mod composed;
+pub mod error;
+pub mod harden;
+pub mod init;
+pub mod kernel;
+pub mod kmeans;
+pub mod mixture;
+pub mod op;
+pub mod params;
+pub mod report;
+pub mod workloads;
+
+pub use error::{CoreError, Result};
+pub use harden::HardenedLayer;
+pub use init::{init_params, InitConfig, InitOutcome, SigmaInit};
+pub use kmeans::{kmeans_1d, KMeans1d, KMeansConfig};
+pub use mixture::{GaussianMixture, MixtureOptions};
+pub use params::{MixtureParams, DEFAULT_TAU, MAX_COMPONENTS};
+pub use report::{LayerReport, ModelReport};
+
+/// The repository README's Rust examples, run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
