@@ -70,15 +70,24 @@ pub fn run(args: &Args) -> Result<()> {
     // One untimed run each warms caches and the rayon pool.
     run_op(OpKind::Fused, &mixture, &w, &upstream)?;
     bar.set_message("fused forward+backward");
-    let fused = time_reps(reps, &bar, || run_op(OpKind::Fused, &mixture, &w, &upstream))?;
+    let fused = time_reps(reps, &bar, || {
+        run_op(OpKind::Fused, &mixture, &w, &upstream)
+    })?;
     bar.set_message("composed forward+backward");
-    let composed = time_reps(reps, &bar, || run_op(OpKind::Composed, &mixture, &w, &upstream))?;
+    let composed = time_reps(reps, &bar, || {
+        run_op(OpKind::Composed, &mixture, &w, &upstream)
+    })?;
 
     bar.set_message("init of ResNet-18 convs");
     let layers: Vec<(String, Vec<f32>)> = workloads::RESNET18_CONVS
         .iter()
         .enumerate()
-        .map(|(i, (name, shape))| (name.to_string(), workloads::kaiming_weights(shape, i as u64)))
+        .map(|(i, (name, shape))| {
+            (
+                name.to_string(),
+                workloads::kaiming_weights(shape, i as u64),
+            )
+        })
         .collect();
     let views: Vec<(&str, &[f32])> = layers
         .iter()
@@ -146,7 +155,10 @@ fn print_table(r: &Report) {
     );
     println!(
         "{:<40} {:>10.3} s {:>12}",
-        format!("init of ResNet-18 convs ({} weights)", r.init_resnet18_weights),
+        format!(
+            "init of ResNet-18 convs ({} weights)",
+            r.init_resnet18_weights
+        ),
         r.init_resnet18_seconds,
         "goal < 2 s"
     );

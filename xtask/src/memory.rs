@@ -89,7 +89,14 @@ pub fn peak_mib(op: OpKind, n: usize, k: usize) -> Result<f64> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let name = format!("{op:?}").to_lowercase();
     let out = Command::new(exe)
-        .args(["measure-peak", &name, "--n", &n.to_string(), "--k", &k.to_string()])
+        .args([
+            "measure-peak",
+            &name,
+            "--n",
+            &n.to_string(),
+            "--k",
+            &k.to_string(),
+        ])
         .output()
         .context("spawning the peak-memory child")?;
     if !out.status.success() {

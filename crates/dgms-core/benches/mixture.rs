@@ -16,22 +16,36 @@ fn fused_vs_composed(c: &mut Criterion) {
         let weights = workloads::kaiming_weights(&shape, 1);
         let w = Var::from_slice(&weights, n, &Device::Cpu).unwrap();
         let init = InitConfig::default();
-        let (mixture, _) =
-            GaussianMixture::from_weights("bench", w.as_tensor(), &init, &MixtureOptions::default())
-                .unwrap();
+        let (mixture, _) = GaussianMixture::from_weights(
+            "bench",
+            w.as_tensor(),
+            &init,
+            &MixtureOptions::default(),
+        )
+        .unwrap();
         let upstream =
             Tensor::from_vec(workloads::normal_weights(n, 1.0, 2), n, &Device::Cpu).unwrap();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new("fused", n), |b| {
             b.iter(|| {
                 let soft = mixture.soft_weights(w.as_tensor()).unwrap();
-                (soft * &upstream).unwrap().sum_all().unwrap().backward().unwrap()
+                (soft * &upstream)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
             })
         });
         group.bench_function(BenchmarkId::new("composed", n), |b| {
             b.iter(|| {
                 let soft = mixture.soft_weights_composed(w.as_tensor()).unwrap();
-                (soft * &upstream).unwrap().sum_all().unwrap().backward().unwrap()
+                (soft * &upstream)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
             })
         });
     }
@@ -42,7 +56,12 @@ fn init_resnet18(c: &mut Criterion) {
     let layers: Vec<(String, Vec<f32>)> = workloads::RESNET18_CONVS
         .iter()
         .enumerate()
-        .map(|(i, (name, shape))| (name.to_string(), workloads::kaiming_weights(shape, i as u64)))
+        .map(|(i, (name, shape))| {
+            (
+                name.to_string(),
+                workloads::kaiming_weights(shape, i as u64),
+            )
+        })
         .collect();
     let views: Vec<(&str, &[f32])> = layers.iter().map(|(n, w)| (n.as_str(), &w[..])).collect();
     let total: usize = views.iter().map(|(_, w)| w.len()).sum();

@@ -24,7 +24,9 @@ pub enum CoreError {
     },
 
     /// A mixture parameter was NaN or infinite.
-    #[error("layer `{layer}`: mixture parameter {param}[{index}] is {value}, expected a finite number")]
+    #[error(
+        "layer `{layer}`: mixture parameter {param}[{index}] is {value}, expected a finite number"
+    )]
     NonFiniteParameter {
         layer: String,
         param: &'static str,

@@ -9,7 +9,8 @@
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::kmeans::{check_input, kmeans_sorted, zero_cluster, KMeans1d, KMeansConfig, SortedWeights};
+use crate::kmeans::{assign, check_input, kmeans_sorted, zero_cluster, zero_table};
+use crate::kmeans::{KMeans1d, KMeansConfig, SortedWeights};
 use crate::params::{MixtureParams, DEFAULT_TAU};
 
 /// How the widths sigma (and sigma_0) are initialised.
@@ -81,8 +82,9 @@ pub struct InitOutcome {
     /// Cluster sizes per component: index 0 the zero component, then in the
     /// order of `params.mu`.
     pub counts: Vec<usize>,
-    /// SSE with the zero cluster measured to 0 (the figure compared against
-    /// the reference's k-means), by direct summation.
+    /// SSE of the weights to their nearest mixture mean, the zero
+    /// component's being 0 ([`crate::kmeans::sse_with_zero`], the figure
+    /// compared against the reference's k-means), by direct summation.
     pub sse_zero: f64,
     /// The k-means result (clusters in ascending centre order).
     pub kmeans: KMeans1d,
@@ -135,7 +137,9 @@ fn from_kmeans(s: &SortedWeights, kmeans: KMeans1d, cfg: &InitConfig) -> InitOut
     let (k, n) = (kmeans.centres.len(), s.len() as f64);
     let z = zero_cluster(&kmeans);
     // Component order: zero cluster first, then the others ascending.
-    let order: Vec<usize> = std::iter::once(z).chain((0..k).filter(|&j| j != z)).collect();
+    let order: Vec<usize> = std::iter::once(z)
+        .chain((0..k).filter(|&j| j != z))
+        .collect();
     let means: Vec<f64> = order
         .iter()
         .map(|&j| if j == z { 0.0 } else { kmeans.centres[j] })
@@ -145,11 +149,20 @@ fn from_kmeans(s: &SortedWeights, kmeans: KMeans1d, cfg: &InitConfig) -> InitOut
         .map(|&j| (kmeans.bounds[j], kmeans.bounds[j + 1]))
         .collect();
     let counts: Vec<usize> = ranges.iter().map(|(lo, hi)| hi - lo).collect();
-    // Direct (not prefix-sum) SSE of each cluster about its component mean.
-    let sse: Vec<f64> = ranges
-        .par_iter()
-        .zip(&means)
-        .map(|(&(lo, hi), &m)| s.values()[lo..hi].iter().map(|&w| (w - m) * (w - m)).sum())
+    // Direct (not prefix-sum) SSEs: each cluster about its component mean,
+    // and every weight about its nearest table value (the zero SSE).
+    let direct = |(lo, hi): (usize, usize), c: f64| -> f64 {
+        s.values()[lo..hi].iter().map(|&w| (w - c) * (w - c)).sum()
+    };
+    let sse: Vec<f64> = (0..k)
+        .into_par_iter()
+        .map(|i| direct(ranges[i], means[i]))
+        .collect();
+    let table = zero_table(&kmeans);
+    let tb = assign(s.values(), &table);
+    let sse_zero: Vec<f64> = (0..k)
+        .into_par_iter()
+        .map(|j| direct((tb[j], tb[j + 1]), table[j]))
         .collect();
     let floor = ((1e-6 * s.max_abs()) as f32).max(f32::MIN_POSITIVE);
     let sigma: Vec<f32> = (0..k)
@@ -179,7 +192,7 @@ fn from_kmeans(s: &SortedWeights, kmeans: KMeans1d, cfg: &InitConfig) -> InitOut
     InitOutcome {
         params,
         counts,
-        sse_zero: sse.iter().sum(),
+        sse_zero: sse_zero.iter().sum(),
         kmeans,
     }
 }

@@ -1,11 +1,13 @@
-//! Exact, fast 1-D k-means over sorted weights.
+//! Fast 1-D k-means over sorted weights, run to an exact fixed point.
 //!
 //! In one dimension the clusters of a k-means fixed point are contiguous runs
 //! of the sorted weights, split at the midpoints between adjacent centres.
 //! Sorting once and keeping prefix sums of w and w^2 ([`SortedWeights`]) makes
-//! every Lloyd step O(K log n): a split is a (galloping) binary search, a new
-//! centre is a range mean, a cluster's SSE is O(1). k-means++ seeding works
-//! the same way, so after the sort only one final pass touches every weight.
+//! every Lloyd step O(K log n): a split is a binary search, a new centre is a
+//! range mean, a cluster's SSE is O(1). k-means++ seeding and the boundary
+//! descent that refines Lloyd fixed points work the same way, so after the
+//! sort only one final pass touches every weight. Lloyd reaches a local
+//! optimum only, hence k-means++ restarts, kept by [`sse_with_zero`].
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -24,7 +26,8 @@ pub struct KMeansConfig {
     /// Independent k-means++ restarts, the best by [`sse_with_zero`] is kept
     /// (0 counts as 1). Default 8.
     pub restarts: usize,
-    /// Upper bound on Lloyd steps per restart. Default 1000.
+    /// Upper bound on Lloyd steps (boundary-descent steps included) per
+    /// restart. Default 1000.
     pub max_iters: usize,
 }
 
@@ -64,16 +67,10 @@ pub struct SortedWeights {
     s2: Vec<f64>,
 }
 
-/// Maps an f32 to an i32 whose integer order is `f32::total_cmp` order, so the
-/// sort compares integers (faster than float comparisons).
-fn order_key(w: f32) -> i32 {
-    let b = w.to_bits() as i32;
+/// Maps f32 bits (as i32) to an i32 whose integer order is `f32::total_cmp`
+/// order, and back (an involution), so the sort compares integers (faster).
+fn flip(b: i32) -> i32 {
     b ^ ((((b >> 31) as u32) >> 1) as i32)
-}
-
-/// Inverse of [`order_key`] (the map is an involution).
-fn from_key(k: i32) -> f32 {
-    f32::from_bits((k ^ ((((k >> 31) as u32) >> 1) as i32)) as u32)
 }
 
 /// Prefix sums `[0, f(v0), f(v0)+f(v1), ...]` with Kahan compensation, so the
@@ -96,9 +93,15 @@ impl SortedWeights {
     /// Sorts the weights (rayon parallel sort) and builds the prefix sums.
     /// Weights are expected finite (see [`kmeans_1d`] for the checked entry).
     pub fn new(weights: &[f32]) -> Self {
-        let mut keys: Vec<i32> = weights.par_iter().map(|&w| order_key(w)).collect();
+        let mut keys: Vec<i32> = weights
+            .par_iter()
+            .map(|w| flip(w.to_bits() as i32))
+            .collect();
         keys.par_sort_unstable();
-        let values: Vec<f64> = keys.par_iter().map(|&k| from_key(k) as f64).collect();
+        let values: Vec<f64> = keys
+            .par_iter()
+            .map(|&k| f32::from_bits(flip(k) as u32) as f64)
+            .collect();
         let (s1, s2) = rayon::join(|| prefix(&values, |x| x), || prefix(&values, |x| x * x));
         Self { values, s1, s2 }
     }
@@ -187,26 +190,32 @@ pub fn kmeans_1d(layer: &str, weights: &[f32], cfg: &KMeansConfig) -> Result<KMe
 /// smallest |centre| (lowest index on ties). Empty clusters exist only with
 /// fewer than K distinct weights and are never chosen.
 pub fn zero_cluster(result: &KMeans1d) -> usize {
-    zero_index(&result.centres, &result.bounds)
-}
-
-fn zero_index(centres: &[f64], bounds: &[usize]) -> usize {
-    (0..centres.len())
-        .filter(|&j| bounds[j + 1] > bounds[j])
-        .min_by(|&a, &b| centres[a].abs().total_cmp(&centres[b].abs()))
+    let (c, b) = (&result.centres, &result.bounds);
+    (0..c.len())
+        .filter(|&j| b[j + 1] > b[j])
+        .min_by(|&x, &y| c[x].abs().total_cmp(&c[y].abs()))
         .unwrap_or(0)
 }
 
-/// SSE with the zero cluster measured to 0 instead of its centre (SPEC
-/// section 2): the objective the restarts are compared by. O(K) via prefix sums.
-pub fn sse_with_zero(sorted: &SortedWeights, result: &KMeans1d) -> f64 {
-    sse_zero_of(sorted, &result.centres, &result.bounds)
+/// The table of values the weights harden to: the centres, ascending, with
+/// the zero cluster's centre replaced by 0 (SPEC section 2).
+pub fn zero_table(result: &KMeans1d) -> Vec<f64> {
+    let mut table = result.centres.clone();
+    table[zero_cluster(result)] = 0.0;
+    table.sort_by(f64::total_cmp); // already ascending but for exact ties
+    table
 }
 
-fn sse_zero_of(s: &SortedWeights, centres: &[f64], bounds: &[usize]) -> f64 {
-    let z = zero_index(centres, bounds);
-    (0..centres.len())
-        .map(|j| s.range_sse_about(bounds[j], bounds[j + 1], if j == z { 0.0 } else { centres[j] }))
+/// SSE with the zero cluster measured to 0: the sum over the weights of the
+/// squared distance to the nearest value of [`zero_table`]. This is how the
+/// reference measures its k-means (`init_kmeans_sse` of the fixtures equals
+/// it to f32 precision: weights are re-assigned once the zero centre moves to
+/// 0), so restarts are compared by it. O(K log n) via prefix sums.
+pub fn sse_with_zero(sorted: &SortedWeights, result: &KMeans1d) -> f64 {
+    let table = zero_table(result);
+    let b = assign(sorted.values(), &table);
+    (0..table.len())
+        .map(|j| sorted.range_sse_about(b[j], b[j + 1], table[j]))
         .sum()
 }
 
@@ -222,106 +231,63 @@ fn sse_zero_of(s: &SortedWeights, centres: &[f64], bounds: &[usize]) -> f64 {
 /// Panics unless `1 <= cfg.k <= sorted.len()` (checked by [`kmeans_1d`]).
 pub fn kmeans_sorted(sorted: &SortedWeights, cfg: &KMeansConfig) -> KMeans1d {
     let (k, n) = (cfg.k, sorted.len());
-    assert!(k >= 1 && n >= k, "k-means needs 1 <= K <= n (K = {k}, n = {n})");
+    assert!(k >= 1 && n >= k, "k-means needs 1 <= K <= n");
     if sorted.distinct_upto(k) <= k {
         return few_distinct(sorted, k);
     }
     let runs: Vec<(KMeans1d, f64)> = (0..cfg.restarts.max(1) as u64)
         .into_par_iter()
         .map(|r| lloyd(sorted, k, cfg.seed.wrapping_add(r), cfg.max_iters))
+        .map(|run| {
+            let zero = sse_with_zero(sorted, &run);
+            (run, zero)
+        })
         .collect();
-    let best = (0..runs.len())
-        .min_by(|&a, &b| runs[a].1.total_cmp(&runs[b].1))
-        .expect("at least one restart");
-    let mut out = runs.into_iter().nth(best).expect("best restart exists").0;
+    // min_by keeps the first of equal minima: the lowest restart wins ties.
+    let best = runs.into_iter().min_by(|a, b| a.1.total_cmp(&b.1));
+    let mut out = best.expect("at least one restart").0;
     refine(sorted, &mut out);
     out
 }
 
 /// Exact solution for d <= K distinct values (see [`kmeans_sorted`]).
 fn few_distinct(s: &SortedWeights, k: usize) -> KMeans1d {
-    let v = s.values();
-    let (mut centres, mut bounds) = (Vec::with_capacity(k), vec![0]);
-    while *bounds.last().expect("non-empty") < v.len() {
-        let lo = *bounds.last().expect("non-empty");
-        centres.push(v[lo]);
+    let (v, mut bounds) = (s.values(), vec![0]);
+    while let Some(&lo) = bounds.last().filter(|&&lo| lo < v.len()) {
         bounds.push(lo + v[lo..].partition_point(|&y| y <= v[lo]));
     }
+    let mut centres: Vec<f64> = bounds[..bounds.len() - 1].iter().map(|&i| v[i]).collect();
     while centres.len() < k {
-        let gap = (1..centres.len())
-            .max_by(|&a, &b| {
-                let (ga, gb) = (centres[a] - centres[a - 1], centres[b] - centres[b - 1]);
-                ga.total_cmp(&gb).then(b.cmp(&a))
-            })
-            .filter(|&j| centres[j] > centres[j - 1]);
-        match gap {
+        let gap = |j: usize| centres[j] - centres[j - 1];
+        // Widest gap, the lowest on ties (max_by keeps the last maximum).
+        let widest = (1..centres.len())
+            .rev()
+            .max_by(|&a, &b| gap(a).total_cmp(&gap(b)));
+        match widest.filter(|&j| gap(j) > 0.0) {
             Some(j) => {
                 centres.insert(j, 0.5 * (centres[j - 1] + centres[j]));
                 bounds.insert(j, bounds[j]);
             }
-            None => {
-                centres.push(v[0]);
-                bounds.push(v.len());
-            }
+            None => (centres.push(v[0]), bounds.push(v.len())).1,
         }
     }
+    let (sse, iterations, converged) = (0.0, 0, true);
     KMeans1d {
         centres,
         bounds,
-        sse: 0.0,
-        iterations: 0,
-        converged: true,
+        sse,
+        iterations,
+        converged,
     }
 }
 
-/// `partition_point(|x| x < t)` found by galloping out from `guess`: cheap
-/// when the split moved little since the last Lloyd step.
-fn partition_from(v: &[f64], t: f64, guess: usize) -> usize {
-    let n = v.len();
-    let g = guess.min(n);
-    let mut step = 1;
-    if g < n && v[g] < t {
-        let mut lo = g + 1; // v[..lo] < t
-        loop {
-            let probe = lo + step - 1;
-            if probe >= n {
-                return lo + v[lo..].partition_point(|&x| x < t);
-            }
-            if v[probe] >= t {
-                return lo + v[lo..probe].partition_point(|&x| x < t);
-            }
-            lo = probe + 1;
-            step *= 2;
-        }
-    }
-    let mut hi = g; // v[hi..] >= t
-    loop {
-        if hi < step {
-            return v[..hi].partition_point(|&x| x < t);
-        }
-        let probe = hi - step;
-        if v[probe] < t {
-            return probe + 1 + v[probe + 1..hi].partition_point(|&x| x < t);
-        }
-        hi = probe;
-        step *= 2;
-    }
-}
-
-/// Split indices of strictly ascending centres: each weight goes to its
-/// nearest centre (midpoint boundaries); `guess` is the previous assignment.
-fn assign(v: &[f64], centres: &[f64], guess: Option<&[usize]>) -> Vec<usize> {
-    let mut b = Vec::with_capacity(centres.len() + 1);
-    b.push(0);
-    for j in 1..centres.len() {
-        let mid = 0.5 * (centres[j - 1] + centres[j]);
-        b.push(match guess {
-            Some(g) => partition_from(v, mid, g[j]),
-            None => v.partition_point(|&x| x < mid),
-        });
-    }
-    b.push(v.len());
-    b
+/// Split indices of ascending centres: each weight goes to its nearest
+/// centre, i.e. clusters split at midpoints (K binary searches; the sort, not
+/// this, dominates the run time).
+pub(crate) fn assign(v: &[f64], centres: &[f64]) -> Vec<usize> {
+    let mids = centres.windows(2).map(|c| 0.5 * (c[0] + c[1]));
+    let inner = mids.map(|mid| v.partition_point(|&x| x < mid));
+    std::iter::once(0).chain(inner).chain([v.len()]).collect()
 }
 
 /// Removes empty clusters by splitting, at its mean, the non-empty cluster
@@ -330,9 +296,10 @@ fn assign(v: &[f64], centres: &[f64], guess: Option<&[usize]>) -> Vec<usize> {
 fn repair(s: &SortedWeights, mut b: Vec<usize>) -> Vec<usize> {
     let v = s.values();
     while let Some(e) = (0..b.len() - 1).find(|&j| b[j] == b[j + 1]) {
-        let splittable = (0..b.len() - 1).filter(|&j| b[j + 1] > b[j] && v[b[j]] < v[b[j + 1] - 1]);
         let sse = |j: usize| s.range_sse_about(b[j], b[j + 1], s.range_mean(b[j], b[j + 1]));
-        let Some(i) = splittable.max_by(|&x, &y| sse(x).total_cmp(&sse(y)).then(y.cmp(&x))) else {
+        let splittable = (0..b.len() - 1).filter(|&j| b[j + 1] > b[j] && v[b[j]] < v[b[j + 1] - 1]);
+        let best = splittable.max_by(|&x, &y| sse(x).total_cmp(&sse(y)).then(y.cmp(&x)));
+        let Some(i) = best else {
             break; // fewer distinct values than clusters: nothing to split
         };
         let (lo, hi) = (b[i], b[i + 1]);
@@ -347,18 +314,6 @@ fn repair(s: &SortedWeights, mut b: Vec<usize>) -> Vec<usize> {
     b
 }
 
-/// Range means of the clusters (empty ones, only possible when repair could
-/// not split, keep a neighbouring weight).
-fn means(s: &SortedWeights, b: &[usize]) -> Vec<f64> {
-    let last = s.len() - 1;
-    (0..b.len() - 1)
-        .map(|j| match b[j + 1] > b[j] {
-            true => s.range_mean(b[j], b[j + 1]),
-            false => s.values()[b[j].min(last)],
-        })
-        .collect()
-}
-
 /// k-means++ seeding without a pass over the data per centre: the data
 /// between adjacent chosen centres splits at the midpoint, each piece's D^2
 /// mass is an O(1) range SSE, a piece is drawn by mass, then the point is
@@ -367,63 +322,106 @@ fn seed_centres(s: &SortedWeights, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let v = s.values();
     let mut centres = vec![v[rng.random_range(0..v.len())]];
     while centres.len() < k {
-        let b = assign(v, &centres, None);
-        let mass: Vec<f64> = (0..centres.len())
-            .map(|j| s.range_sse_about(b[j], b[j + 1], centres[j]))
-            .collect();
-        let total: f64 = mass.iter().sum();
-        let mut u = rng.random::<f64>() * total;
-        let mut pick = None;
-        for (j, &m) in mass.iter().enumerate() {
-            if total > 0.0 && (u < m || (m > 0.0 && j + 1 == mass.len())) {
-                let (lo, c) = (b[j], centres[j]);
-                let (mut a, mut z) = (1, b[j + 1] - lo); // smallest prefix length whose mass > u
-                while a < z {
-                    let mid = a + (z - a) / 2;
-                    if s.range_sse_about(lo, lo + mid, c) > u {
-                        z = mid;
-                    } else {
-                        a = mid + 1;
-                    }
-                }
-                pick = Some(v[lo + a - 1]);
-                break;
-            }
-            u -= m;
+        // Pieces are never empty: each holds its own centre, a weight.
+        let b = assign(v, &centres);
+        let mass = |j: usize| s.range_sse_about(b[j], b[j + 1], centres[j]);
+        let total: f64 = (0..centres.len()).map(mass).sum();
+        let (mut u, mut j) = (rng.random::<f64>() * total, 0);
+        while j + 1 < centres.len() && u >= mass(j) {
+            u -= mass(j);
+            j += 1;
         }
-        // Rounding can land on an existing centre or leave no mass: then take
-        // the weight farthest from its nearest centre (a piece's endpoint).
-        let x = match pick {
-            Some(x) if !centres.contains(&x) => x,
+        // First index of piece j whose cumulative mass exceeds u.
+        let (lo, c) = (b[j], centres[j]);
+        let (mut a, mut z) = (lo, b[j + 1] - 1);
+        while a < z {
+            let mid = a + (z - a) / 2;
+            match s.range_sse_about(lo, mid + 1, c) > u {
+                true => z = mid,
+                false => a = mid + 1,
+            }
+        }
+        // Rounding (or no mass left) can land on an existing centre: then
+        // take the weight farthest from its nearest centre, a piece's end.
+        let x = match v[a] {
+            x if !centres.contains(&x) => x,
             _ => (0..centres.len())
-                .filter(|&j| b[j + 1] > b[j])
                 .flat_map(|j| [(v[b[j]], centres[j]), (v[b[j + 1] - 1], centres[j])])
                 .max_by(|p, q| (p.0 - p.1).abs().total_cmp(&(q.0 - q.1).abs()))
-                .expect("some weight")
-                .0,
+                .map_or(v[0], |p| p.0),
         };
         centres.insert(centres.partition_point(|&c| c < x), x);
     }
     centres
 }
 
+/// Boundary descent between adjacent clusters (Hartigan's criterion in 1-D):
+/// each split index moves, holding its neighbours fixed, while the two
+/// clusters' summed SSE (with re-computed means) strictly drops; steps gallop
+/// and only cut between distinct values. Escapes many Lloyd fixed points that
+/// are not optimal; a Hartigan-stable split is also Lloyd-stable. Returns
+/// whether a split moved.
+fn descend(s: &SortedWeights, b: &mut [usize]) -> bool {
+    let v = s.values();
+    let run_start = |t: usize| v.partition_point(|&x| x < v[t]);
+    let mut changed = false;
+    for j in 1..b.len() - 1 {
+        let (lo, hi) = (b[j - 1], b[j + 1]);
+        let sse = |a: usize, z: usize| s.range_sse_about(a, z, s.range_mean(a, z));
+        // Cut `step` weights right or left of `cur`, snapped to a run start.
+        let shift = |cur: usize, step: usize, right: bool| match right {
+            true if cur + step < hi => {
+                Some(run_start(cur + step).max(v.partition_point(|&x| x <= v[cur])))
+            }
+            false if cur > lo + step => Some(run_start(cur - step)),
+            _ => None,
+        };
+        let (mut cur, mut best) = (b[j], sse(lo, b[j]) + sse(b[j], hi));
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for right in [true, false] {
+                let mut step = 1;
+                while step > 0 {
+                    let cand = shift(cur, step, right).filter(|&c| c > lo && c < hi);
+                    let f = cand.map_or(f64::INFINITY, |c| sse(lo, c) + sse(c, hi));
+                    match cand {
+                        Some(c) if f < best - 1e-12 * best => {
+                            (cur, best, moved, step) = (c, f, true, step * 2)
+                        }
+                        _ => step /= 2,
+                    }
+                }
+            }
+        }
+        changed |= cur != b[j];
+        b[j] = cur;
+    }
+    changed
+}
+
 /// One restart: k-means++ seeding, then Lloyd steps until the assignment of
 /// the current centres equals the previous one (a true fixed point: the
 /// centres are the means of their clusters and every weight is nearest to its
-/// own centre) or `max_iters` steps. Returns the run and its [`sse_with_zero`].
-fn lloyd(s: &SortedWeights, k: usize, seed: u64, max_iters: usize) -> (KMeans1d, f64) {
+/// own centre). At a fixed point [`descend`] tries to improve it; the run
+/// ends when it cannot, or after `max_iters` steps (`converged` false).
+fn lloyd(s: &SortedWeights, k: usize, seed: u64, max_iters: usize) -> KMeans1d {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut centres = seed_centres(s, k, &mut rng);
     let mut bounds: Option<Vec<usize>> = None;
     let (mut iterations, mut converged) = (0, false);
     while iterations < max_iters.max(1) {
-        let raw = assign(s.values(), &centres, bounds.as_deref());
+        let mut raw = assign(s.values(), &centres);
         if bounds.as_ref() == Some(&raw) {
-            converged = true;
-            break;
+            // A Lloyd fixed point: try to escape it by moving single boundaries.
+            if !descend(s, &mut raw) {
+                converged = true;
+                break;
+            }
         }
+        // With more than K distinct values repair leaves no cluster empty.
         let b = repair(s, raw);
-        centres = means(s, &b);
+        centres = (0..k).map(|j| s.range_mean(b[j], b[j + 1])).collect();
         bounds = Some(b);
         iterations += 1;
     }
@@ -431,33 +429,30 @@ fn lloyd(s: &SortedWeights, k: usize, seed: u64, max_iters: usize) -> (KMeans1d,
     let sse = (0..k)
         .map(|j| s.range_sse_about(bounds[j], bounds[j + 1], centres[j]))
         .sum();
-    let sse_zero = sse_zero_of(s, &centres, &bounds);
-    let run = KMeans1d {
+    KMeans1d {
         centres,
         bounds,
         sse,
         iterations,
         converged,
-    };
-    (run, sse_zero)
+    }
 }
 
 /// Recomputes the kept run's centres and SSE by direct summation over each
 /// cluster (one pass over the data, clusters in parallel, deterministic),
 /// avoiding the cancellation of the prefix-sum formulas.
 fn refine(s: &SortedWeights, out: &mut KMeans1d) {
-    let b = &out.bounds;
-    let per: Vec<(f64, f64)> = (0..out.centres.len())
+    let (b, old) = (&out.bounds, &out.centres);
+    let per: Vec<(f64, f64)> = (0..old.len())
         .into_par_iter()
-        .map(|j| {
-            let r = &s.values()[b[j]..b[j + 1]];
-            let Some((&first, &last)) = r.first().zip(r.last()) else {
-                return (out.centres[j], 0.0);
-            };
-            let c = (r.iter().sum::<f64>() / r.len() as f64).clamp(first, last);
-            (c, r.iter().map(|&w| (w - c) * (w - c)).sum())
+        .map(|j| match &s.values()[b[j]..b[j + 1]] {
+            [] => (old[j], 0.0),
+            r => {
+                let c = (r.iter().sum::<f64>() / r.len() as f64).clamp(r[0], r[r.len() - 1]);
+                (c, r.iter().map(|&w| (w - c) * (w - c)).sum())
+            }
         })
         .collect();
-    out.centres = per.iter().map(|p| p.0).collect();
     out.sse = per.iter().map(|p| p.1).sum();
+    out.centres = per.into_iter().map(|p| p.0).collect();
 }

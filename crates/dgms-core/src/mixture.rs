@@ -151,9 +151,8 @@ impl GaussianMixture {
 
     /// The current values, read back from the `Var`s (as f32).
     pub fn params(&self) -> Result<MixtureParams> {
-        let read = |v: &Var| -> Result<Vec<f32>> {
-            Ok(v.as_tensor().to_dtype(DType::F32)?.to_vec1()?)
-        };
+        let read =
+            |v: &Var| -> Result<Vec<f32>> { Ok(v.as_tensor().to_dtype(DType::F32)?.to_vec1()?) };
         Ok(MixtureParams {
             mu: read(&self.mu)?,
             sigma: read(&self.sigma)?,
@@ -184,7 +183,8 @@ impl GaussianMixture {
             (&self.tau, std::slice::from_ref(&params.tau)),
         ];
         for (var, values) in pairs {
-            let t = Tensor::from_slice(values, values.len(), var.device())?.to_dtype(var.dtype())?;
+            let t =
+                Tensor::from_slice(values, values.len(), var.device())?.to_dtype(var.dtype())?;
             var.set(&t)?;
         }
         Ok(())

@@ -39,7 +39,9 @@ impl MixtureParams {
     /// Means of all K components, index 0 being the zero component (0.0).
     /// This is also the hardening table.
     pub fn means_with_zero(&self) -> Vec<f32> {
-        std::iter::once(0.0).chain(self.mu.iter().copied()).collect()
+        std::iter::once(0.0)
+            .chain(self.mu.iter().copied())
+            .collect()
     }
 
     /// Widths of all K components, index 0 being the zero component.

@@ -31,14 +31,21 @@ fn k_below_two_is_rejected() {
         ..params()
     };
     let e = new(&p).unwrap_err();
-    assert!(matches!(e, CoreError::TooFewComponents { k: 1, .. }), "{e:?}");
+    assert!(
+        matches!(e, CoreError::TooFewComponents { k: 1, .. }),
+        "{e:?}"
+    );
     let m = message(e);
     assert!(m.contains("layer1.0.conv1") && m.contains("K >= 2"), "{m}");
 }
 
 #[test]
 fn non_finite_parameters_are_rejected() {
-    for (field, value) in [("mu", f32::NAN), ("pi", f32::INFINITY), ("sigma_zero", f32::NAN)] {
+    for (field, value) in [
+        ("mu", f32::NAN),
+        ("pi", f32::INFINITY),
+        ("sigma_zero", f32::NAN),
+    ] {
         let mut p = params();
         match field {
             "mu" => p.mu[1] = value,
@@ -68,7 +75,10 @@ fn non_positive_sigma_is_rejected() {
 fn bad_temperature_and_all_zero_pi_are_rejected() {
     let mut p = params();
     p.tau = 0.0;
-    assert!(matches!(new(&p).unwrap_err(), CoreError::BadTemperature { .. }));
+    assert!(matches!(
+        new(&p).unwrap_err(),
+        CoreError::BadTemperature { .. }
+    ));
     let mut p = params();
     p.pi = vec![0.0, 0.0];
     p.pi_zero = 0.0;
@@ -83,7 +93,10 @@ fn mismatched_parameter_lengths_are_rejected() {
     let e = new(&p).unwrap_err();
     assert!(matches!(e, CoreError::ShapeMismatch { .. }), "{e:?}");
     let m = message(e);
-    assert!(m.contains("sigma") && m.contains("[3]") && m.contains("[2]"), "{m}");
+    assert!(
+        m.contains("sigma") && m.contains("[3]") && m.contains("[2]"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -97,7 +110,10 @@ fn nan_weights_are_reported_with_their_index() {
         mixture.harden(&w).map(|_| ()),
     ] {
         let e = result.unwrap_err();
-        assert!(matches!(e, CoreError::NonFiniteWeight { index: 2, .. }), "{e:?}");
+        assert!(
+            matches!(e, CoreError::NonFiniteWeight { index: 2, .. }),
+            "{e:?}"
+        );
         assert!(message(e).contains("flat index 2 is NaN"));
     }
 }
@@ -120,7 +136,10 @@ fn set_params_rejects_another_k() {
     other.sigma.push(0.02);
     other.pi.push(0.1);
     let m = message(mixture.set_params(&other).unwrap_err());
-    assert!(m.contains("layer1.0.conv1") && m.contains("[3]") && m.contains("[2]"), "{m}");
+    assert!(
+        m.contains("layer1.0.conv1") && m.contains("[3]") && m.contains("[2]"),
+        "{m}"
+    );
     // A valid update of the same K goes through and reads back.
     let mut same = params();
     same.mu = vec![-0.2, 0.2];
@@ -132,7 +151,10 @@ fn set_params_rejects_another_k() {
 fn hardening_checks_the_shape() {
     let e = HardenedLayer::from_params("fc", &[2, 3], &[0.0; 5], &params()).unwrap_err();
     let m = message(e);
-    assert!(m.contains("fc") && m.contains("[5]") && m.contains("[2, 3]"), "{m}");
+    assert!(
+        m.contains("fc") && m.contains("[5]") && m.contains("[2, 3]"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -145,5 +167,15 @@ fn too_many_components_are_rejected() {
         ..params()
     };
     let e = new(&p).unwrap_err();
-    assert!(matches!(e, CoreError::TooManyComponents { k: 300, max: 256, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            CoreError::TooManyComponents {
+                k: 300,
+                max: 256,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }

@@ -35,7 +35,11 @@ fn soft_and_grads(
     let grads = loss.backward().unwrap();
     let mut out = vec![host(&soft), host(grads.get(w.as_tensor()).unwrap())];
     for v in mixture.trainable_vars() {
-        out.push(host(grads.get(v.as_tensor()).expect("gradient for every trainable var")));
+        out.push(host(
+            grads
+                .get(v.as_tensor())
+                .expect("gradient for every trainable var"),
+        ));
     }
     out
 }
@@ -61,13 +65,23 @@ fn fused_matches_composed_f32() {
             };
             let mixture = GaussianMixture::new("layer", &params, &opts(DType::F32)).unwrap();
             let mixture64 = GaussianMixture::new("layer", &params, &opts(DType::F64)).unwrap();
-            let weights = Tensor::from_vec(random_weights(n, case as u64), n, &Device::Cpu).unwrap();
+            let weights =
+                Tensor::from_vec(random_weights(n, case as u64), n, &Device::Cpu).unwrap();
             let upstream =
                 Tensor::from_vec(random_weights(n, 99 + case as u64), n, &Device::Cpu).unwrap();
             let fused = soft_and_grads(&mixture, &weights, &upstream, true);
             let composed = soft_and_grads(&mixture, &weights, &upstream, false);
             let oracle = soft_and_grads(&mixture64, &weights, &upstream, false);
-            let names = ["soft", "weight", "mu", "sigma", "pi", "pi_zero", "sigma_zero", "tau"];
+            let names = [
+                "soft",
+                "weight",
+                "mu",
+                "sigma",
+                "pi",
+                "pi_zero",
+                "sigma_zero",
+                "tau",
+            ];
             assert_eq!(fused.len(), 7 + train_tau as usize);
             assert_eq!(fused.len(), composed.len());
             for (((f, c), o), name) in fused.iter().zip(&composed).zip(&oracle).zip(names) {
@@ -97,7 +111,12 @@ fn loss_f64(params: &MixtureParams, weights: &[f64], upstream: &[f64]) -> f64 {
     let w = Tensor::from_slice(weights, weights.len(), &Device::Cpu).unwrap();
     let g = Tensor::from_slice(upstream, upstream.len(), &Device::Cpu).unwrap();
     let soft = mixture.soft_weights_composed(&w).unwrap();
-    (soft * g).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    (soft * g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 #[test]
@@ -129,15 +148,27 @@ fn composed_matches_finite_differences_f64() {
         let (mut wp, mut wm) = (weights.clone(), weights.clone());
         wp[i] += h;
         wm[i] -= h;
-        let fd = central(loss_f64(&params, &wp, &upstream), loss_f64(&params, &wm, &upstream));
+        let fd = central(
+            loss_f64(&params, &wp, &upstream),
+            loss_f64(&params, &wm, &upstream),
+        );
         let err = (fd - analytic_w[i]).abs() / analytic_w[i].abs().max(1e-3);
-        assert!(err < 1e-5, "dL/dw[{i}]: analytic {} vs fd {fd}", analytic_w[i]);
+        assert!(
+            err < 1e-5,
+            "dL/dw[{i}]: analytic {} vs fd {fd}",
+            analytic_w[i]
+        );
     }
     // Parameters: perturb one value at a time in the f64 Vars themselves.
     let w_fixed = w.as_tensor().detach();
     let loss_now = || -> f64 {
         let soft = mixture.soft_weights_composed(&w_fixed).unwrap();
-        (soft * &g).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        (soft * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     };
     for (name, var) in mixture.named_vars() {
         let analytic = host(grads.get(var.as_tensor()).expect("every var, tau included"));
@@ -147,11 +178,13 @@ fn composed_matches_finite_differences_f64() {
             let at = |delta: f64| {
                 let mut v = base.clone();
                 v[i] += delta;
-                var.set(&Tensor::from_vec(v, base.len(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(v, base.len(), &Device::Cpu).unwrap())
+                    .unwrap();
                 loss_now()
             };
             let fd = (at(step) - at(-step)) / (2.0 * step);
-            var.set(&Tensor::from_vec(base.clone(), base.len(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(base.clone(), base.len(), &Device::Cpu).unwrap())
+                .unwrap();
             let err = (fd - analytic[i]).abs() / analytic[i].abs().max(1e-2);
             assert!(
                 err < 1e-5,
@@ -175,7 +208,11 @@ fn far_weights_go_to_their_most_likely_component() {
         sigma_zero: 1e-3,
         tau: 0.01,
     };
-    assert_eq!((-0.5f32 * 20.0 * 20.0).exp(), 0.0, "the case must underflow in f32");
+    assert_eq!(
+        (-0.5f32 * 20.0 * 20.0).exp(),
+        0.0,
+        "the case must underflow in f32"
+    );
     let far = [0.1f32 + 20e-3, -0.1 - 20e-3];
     let mixture = GaussianMixture::new("far", &params, &MixtureOptions::default()).unwrap();
     let w = Var::from_slice(&far, 2, &Device::Cpu).unwrap();
@@ -183,12 +220,24 @@ fn far_weights_go_to_their_most_likely_component() {
     let hard = host(&mixture.hard_weights(w.as_tensor()).unwrap());
     let naive_average = params.mu.iter().sum::<f32>() as f64 / 4.0;
     for (i, expected) in [0.1f64, -0.1].into_iter().enumerate() {
-        assert!((soft[i] - expected).abs() < 1e-6, "soft[{i}] = {} expected {expected}", soft[i]);
-        assert!((hard[i] - expected).abs() < 1e-7, "hard[{i}] = {} expected {expected}", hard[i]);
+        assert!(
+            (soft[i] - expected).abs() < 1e-6,
+            "soft[{i}] = {} expected {expected}",
+            soft[i]
+        );
+        assert!(
+            (hard[i] - expected).abs() < 1e-7,
+            "hard[{i}] = {} expected {expected}",
+            hard[i]
+        );
         assert!((soft[i] - naive_average).abs() > 0.05);
     }
     let gamma = host(&mixture.responsibilities(w.as_tensor()).unwrap());
-    assert!((gamma[3] - 1.0).abs() < 1e-6, "gamma of mu=0.1 component: {:?}", &gamma[..4]);
+    assert!(
+        (gamma[3] - 1.0).abs() < 1e-6,
+        "gamma of mu=0.1 component: {:?}",
+        &gamma[..4]
+    );
     // Gradients stay finite there.
     let soft_t = mixture.soft_weights(w.as_tensor()).unwrap();
     let grads = soft_t.sum_all().unwrap().backward().unwrap();
@@ -205,5 +254,7 @@ fn far_weights_go_to_their_most_likely_component() {
     let huge = Tensor::from_slice(&[1e30f32, -1e30], 2, &Device::Cpu).unwrap();
     let hard = host(&mixture.hard_weights(&huge).unwrap());
     assert_eq!(hard, vec![0.1f32 as f64, 0.1f32 as f64]);
-    assert!(host(&mixture.soft_weights(&huge).unwrap()).iter().all(|s| s.is_finite()));
+    assert!(host(&mixture.soft_weights(&huge).unwrap())
+        .iter()
+        .all(|s| s.is_finite()));
 }

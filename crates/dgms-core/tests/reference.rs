@@ -85,7 +85,10 @@ fn check_case(path: &Path) -> Vec<String> {
     };
     let mut failures = Vec::new();
     if params.k() != k {
-        failures.push(format!("{name}: mu has {} values, metadata k = {k}", params.mu.len()));
+        failures.push(format!(
+            "{name}: mu has {} values, metadata k = {k}",
+            params.mu.len()
+        ));
         return failures;
     }
 
@@ -113,7 +116,13 @@ fn check_case(path: &Path) -> Vec<String> {
         }
     };
     check("soft", vec_f64(&soft), "soft", &valid, SOFT_TOL);
-    check("grad_weight", grad_of(&weight), "grad_weight", &valid, SOFT_TOL);
+    check(
+        "grad_weight",
+        grad_of(&weight),
+        "grad_weight",
+        &valid,
+        SOFT_TOL,
+    );
     let named: HashMap<&str, Var> = mixture.named_vars().into_iter().collect();
     for (param, file_name) in [
         ("mu", "grad_mu"),
@@ -123,7 +132,13 @@ fn check_case(path: &Path) -> Vec<String> {
         ("sigma_zero", "grad_sigma_zero"),
     ] {
         let all = vec![true; named[param].elem_count()];
-        check(file_name, grad_of(&named[param]), file_name, &all, PARAM_GRAD_TOL);
+        check(
+            file_name,
+            grad_of(&named[param]),
+            file_name,
+            &all,
+            PARAM_GRAD_TOL,
+        );
     }
 
     let hard = vec_f64(&mixture.hard_weights(&t["weight"]).unwrap());
@@ -163,7 +178,10 @@ fn check_case(path: &Path) -> Vec<String> {
 fn matches_reference_fixtures() {
     let dir = reference_dir();
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!("reference fixture folder {} cannot be read: {e}", dir.display())
+        panic!(
+            "reference fixture folder {} cannot be read: {e}",
+            dir.display()
+        )
     });
     let mut cases: Vec<PathBuf> = entries
         .map(|e| e.unwrap().path())

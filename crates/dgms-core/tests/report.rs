@@ -6,8 +6,14 @@ use dgms_core::{GaussianMixture, LayerReport, MixtureOptions, MixtureParams, Mod
 
 #[test]
 fn bits_follow_the_reference_and_the_packing() {
-    assert_eq!((bits_floor(2), bits_floor(4), bits_floor(16), bits_floor(5)), (1, 2, 4, 2));
-    assert_eq!((bits_ceil(2), bits_ceil(4), bits_ceil(16), bits_ceil(5)), (1, 2, 4, 3));
+    assert_eq!(
+        (bits_floor(2), bits_floor(4), bits_floor(16), bits_floor(5)),
+        (1, 2, 4, 2)
+    );
+    assert_eq!(
+        (bits_ceil(2), bits_ceil(4), bits_ceil(16), bits_ceil(5)),
+        (1, 2, 4, 3)
+    );
     assert_eq!((bits_floor(256), bits_ceil(256)), (8, 8));
 }
 
@@ -39,7 +45,10 @@ fn model_totals_weight_layers_by_size() {
     // 32 x 16 / (8 x 2 + 8 x 4)
     assert!((mixed.compression_ratio - 512.0 / 48.0).abs() < 1e-9);
     let table = m.to_table();
-    assert!(table.contains("total") && table.contains("12.50%"), "{table}");
+    assert!(
+        table.contains("total") && table.contains("12.50%"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -53,8 +62,12 @@ fn hardened_layer_reports_its_zeros() {
         tau: 0.01,
     };
     let mixture = GaussianMixture::new("conv", &params, &MixtureOptions::default()).unwrap();
-    let w = Tensor::from_slice(&[0.0f32, 0.001, -0.1, 0.09, -0.002, 0.11], (2, 3), &Device::Cpu)
-        .unwrap();
+    let w = Tensor::from_slice(
+        &[0.0f32, 0.001, -0.1, 0.09, -0.002, 0.11],
+        (2, 3),
+        &Device::Cpu,
+    )
+    .unwrap();
     let hardened = mixture.harden(&w).unwrap();
     assert_eq!(hardened.indices, vec![0, 0, 1, 2, 0, 2]);
     assert_eq!(hardened.decode(), vec![0.0, 0.0, -0.1, 0.1, 0.0, 0.1]);
