@@ -360,7 +360,12 @@ pub fn backward<T: Real>(
             }
             part
         })
-        .reduce(|| Partial::zeros(k), Partial::merge);
+        .collect::<Vec<_>>()
+        .into_iter()
+        // Summed in chunk order, not by rayon's adaptive reduce tree, so the
+        // gradients are bitwise the same whatever the thread count or
+        // scheduling (resumed training must equal an uninterrupted run).
+        .fold(Partial::zeros(k), Partial::merge);
 
     let e_sum: f64 = total.e.iter().sum();
     let pi = (0..k)

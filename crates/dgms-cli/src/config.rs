@@ -1,0 +1,95 @@
+//! The resolved configuration of a training run: every choice spelled out,
+//! saved as `config.json` in the run directory and inside each checkpoint.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::train::optim::SgdConfig;
+
+/// Which schedule, in CLI terms; turned into a [`crate::train::schedule::Schedule`]
+/// once the number of steps is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    OneCycle,
+    Cosine,
+    MultiStep,
+    Constant,
+}
+
+/// Mixture settings of a DGMS fine-tuning run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MixtureSettings {
+    /// Components per layer (K = 2^bits).
+    pub k: usize,
+    /// Temperature.
+    pub tau: f32,
+    /// Train tau as well.
+    pub train_tau: bool,
+    /// "Empirical" init: every sigma 0.01.
+    pub empirical: bool,
+    /// Layers with a mixture; `None` = SPEC section 3 default (every conv
+    /// but the first).
+    pub layers: Option<Vec<String>>,
+    /// Apply weight decay to the mixture parameters too (the reference
+    /// does; off by default here).
+    pub weight_decay: bool,
+    /// Seed of the k-means restarts.
+    pub init_seed: u64,
+}
+
+/// Everything a training run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub model: String,
+    /// Data source, e.g. `embedded`, `fashion-mnist:DIR`, `cifar10:DIR`.
+    pub data: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak (one-cycle) or base learning rate.
+    pub lr: f64,
+    pub schedule: ScheduleKind,
+    /// Milestones in epochs, for multi-step.
+    pub milestones: Vec<usize>,
+    /// Factor applied at each milestone, for multi-step.
+    pub gamma: f64,
+    pub sgd: SgdConfig,
+    pub seed: u64,
+    /// Stop each epoch after this many batches (quick runs and tests).
+    pub max_batches: Option<usize>,
+    /// Evaluate on at most this many test images (quick runs and tests).
+    pub max_eval: Option<usize>,
+    pub out_dir: PathBuf,
+    /// Full-precision checkpoint to start from.
+    pub init_from: Option<PathBuf>,
+    /// Mixture fine-tuning (None = full-precision training).
+    pub mixture: Option<MixtureSettings>,
+}
+
+impl RunConfig {
+    /// Defaults of `dgms pretrain`.
+    pub fn pretrain(model: &str, data: &str, out_dir: PathBuf) -> Self {
+        Self {
+            model: model.to_string(),
+            data: data.to_string(),
+            epochs: 8,
+            batch_size: 128,
+            lr: 0.1,
+            schedule: ScheduleKind::OneCycle,
+            milestones: vec![],
+            gamma: 0.1,
+            sgd: SgdConfig {
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 5e-4,
+            },
+            seed: 0,
+            max_batches: None,
+            max_eval: None,
+            out_dir,
+            init_from: None,
+            mixture: None,
+        }
+    }
+}

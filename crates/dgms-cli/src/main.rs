@@ -1,0 +1,274 @@
+//! `dgms`: DGMS quantization from the command line.
+//!
+//! Exit codes: 0 on success, 1 on any error (printed with its chain of
+//! causes), 2 on a usage error (clap).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dgms_cli::config::{MixtureSettings, RunConfig, ScheduleKind};
+use dgms_cli::phases;
+use dgms_cli::train::optim::SgdConfig;
+use dgms_cli::train::trainer::train;
+
+#[derive(Parser)]
+#[command(
+    name = "dgms",
+    version,
+    about = "DGMS quantization: train, harden, evaluate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Full-precision training.
+    Pretrain(TrainArgs),
+    /// DGMS fine-tuning: mixtures initialised from a full-precision
+    /// checkpoint (--init), trained with the weights.
+    Dgms {
+        #[command(flatten)]
+        train: TrainArgs,
+        #[command(flatten)]
+        mixture: MixtureArgs,
+    },
+    /// Hardens a DGMS checkpoint: every mixture weight becomes its hard
+    /// weight; indices and codebooks are stored; prints the report.
+    Harden {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluates a checkpoint on its test set (mixture layers hard).
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data source (default: the one it was trained on).
+        #[arg(long)]
+        data: Option<String>,
+        /// Evaluate on the first N test images only.
+        #[arg(long)]
+        max_eval: Option<usize>,
+    },
+    /// The SPEC section 5 report (sparsity, bits, compression) of a DGMS or
+    /// hardened checkpoint.
+    Report {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Post-training quantization: k-means init + harden, no training.
+    Quantize {
+        #[arg(long)]
+        model: String,
+        /// Full-precision weights (a checkpoint or a safetensors state dict).
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long, default_value = "embedded")]
+        data: String,
+        #[command(flatten)]
+        mixture: MixtureArgs,
+        #[arg(long)]
+        out: PathBuf,
+        /// Evaluate the quantized model on the test set.
+        #[arg(long)]
+        eval: bool,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[arg(long, default_value = "resnet20")]
+    model: String,
+    /// `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR` or `cifar10:DIR`.
+    #[arg(long, default_value = "embedded")]
+    data: String,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Peak (one-cycle) or base learning rate [pretrain 0.1, dgms 1e-3].
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, value_enum, default_value_t = ScheduleKind::OneCycle)]
+    schedule: ScheduleKind,
+    /// Multi-step milestones, in epochs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    milestones: Vec<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long)]
+    no_nesterov: bool,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run directory (checkpoints, metrics.jsonl, config.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from these full-precision weights.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Resume from a checkpoint of this run (restores everything).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// At most this many batches per epoch.
+    #[arg(long)]
+    max_batches: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    max_eval: Option<usize>,
+}
+
+#[derive(Args)]
+struct MixtureArgs {
+    /// Components per layer (16 = 4-bit, 8 = 3-bit, 4 = 2-bit).
+    #[arg(long, default_value_t = 16)]
+    k: usize,
+    #[arg(long, default_value_t = 0.01)]
+    tau: f32,
+    #[arg(long)]
+    train_tau: bool,
+    /// "Empirical" init: every sigma 0.01.
+    #[arg(long)]
+    empirical: bool,
+    /// Layers with a mixture (comma-separated; default: every conv but the first).
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<String>>,
+    /// Apply weight decay to the mixture parameters too.
+    #[arg(long)]
+    mixture_weight_decay: bool,
+    #[arg(long, default_value_t = 0)]
+    init_seed: u64,
+}
+
+impl MixtureArgs {
+    fn settings(&self) -> MixtureSettings {
+        MixtureSettings {
+            k: self.k,
+            tau: self.tau,
+            train_tau: self.train_tau,
+            empirical: self.empirical,
+            layers: self.layers.clone(),
+            weight_decay: self.mixture_weight_decay,
+            init_seed: self.init_seed,
+        }
+    }
+}
+
+impl TrainArgs {
+    fn config(&self, default_epochs: usize, default_lr: f64) -> RunConfig {
+        RunConfig {
+            epochs: self.epochs.unwrap_or(default_epochs),
+            batch_size: self.batch_size,
+            lr: self.lr.unwrap_or(default_lr),
+            schedule: self.schedule,
+            milestones: self.milestones.clone(),
+            gamma: self.gamma,
+            sgd: SgdConfig {
+                momentum: self.momentum,
+                nesterov: !self.no_nesterov,
+                weight_decay: self.weight_decay,
+            },
+            seed: self.seed,
+            max_batches: self.max_batches,
+            max_eval: self.max_eval,
+            init_from: self.init.clone(),
+            ..RunConfig::pretrain(&self.model, &self.data, self.out.clone())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pretrain(args) => {
+            let cfg = args.config(8, 0.1);
+            let outcome = train(&cfg, args.resume.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        }
+        Command::Dgms {
+            train: args,
+            mixture,
+        } => {
+            let mut cfg = args.config(2, 1e-3);
+            cfg.mixture = Some(mixture.settings());
+            if cfg.init_from.is_none() && args.resume.is_none() {
+                anyhow::bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
+            }
+            let outcome = train(&cfg, args.resume.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        }
+        Command::Harden { checkpoint, out } => {
+            let report = phases::harden(&checkpoint, &out)?;
+            print!("{}", report.to_table());
+            println!("wrote {}", out.display());
+        }
+        Command::Eval {
+            checkpoint,
+            data,
+            max_eval,
+        } => {
+            let result = phases::eval(&checkpoint, data.as_deref(), max_eval)?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        }
+        Command::Report { checkpoint, json } => {
+            let report = phases::report(&checkpoint)?;
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                dgms_cli::fsutil::write_atomic(
+                    &path,
+                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                )?;
+                println!("wrote {}", path.display());
+            }
+        }
+        Command::Quantize {
+            model,
+            weights,
+            data,
+            mixture,
+            out,
+            eval,
+        } => {
+            let (report, quantized, data_set) =
+                phases::quantize(&model, &weights, &data, &mixture.settings(), &out)?;
+            print!("{}", report.to_table());
+            println!("wrote {}", out.display());
+            if eval {
+                let tally = dgms_cli::train::session::evaluate(
+                    quantized.net.as_ref(),
+                    data_set.test.clone(),
+                    data_set.kind,
+                )
+                .context("evaluating the quantized model")?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&phases::EvalResult::from(tally))?
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

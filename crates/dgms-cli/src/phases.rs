@@ -1,0 +1,193 @@
+//! The phases after training: hardening, evaluation, the SPEC section 5
+//! report, and post-training quantization (init + harden, no training).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use dgms_core::{HardenedLayer, ModelReport};
+use serde::Serialize;
+
+use crate::config::{MixtureSettings, RunConfig};
+use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
+use crate::train::metrics::Tally;
+use crate::train::session::{evaluate, Data, Model};
+
+/// Accuracy of a model on a test set.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalResult {
+    pub images: usize,
+    pub top1: f64,
+    pub top5: f64,
+    pub loss: f64,
+}
+
+impl From<Tally> for EvalResult {
+    fn from(t: Tally) -> Self {
+        Self {
+            images: t.seen,
+            top1: t.top1(),
+            top5: t.top5(),
+            loss: t.loss(),
+        }
+    }
+}
+
+/// Loads a checkpoint's model (with its mixtures, or hardened) and its data.
+pub fn open(path: &Path, data: Option<&str>) -> Result<(Checkpoint, Data, Model)> {
+    let ckpt = checkpoint::load(path)?;
+    let data = Data::load(data.unwrap_or(&ckpt.meta.config.data))?;
+    let model = Model::new(&ckpt.meta.model, &data)?;
+    model.restore(path, &ckpt, None)?;
+    Ok((ckpt, data, model))
+}
+
+/// Evaluates a checkpoint: mixture layers use their hard weights.
+pub fn eval(path: &Path, data: Option<&str>, max_eval: Option<usize>) -> Result<EvalResult> {
+    let (_, data, model) = open(path, data)?;
+    let test = data.test_subset(max_eval)?;
+    Ok(evaluate(model.net.as_ref(), test, data.kind)?.into())
+}
+
+/// Hardens every mixture layer of `model`: the weight becomes its hard
+/// weight; returns each layer's indices and table.
+pub fn harden_model(model: &Model) -> Result<Vec<HardenedLayer>> {
+    let mut layers = Vec::new();
+    for (name, mixture) in model.net.mixtures() {
+        let conv = model
+            .net
+            .conv(&name)
+            .with_context(|| format!("no conv {name}"))?;
+        let hardened = mixture.harden(conv.weight())?;
+        let var = conv
+            .weight_var()
+            .with_context(|| format!("layer {name}: weight is not a variable"))?;
+        var.set(&Tensor::from_vec(
+            hardened.decode(),
+            conv.weight().shape(),
+            conv.weight().device(),
+        )?)?;
+        conv.set_mixture(None);
+        layers.push(hardened);
+    }
+    if layers.is_empty() {
+        bail!("the model has no mixture layer to harden (a full-precision checkpoint? use `dgms quantize`)");
+    }
+    Ok(layers)
+}
+
+/// Writes a hardened checkpoint: hard conv weights plus `<layer>.indices`
+/// and `<layer>.codebook` of every hardened layer.
+pub fn save_hardened(
+    path: &Path,
+    model: &Model,
+    layers: &[HardenedLayer],
+    mut meta: CheckpointMeta,
+) -> Result<ModelReport> {
+    let mut tensors = model.checkpoint_tensors();
+    for l in layers {
+        let n = l.indices.len();
+        tensors.push((
+            format!("{}.indices", l.name),
+            Tensor::from_vec(l.indices.clone(), n, &candle_core::Device::Cpu)?,
+        ));
+        tensors.push((
+            format!("{}.codebook", l.name),
+            Tensor::from_vec(l.table.clone(), l.k(), &candle_core::Device::Cpu)?,
+        ));
+    }
+    meta.hardened = true;
+    meta.mixture_k = layers.iter().map(|l| (l.name.clone(), l.k())).collect();
+    checkpoint::save(path, &tensors, &meta)?;
+    Ok(report_of(layers))
+}
+
+/// The SPEC section 5 report of hardened layers.
+pub fn report_of(layers: &[HardenedLayer]) -> ModelReport {
+    ModelReport::from_layers(layers.iter().map(HardenedLayer::report).collect())
+}
+
+/// `dgms harden`: a trained DGMS checkpoint to a hardened one.
+pub fn harden(path: &Path, out: &Path) -> Result<ModelReport> {
+    let (ckpt, _, model) = open(path, None)?;
+    if ckpt.meta.hardened {
+        bail!("{} is already hardened", path.display());
+    }
+    let layers = harden_model(&model)?;
+    save_hardened(out, &model, &layers, ckpt.meta)
+}
+
+/// `dgms report`: the SPEC section 5 table of a DGMS or hardened checkpoint.
+pub fn report(path: &Path) -> Result<ModelReport> {
+    let (ckpt, _, model) = open(path, None)?;
+    if !ckpt.meta.hardened {
+        return Ok(report_of(&harden_model(&model)?));
+    }
+    let mut layers = Vec::new();
+    for (name, &k) in &ckpt.meta.mixture_k {
+        let get = |suffix: &str| {
+            ckpt.tensors
+                .get(&format!("{name}.{suffix}"))
+                .with_context(|| format!("{}: no tensor {name}.{suffix}", path.display()))
+        };
+        let conv = model
+            .net
+            .conv(name)
+            .with_context(|| format!("no conv {name}"))?;
+        let layer = HardenedLayer {
+            name: name.clone(),
+            shape: conv.weight().dims().to_vec(),
+            indices: get("indices")?.to_vec1()?,
+            table: get("codebook")?.to_vec1()?,
+        };
+        if layer.k() != k {
+            bail!(
+                "{}: {name}.codebook has {} values, expected K = {k}",
+                path.display(),
+                layer.k()
+            );
+        }
+        layers.push(layer);
+    }
+    Ok(report_of(&layers))
+}
+
+/// `dgms quantize`: post-training quantization of full-precision weights
+/// (k-means init + harden, no training), written as a hardened checkpoint.
+pub fn quantize(
+    model_name: &str,
+    weights: &Path,
+    data: &str,
+    mixture: &MixtureSettings,
+    out: &Path,
+) -> Result<(ModelReport, Model, Data)> {
+    let data_set = Data::load(data)?;
+    let model = Model::new(model_name, &data_set)?;
+    model.load_weights(weights)?;
+    model.enable_mixtures(mixture)?;
+    let layers = harden_model(&model)?;
+    let mut config = RunConfig::pretrain(
+        model_name,
+        data,
+        out.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    );
+    config.epochs = 0;
+    config.init_from = Some(weights.to_path_buf());
+    config.mixture = Some(mixture.clone());
+    let meta = CheckpointMeta {
+        format_version: FORMAT_VERSION,
+        model: model_name.to_string(),
+        epoch: 0,
+        step: 0,
+        seed: 0,
+        // Not evaluated here (JSON has no NaN).
+        top1: 0.0,
+        best_top1: 0.0,
+        mixture_k: Default::default(),
+        train_tau: false,
+        hardened: true,
+        config,
+    };
+    let report = save_hardened(out, &model, &layers, meta)?;
+    Ok((report, model, data_set))
+}

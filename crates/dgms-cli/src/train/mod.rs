@@ -1,0 +1,8 @@
+//! Training: optimizer, schedules, checkpoints, metrics and the loop.
+
+pub mod checkpoint;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+pub mod session;
+pub mod trainer;

@@ -1,0 +1,63 @@
+//! # dgms-data
+//!
+//! Datasets for `dgms`: readers for the idx format (MNIST, Fashion-MNIST,
+//! `.gz` or raw) and CIFAR-10 binary batches, the embedded default dataset (a
+//! balanced 10,000 / 2,000-image Fashion-MNIST subset kept in the repository
+//! under `fixtures/fashion-mnist-subset`), and a [`Loader`] that shuffles,
+//! augments, normalises and batches into candle tensors.
+//!
+//! ```
+//! use dgms_data::{DataSource, Loader, LoaderConfig};
+//!
+//! // `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR` or `cifar10:DIR`.
+//! let source: DataSource = "embedded".parse()?;
+//! let splits = source.load()?;
+//! assert_eq!((splits.train.len(), splits.test.len()), (10_000, 2_000));
+//!
+//! // Training batches: seeded shuffle, random crop (pad 2) and flip,
+//! // normalised with the Fashion-MNIST mean and std.
+//! let config = LoaderConfig::train(source.kind(), 64, 42);
+//! let loader = Loader::new(splits.train, config)?;
+//! assert_eq!(loader.batches_per_epoch(), 157);
+//! let batch = loader.epoch(0).next().expect("one batch at least")?;
+//! assert_eq!(batch.images.dims(), &[64, 1, 28, 28]);
+//! assert_eq!(batch.labels.dims(), &[64]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Determinism
+//!
+//! The order of epoch `e` comes from a ChaCha8 generator keyed by
+//! `(seed, e)`; each image's crop and flip from one keyed by
+//! `(seed, e, image index)`. Batches are built in parallel with rayon but do
+//! not depend on the thread count, and [`Loader::epoch_from`] resumes an
+//! epoch at any batch with exactly the batches an uninterrupted run gets.
+//!
+//! ## Modules
+//!
+//! - [`source`]: [`DataSource`], parsed from a string;
+//! - [`idx`], [`cifar`]: file readers (and idx writers);
+//! - [`dataset`]: [`Dataset`] (raw `u8` pixels, N x C x H x W) and
+//!   [`DatasetKind`] with the per-dataset defaults;
+//! - [`augment`], [`normalize`], [`loader`]: the batch pipeline;
+//! - `hub` (feature `hub`): fetching through `candle-datasets`.
+
+pub mod augment;
+pub mod cifar;
+pub mod dataset;
+pub mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
+pub mod idx;
+pub mod loader;
+pub mod normalize;
+pub mod source;
+
+pub use augment::{Augment, CropFlip};
+pub use dataset::{Dataset, DatasetKind, Splits};
+pub use error::{DataError, Result};
+#[cfg(feature = "hub")]
+pub use hub::load_hub;
+pub use loader::{Batch, BatchIter, Loader, LoaderConfig, Mode};
+pub use normalize::Normalize;
+pub use source::DataSource;

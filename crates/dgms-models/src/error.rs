@@ -1,0 +1,102 @@
+//! Typed errors of the model crate.
+//!
+//! Every variant that concerns one layer names it by its parameter-name
+//! prefix (e.g. `layer1.0.conv1`), so a message in the log of a whole-model
+//! run says where the problem is. Mixture errors from `dgms-core` already
+//! name their layer and are passed through unchanged.
+
+use dgms_core::CoreError;
+
+/// Errors returned by `dgms-models`.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// [`crate::build_model`] was asked for a model it does not know.
+    #[error("unknown model `{name}`; known models: {}", known.join(", "))]
+    UnknownModel {
+        name: String,
+        known: Vec<&'static str>,
+    },
+
+    /// A model's settings are unusable (depth, channels, classes, image size).
+    #[error("model `{model}`: {what}")]
+    Config { model: String, what: String },
+
+    /// A layer's parameters could not be created or loaded (missing tensor,
+    /// wrong shape, ...).
+    #[error("layer `{layer}`: cannot load its parameters: {source}")]
+    Load {
+        layer: String,
+        #[source]
+        source: candle_core::Error,
+    },
+
+    /// A layer failed in a forward pass.
+    #[error("layer `{layer}`: forward pass failed: {source}")]
+    Forward {
+        layer: String,
+        #[source]
+        source: candle_core::Error,
+    },
+
+    /// A layer selection names a convolution the model does not have.
+    #[error("layer selection names `{layer}`, which is not a convolution of `{model}`; its convolutions are: {}", known.join(", "))]
+    UnknownLayer {
+        model: String,
+        layer: String,
+        known: Vec<String>,
+    },
+
+    /// A per-layer K was given for a convolution that is not selected.
+    #[error("layer `{layer}`: K = {k} given, but the layer is not selected for a mixture")]
+    KForUnselectedLayer { layer: String, k: usize },
+
+    /// The mixture's dtype differs from the weights' dtype.
+    #[error("layer `{layer}`: weights are {weights:?} but the mixture options ask for {mixture:?}; they must match")]
+    DTypeMismatch {
+        layer: String,
+        weights: candle_core::DType,
+        mixture: candle_core::DType,
+    },
+
+    /// A checkpoint lacks a tensor the model needs.
+    #[error("checkpoint {path}: missing tensor `{name}`")]
+    MissingTensor { path: String, name: String },
+
+    /// A checkpoint tensor has a shape other than the model's.
+    #[error(
+        "checkpoint {path}: tensor `{name}` has shape {got:?}, the model expects {expected:?}"
+    )]
+    TensorShape {
+        path: String,
+        name: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+
+    /// A mixture error from `dgms-core` (its message names the layer).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+
+    /// Any other candle error.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    /// A [`ModelError::Load`] for the layer at `layer`.
+    pub(crate) fn load(layer: impl Into<String>, source: candle_core::Error) -> Self {
+        Self::Load {
+            layer: layer.into(),
+            source,
+        }
+    }
+
+    /// Turns the error into a candle error, for `ModuleT::forward_t`, which
+    /// must return candle's error type; the message is kept.
+    pub(crate) fn into_candle(self) -> candle_core::Error {
+        candle_core::Error::Wrapped(Box::new(self))
+    }
+}
+
+/// Result alias of the crate.
+pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,73 @@
+//! # dgms-models
+//!
+//! CIFAR models in candle whose convolutions can carry DGMS Gaussian
+//! mixtures: ResNet-20/32/56 (option-A shortcuts) and VGG-Small, with the
+//! DGMS authors' parameter names, so their state dicts (converted to
+//! safetensors) load as they are.
+//!
+//! - [`QConv2d`]: a convolution with an optional [`dgms_core::GaussianMixture`]:
+//!   plain weights without one, soft weights in training, hard weights in
+//!   evaluation. Every convolution runs through [`conv::conv2d`].
+//! - [`DgmsModel`]: the models' common trait (a `candle_nn::ModuleT`, the
+//!   train flag reaching every layer): the convolutions by name,
+//!   [`DgmsModel::enable_mixtures`] with a [`LayerSelection`] (SPEC
+//!   section 3 by default: every convolution but the first; the classifier
+//!   stays full precision), [`DgmsModel::mixtures`] for the optimizer and
+//!   checkpoints.
+//! - [`build_model`] for `resnet20`, `resnet32`, `resnet56`, `vggsmall`.
+//! - Batch norm uses candle-nn's, with its running statistics as `Var`s of
+//!   the `VarMap`; [`is_batch_norm_stat`] tells a trainer which parameters to
+//!   keep out of the optimizer and weight decay.
+//! - [`load_varmap`] overwrites a `VarMap`'s `Var`s from a safetensors file.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use dgms_core::{InitConfig, MixtureOptions};
+//! use dgms_models::{build_model, DgmsModel, LayerSelection, ModelConfig};
+//!
+//! // Build on a VarMap (here randomly initialised; a trainer would then
+//! // call `load_varmap` with pretrained parameters).
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let model = build_model("resnet20", &ModelConfig::default(), vb)?;
+//!
+//! // Mixtures with K = 4 on every conv but the first.
+//! let init = InitConfig { k: 4, ..InitConfig::default() };
+//! let outcomes =
+//!     model.enable_mixtures(&init, &MixtureOptions::default(), &LayerSelection::default())?;
+//! assert_eq!(outcomes.len(), 18);
+//! assert!(!model.convs()[0].has_mixture());
+//!
+//! // Training forward (soft weights) and backward.
+//! let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu)?;
+//! let loss = model.forward_t(&x, true)?.sqr()?.mean_all()?;
+//! let grads = loss.backward()?;
+//! for var in model.mixture_trainable_vars() {
+//!     assert!(grads.get(var.as_tensor()).is_some());
+//! }
+//!
+//! // Evaluation forward: hard weights.
+//! let logits = model.forward_t(&x, false)?;
+//! assert_eq!(logits.dims(), &[2, 10]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod batch_norm;
+pub mod checkpoint;
+pub mod conv;
+pub mod error;
+pub mod model;
+pub mod qconv;
+pub mod resnet_cifar;
+pub mod selection;
+pub mod vgg_small;
+
+pub use batch_norm::{is_batch_norm_stat, BATCH_NORM_STAT_SUFFIXES};
+pub use checkpoint::{load_varmap, set_varmap};
+pub use error::{ModelError, Result};
+pub use model::{build_model, DgmsModel, ModelConfig, MODEL_NAMES};
+pub use qconv::{ConvSpec, QConv2d};
+pub use resnet_cifar::ResNetCifar;
+pub use selection::{LayerPredicate, LayerSelection};
+pub use vgg_small::VggSmall;
