@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use dgms_cli::config::{MixtureSettings, RunConfig, ScheduleKind};
 use dgms_cli::phases;
 use dgms_cli::train::optim::SgdConfig;
-use dgms_cli::train::trainer::train;
+use dgms_cli::train::trainer::train_until;
 
 #[derive(Parser)]
 #[command(
@@ -120,6 +120,10 @@ struct TrainArgs {
     /// Resume from a checkpoint of this run (restores everything).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Stop this invocation after N completed epochs (the schedule still
+    /// spans --epochs); continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
     /// At most this many batches per epoch.
     #[arg(long)]
     max_batches: Option<usize>,
@@ -191,7 +195,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pretrain(args) => {
             let cfg = args.config(8, 0.1);
-            let outcome = train(&cfg, args.resume.as_deref())?;
+            let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
             println!("{}", serde_json::to_string_pretty(&outcome)?);
         }
         Command::Dgms {
@@ -203,7 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             if cfg.init_from.is_none() && args.resume.is_none() {
                 anyhow::bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
             }
-            let outcome = train(&cfg, args.resume.as_deref())?;
+            let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
             println!("{}", serde_json::to_string_pretty(&outcome)?);
         }
         Command::Harden { checkpoint, out } => {

@@ -37,7 +37,7 @@ impl From<Tally> for EvalResult {
 pub fn open(path: &Path, data: Option<&str>) -> Result<(Checkpoint, Data, Model)> {
     let ckpt = checkpoint::load(path)?;
     let data = Data::load(data.unwrap_or(&ckpt.meta.config.data))?;
-    let model = Model::new(&ckpt.meta.model, &data)?;
+    let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
     model.restore(path, &ckpt, None)?;
     Ok((ckpt, data, model))
 }
@@ -162,7 +162,7 @@ pub fn quantize(
     out: &Path,
 ) -> Result<(ModelReport, Model, Data)> {
     let data_set = Data::load(data)?;
-    let model = Model::new(model_name, &data_set)?;
+    let model = Model::new(model_name, &data_set, 0)?;
     model.load_weights(weights)?;
     model.enable_mixtures(mixture)?;
     let layers = harden_model(&model)?;

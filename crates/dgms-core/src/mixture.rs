@@ -50,6 +50,10 @@ pub struct GaussianMixture {
     train_tau: bool,
 }
 
+/// Smallest width sigma (and temperature tau, when trained) a mixture keeps
+/// during training: see [`GaussianMixture::project`].
+pub const SIGMA_FLOOR: f64 = 1e-6;
+
 /// Names of the mixture's tensors, as used in checkpoints (`<layer>.<name>`).
 pub const PARAM_NAMES: [&str; 6] = ["mu", "sigma", "pi", "pi_zero", "sigma_zero", "tau"];
 
@@ -188,6 +192,28 @@ impl GaussianMixture {
             var.set(&t)?;
         }
         Ok(())
+    }
+
+    /// Projects the parameters back into their domain after an optimizer
+    /// step: every sigma (and tau, when trained) below [`SIGMA_FLOOR`] is
+    /// set to it. Plain SGD on sigma can overshoot to <= 0 (its gradient
+    /// grows like 1/(tau sigma)), where the density is undefined; the
+    /// reference has no such guard. Returns how many values were clamped.
+    pub fn project(&self) -> Result<usize> {
+        let mut vars = vec![&self.sigma, &self.sigma_zero];
+        if self.train_tau {
+            vars.push(&self.tau);
+        }
+        let mut clamped = 0;
+        for var in vars {
+            let values: Vec<f64> = var.as_tensor().to_dtype(DType::F64)?.to_vec1()?;
+            let low = values.iter().filter(|&&v| v < SIGMA_FLOOR).count();
+            if low > 0 {
+                var.set(&var.as_tensor().maximum(SIGMA_FLOOR)?)?;
+                clamped += low;
+            }
+        }
+        Ok(clamped)
     }
 
     fn tau_tensor(&self) -> Tensor {

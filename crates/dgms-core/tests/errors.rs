@@ -179,3 +179,29 @@ fn too_many_components_are_rejected() {
         "{e:?}"
     );
 }
+
+#[test]
+fn project_clamps_sigma_into_its_domain() {
+    let mixture = new(&params()).unwrap();
+    let mut p = params();
+    p.sigma = vec![0.02, 0.02];
+    mixture.set_params(&p).unwrap();
+    assert_eq!(mixture.project().unwrap(), 0);
+    // An optimizer step may leave sigma <= 0: set the Var directly.
+    let (_, sigma) = mixture.named_vars().into_iter().nth(1).unwrap();
+    sigma
+        .set(&Tensor::from_slice(&[-0.5f32, 0.03], 2, &Device::Cpu).unwrap())
+        .unwrap();
+    assert!(mixture
+        .soft_weights(&Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())
+        .is_err());
+    assert_eq!(mixture.project().unwrap(), 1);
+    let after = mixture.params().unwrap();
+    assert_eq!(
+        after.sigma,
+        vec![dgms_core::mixture::SIGMA_FLOOR as f32, 0.03]
+    );
+    assert!(mixture
+        .soft_weights(&Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())
+        .is_ok());
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dgms_core::{InitConfig, MixtureOptions, SigmaInit};
+use dgms_core::{workloads, InitConfig, MixtureOptions, SigmaInit};
 use dgms_data::{DataSource, Dataset, DatasetKind, Loader, LoaderConfig};
 use dgms_models::{
     build_model, is_batch_norm_stat, set_varmap, DgmsModel, LayerSelection, ModelConfig,
@@ -68,12 +68,49 @@ pub struct Model {
 }
 
 impl Model {
-    /// A freshly initialised model of `name` for `data`.
-    pub fn new(name: &str, data: &Data) -> Result<Self> {
+    /// A freshly initialised model of `name` for `data`, its weights drawn
+    /// from `seed` (see [`Self::reseed`]).
+    pub fn new(name: &str, data: &Data, seed: u64) -> Result<Self> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let net = build_model(name, &data.model_config(), vb)?;
-        Ok(Self { varmap, net })
+        let model = Self { varmap, net };
+        model.reseed(seed)?;
+        Ok(model)
+    }
+
+    /// Redraws every conv and linear weight from `seed`: Kaiming normal
+    /// (std sqrt(2 / fan_in)), as the authors' CIFAR ResNets initialise
+    /// them, and their biases 0. candle draws initial values from an
+    /// unseeded RNG (its CPU device cannot be seeded), so without this two
+    /// runs with the same seed would differ. Batch-norm tensors keep
+    /// candle's deterministic 1 / 0 initial values.
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        let vars = self.named_tensors();
+        let ranks: std::collections::HashMap<&str, usize> =
+            vars.iter().map(|(n, v)| (n.as_str(), v.rank())).collect();
+        for (i, (name, var)) in vars.iter().enumerate() {
+            let dims = var.dims();
+            if name.ends_with(".weight") && dims.len() >= 2 {
+                let fan_in: usize = dims[1..].iter().product::<usize>().max(1);
+                let std = (2.0 / fan_in as f64).sqrt();
+                let values = workloads::normal_weights(
+                    var.elem_count(),
+                    std,
+                    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        .wrapping_add(i as u64),
+                );
+                var.set(&Tensor::from_vec(values, dims, &Device::Cpu)?)?;
+            } else if let Some(prefix) = name.strip_suffix(".bias") {
+                if ranks
+                    .get(format!("{prefix}.weight").as_str())
+                    .is_some_and(|&r| r >= 2)
+                {
+                    var.set(&var.as_tensor().zeros_like()?)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Loads the model tensors of a checkpoint or weights file.
@@ -194,7 +231,7 @@ pub fn evaluate(net: &dyn DgmsModel, data: Arc<Dataset>, kind: DatasetKind) -> R
 /// The model and data of a run config, restored or initialised as it says.
 pub fn prepare(cfg: &RunConfig, resume: Option<(&Path, &Checkpoint)>) -> Result<(Data, Model)> {
     let data = Data::load(&cfg.data)?;
-    let model = Model::new(&cfg.model, &data)?;
+    let model = Model::new(&cfg.model, &data, cfg.seed)?;
     match resume {
         Some((path, ckpt)) => model.restore(path, ckpt, cfg.mixture.as_ref().map(|m| m.k))?,
         None => {

@@ -116,6 +116,17 @@ fn progress_bar(len: usize, epoch: usize, epochs: usize) -> Result<ProgressBar> 
 /// Trains as `cfg` says, from scratch (or `cfg.init_from`) or resuming from
 /// the checkpoint at `resume`. Writes into `cfg.out_dir`.
 pub fn train(cfg: &RunConfig, resume: Option<&Path>) -> Result<TrainOutcome> {
+    train_until(cfg, resume, None)
+}
+
+/// As [`train`], but this invocation stops once `stop_after` epochs are
+/// complete (the schedule still spans `cfg.epochs`), e.g. for time-sliced
+/// jobs that `--resume` later.
+pub fn train_until(
+    cfg: &RunConfig,
+    resume: Option<&Path>,
+    stop_after: Option<usize>,
+) -> Result<TrainOutcome> {
     let start = Instant::now();
     let resumed = resume
         .map(|p| checkpoint::load(p).map(|c| (p, c)))
@@ -163,10 +174,12 @@ pub fn train(cfg: &RunConfig, resume: Option<&Path>) -> Result<TrainOutcome> {
         .iter()
         .map(|(l, m)| (l.clone(), m.k()))
         .collect();
+    let mixtures = model.net.mixtures();
     let train_tau = cfg.mixture.as_ref().is_some_and(|m| m.train_tau);
     let (mut top1, mut top5) = (f64::NAN, f64::NAN);
 
-    while epoch < cfg.epochs {
+    let stop = stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
+    while epoch < stop {
         let epoch_start = Instant::now();
         let bar = progress_bar(steps_per_epoch, epoch, cfg.epochs)?;
         let mut tally = Tally::default();
@@ -199,6 +212,12 @@ pub fn train(cfg: &RunConfig, resume: Option<&Path>) -> Result<TrainOutcome> {
             }
             let grads = loss.backward()?;
             sgd.step(&grads)?;
+            for (layer, mixture) in &mixtures {
+                let clamped = mixture.project()?;
+                if clamped > 0 {
+                    tracing::debug!("step {step}: {layer}: {clamped} sigma/tau values clamped");
+                }
+            }
             tally.add(loss_value, &logits.detach(), &batch.labels)?;
             step += 1;
             bar.inc(1);
