@@ -3,7 +3,9 @@
 //! Results are printed as tables and written as JSON under `target/`.
 
 mod bench_core;
+mod bench_train;
 mod memory;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -20,6 +22,12 @@ enum Task {
     /// Benchmark dgms-core: fused vs composed mixture op (speed and peak
     /// memory) and whole-model initialisation; writes target/bench-core.json.
     BenchCore(bench_core::Args),
+    /// Images/s of a ResNet-20 training step and evaluation, our conv op vs
+    /// candle's; writes target/bench-train.json.
+    BenchTrain(bench_train::Args),
+    /// The main job: FP32 vs post-training quantization vs DGMS on the
+    /// embedded data; writes target/train-summary.json.
+    Train(train::Args),
     /// Internal: run one op in this process and print its peak memory.
     #[command(hide = true)]
     MeasurePeak(memory::PeakArgs),
@@ -35,6 +43,8 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().task {
         Task::BenchCore(args) => bench_core::run(&args),
+        Task::Train(args) => train::run(&args),
+        Task::BenchTrain(args) => bench_train::run(&args),
         Task::MeasurePeak(args) => memory::measure_peak(&args),
     }
 }

@@ -56,6 +56,7 @@
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod conv;
+pub mod conv_op;
 pub mod error;
 pub mod model;
 pub mod qconv;

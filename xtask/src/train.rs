@@ -1,0 +1,177 @@
+//! `cargo xtask train`: the project's main job. On the embedded
+//! Fashion-MNIST subset, from the full-precision ResNet-20 that ships in
+//! `fixtures/pretrained/`, it measures FP32 top-1, post-training
+//! quantization (k-means init + harden, no training) and DGMS (mixture
+//! fine-tuning, then harden) at K components, prints one table and writes
+//! `target/train-summary.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use dgms_cli::config::{MixtureSettings, RunConfig, ScheduleKind};
+use dgms_cli::phases::{self, EvalResult};
+use dgms_cli::train::trainer::train;
+use serde::Serialize;
+
+/// The shipped full-precision checkpoint (see fixtures/pretrained/README.md).
+pub const PRETRAINED: &str = "fixtures/pretrained/resnet20-fashion-mnist.safetensors";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Mixture components: 16 (4-bit), 8 (3-bit) or 4 (2-bit).
+    #[arg(long, default_value_t = 16)]
+    k: usize,
+    /// DGMS fine-tuning epochs.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Peak learning rate of the one-cycle schedule.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// A shortened run for CI: a few batches, part of the test set.
+    #[arg(long)]
+    quick: bool,
+    /// Full-precision checkpoint to start from.
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    model: String,
+    data: String,
+    k: usize,
+    bits: u32,
+    quick: bool,
+    test_images: usize,
+    fp32_top1: f64,
+    ptq_top1: f64,
+    dgms_top1: f64,
+    sparsity: f64,
+    ptq_sparsity: f64,
+    compression_ratio: f64,
+    fp32_weights_bytes: u64,
+    packed_weights_bytes: u64,
+    seconds: f64,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let start = Instant::now();
+    let root = workspace_root();
+    let pretrained = args
+        .pretrained
+        .clone()
+        .unwrap_or_else(|| root.join(PRETRAINED));
+    let out = crate::target_dir().join("train");
+    let max_eval = args.quick.then_some(500);
+    let data = "embedded";
+
+    tracing::info!("FP32: evaluating {}", pretrained.display());
+    let fp32 = phases::eval(&pretrained, Some(data), max_eval)
+        .with_context(|| format!("evaluating the shipped checkpoint {}", pretrained.display()))?;
+
+    let mixture = MixtureSettings {
+        k: args.k,
+        tau: 0.01,
+        train_tau: false,
+        empirical: false,
+        layers: None,
+        weight_decay: false,
+        init_seed: 0,
+    };
+    tracing::info!("PTQ: k-means init + harden at K = {}", args.k);
+    let ptq_path = out.join(format!("ptq-k{}.safetensors", args.k));
+    let (ptq_report, ptq_model, ptq_data) =
+        phases::quantize("resnet20", &pretrained, data, &mixture, &ptq_path)?;
+    let test = ptq_data.test_subset(max_eval)?;
+    let ptq: EvalResult =
+        dgms_cli::train::session::evaluate(ptq_model.net.as_ref(), test, ptq_data.kind)?.into();
+
+    tracing::info!("DGMS: fine-tuning with mixtures, K = {}", args.k);
+    let mut cfg = RunConfig::pretrain("resnet20", data, out.join(format!("dgms-k{}", args.k)));
+    cfg.epochs = if args.quick { 1 } else { args.epochs };
+    cfg.lr = args.lr;
+    cfg.schedule = ScheduleKind::OneCycle;
+    cfg.init_from = Some(pretrained.clone());
+    cfg.mixture = Some(mixture);
+    cfg.max_batches = args.quick.then_some(6);
+    cfg.max_eval = max_eval;
+    // A fresh run each time: stale metrics of an earlier run would mix in.
+    let _ = std::fs::remove_dir_all(&cfg.out_dir);
+    let trained = train(&cfg, None)?;
+    let hardened = out.join(format!("dgms-k{}-hard.safetensors", args.k));
+    let report = phases::harden(&trained.last, &hardened)?;
+    let dgms = phases::eval(&hardened, Some(data), max_eval)?;
+
+    // Every model tensor in f32 (batch-norm statistics included), and the
+    // same with the mixture layers as packed indices plus codebooks.
+    let fp32_weights_bytes: u64 = ptq_model
+        .named_tensors()
+        .iter()
+        .map(|(_, v)| 4 * v.elem_count() as u64)
+        .sum();
+    let summary = Summary {
+        model: "resnet20".into(),
+        data: data.into(),
+        k: args.k,
+        bits: report.bits.unwrap_or(0),
+        quick: args.quick,
+        test_images: dgms.images,
+        fp32_top1: fp32.top1,
+        ptq_top1: ptq.top1,
+        dgms_top1: dgms.top1,
+        sparsity: report.sparsity,
+        ptq_sparsity: ptq_report.sparsity,
+        compression_ratio: report.compression_ratio,
+        fp32_weights_bytes,
+        packed_weights_bytes: fp32_weights_bytes - report.fp32_bytes + report.packed_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    print_table(&summary);
+    let path = crate::target_dir().join("train-summary.json");
+    crate::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn print_table(s: &Summary) {
+    println!(
+        "DGMS on {} ({} test images{}), {} at K = {} ({}-bit)",
+        s.data,
+        s.test_images,
+        if s.quick { ", --quick" } else { "" },
+        s.model,
+        s.k,
+        s.bits
+    );
+    println!("{:<34} {:>12}", "measure", "value");
+    println!("{:<34} {:>11.2}%", "FP32 top-1", s.fp32_top1);
+    println!(
+        "{:<34} {:>11.2}%",
+        format!("PTQ-only {}-bit top-1", s.bits),
+        s.ptq_top1
+    );
+    println!(
+        "{:<34} {:>11.2}%",
+        format!("DGMS {}-bit top-1", s.bits),
+        s.dgms_top1
+    );
+    println!("{:<34} {:>11.2}%", "sparsity (DGMS)", 100.0 * s.sparsity);
+    println!(
+        "{:<34} {:>11.2}x",
+        "compression ratio (SPEC 5)", s.compression_ratio
+    );
+    println!(
+        "{:<34} {:>12}",
+        "weights on disk, FP32 (bytes)", s.fp32_weights_bytes
+    );
+    println!(
+        "{:<34} {:>12}",
+        "weights on disk, packed (bytes)", s.packed_weights_bytes
+    );
+    println!("{:<34} {:>11.1}s", "time", s.seconds);
+}
