@@ -34,6 +34,7 @@ enum Task {
 }
 
 fn main() -> Result<()> {
+    dgms_cli::pin_rayon_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -264,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
+    dgms_cli::pin_rayon_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

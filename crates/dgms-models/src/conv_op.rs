@@ -10,14 +10,18 @@
 //! * weight gradient: `dW = Σₙ dout[n] · col(x[n])ᵀ`
 //! * input gradient: `dx[n] = col2im(Wᵀ · dout[n])`
 //!
-//! Batch items are spread over rayon's pool; each task owns one im2col buffer, so the extra
-//! memory is one `C·KH·KW × OH·OW` matrix per running task, never one for the whole batch.
+//! Batch items are spread over rayon's pool in small chunks; each task owns one im2col
+//! buffer of at most about 1 MiB, so the extra memory is bounded by the thread count, never
+//! an im2col matrix for the whole batch.
 //!
 //! The matrix products go through [`BackendStorage::matmul`] on [`CpuStorage`], i.e. the
-//! same `gemm` crate kernels candle's own matmul uses (runtime-dispatched AVX2/AVX-512).
-//! `gemm::gemm` is an `unsafe fn` and this crate has no `unsafe` (project rule: only
-//! `dgms-qsimd` may), so we do not call it directly. The strided layouts that
-//! `matmul` accepts let us read `Wᵀ` and `col(x)ᵀ` without materialising transposes.
+//! same `gemm` crate kernels candle's own matmul uses (runtime-dispatched; AVX2+FMA here).
+//! `gemm::gemm` is an `unsafe fn` with no safe wrapper, and this crate has no `unsafe`
+//! (project rule: only `dgms-qsimd` may), so we do not call it directly. The strided layouts
+//! that `matmul` accepts let us read `Wᵀ` and `col(x)ᵀ` without materialising transposes.
+//!
+//! Performance note: candle 0.11.1 re-reads /proc/cpuinfo (~50 µs) on every CPU matmul
+//! unless `RAYON_NUM_THREADS` is set, so set it (e.g. to the core count) in training runs.
 //!
 //! Grouped convolutions (including depthwise) are computed natively: group `g` of the
 //! im2col matrix is a contiguous block of rows, so each batch item is one batched matmul
@@ -25,7 +29,13 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use lowering::{col2im, im2col, Geom};
 use rayon::prelude::*;
+
+// Geometry, im2col and col2im live in a second file to keep this one short; `path` keeps
+// it private to this module without a declaration in lib.rs.
+#[path = "conv_op_im2col.rs"]
+mod lowering;
 
 /// Name reported by the custom ops and prefixed to every error message.
 const OP_NAME: &str = "conv2d_im2col";
@@ -61,177 +71,6 @@ pub fn conv2d(
     };
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
-
-/// Sizes of one convolution, validated once so the kernels below can index without checks
-/// failing.
-#[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-    groups: usize,
-    oh: usize,
-    ow: usize,
-}
-
-impl Geom {
-    /// Checks the shapes of input `x` and weight `w` and derives the output size.
-    fn new(x: &[usize], w: &[usize], stride: usize, padding: usize, groups: usize) -> Result<Self> {
-        let &[n, c, h, wd] = x else {
-            bail!("{OP_NAME}: input must be 4-D (N, C, H, W), got shape {x:?}");
-        };
-        let &[o, cg, kh, kw] = w else {
-            bail!("{OP_NAME}: weight must be 4-D (O, C/groups, KH, KW), got shape {w:?}");
-        };
-        if stride == 0 {
-            bail!("{OP_NAME}: stride must be at least 1");
-        }
-        if groups == 0 {
-            bail!("{OP_NAME}: groups must be at least 1");
-        }
-        if [c, h, wd, o, cg, kh, kw].contains(&0) {
-            bail!("{OP_NAME}: zero-sized dimension in input {x:?} or weight {w:?}");
-        }
-        if cg * groups != c {
-            bail!(
-                "{OP_NAME}: in_channel mismatch: input has {c} channels, weight {w:?} expects \
-                 {cg} per group with groups {groups}"
-            );
-        }
-        if o % groups != 0 {
-            bail!("{OP_NAME}: out_channels {o} is not divisible by groups {groups}");
-        }
-        if h + 2 * padding < kh || wd + 2 * padding < kw {
-            bail!(
-                "{OP_NAME}: kernel {kh}x{kw} is larger than the padded input {}x{}",
-                h + 2 * padding,
-                wd + 2 * padding
-            );
-        }
-        let oh = (h + 2 * padding - kh) / stride + 1;
-        let ow = (wd + 2 * padding - kw) / stride + 1;
-        Ok(Self {
-            n,
-            c,
-            h,
-            w: wd,
-            o,
-            kh,
-            kw,
-            stride,
-            padding,
-            groups,
-            oh,
-            ow,
-        })
-    }
-
-    /// Output channels per group: the M of each group's forward GEMM.
-    fn og(&self) -> usize {
-        self.o / self.groups
-    }
-
-    /// im2col rows per group (`C/groups · KH · KW`): the K of each group's forward GEMM.
-    fn kg(&self) -> usize {
-        self.c / self.groups * self.kh * self.kw
-    }
-
-    fn ohw(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    fn x_item(&self) -> usize {
-        self.c * self.h * self.w
-    }
-
-    fn out_item(&self) -> usize {
-        self.o * self.ohw()
-    }
-
-    fn w_len(&self) -> usize {
-        self.o * self.kg()
-    }
-
-    /// A 1x1, stride-1, unpadded conv's im2col matrix is the input item itself, so we skip
-    /// the copy and hand the input storage straight to the GEMM.
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
-    }
-
-    /// Output positions `[lo, hi)` along one axis whose input coordinate
-    /// `o·stride + k − padding` falls inside `[0, len)` for kernel offset `k`.
-    fn span(&self, k: usize, len: usize, out_len: usize) -> (usize, usize) {
-        let (s, p) = (self.stride, self.padding);
-        if len + p <= k {
-            return (0, 0);
-        }
-        let hi = out_len.min((len - 1 + p - k) / s + 1);
-        let lo = if k >= p { 0 } else { (p - k).div_ceil(s) };
-        (lo.min(hi), hi)
-    }
-
-    /// Stride-1 conv whose output keeps the input width: im2col rows are shifted copies.
-    fn same_width(&self) -> bool {
-        self.stride == 1 && self.ow == self.w
-    }
-
-    /// Row stride of the im2col buffer. A multiple of 64 floats (e.g. 32x32 → 1024, i.e.
-    /// 4 KiB) would make the GEMM's strided reads of consecutive rows collide in the same L1
-    /// sets; 16 floats of padding measured ~1.5x faster for the 32x32 forward GEMM.
-    fn ld(&self) -> usize {
-        match self.ohw() {
-            n if !self.pointwise() && n % 64 == 0 => n + 16,
-            n => n,
-        }
-    }
-
-    /// im2col rows over all groups (`C·KH·KW`).
-    fn k_all(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-
-    /// im2col buffer size of one batch item.
-    fn col_item(&self) -> usize {
-        self.k_all() * self.ld()
-    }
-
-    /// Batch items per rayon task. Each candle matmul call has a fixed cost (candle 0.11.1
-    /// re-reads /proc/cpuinfo, ~50 µs, on every call unless `RAYON_NUM_THREADS` is set), so
-    /// small items share calls; but a task's im2col buffer stays within [`COL_BUDGET`] floats
-    /// (cache-sized) and every thread still gets about two chunks to balance load.
-    fn chunk_items(&self) -> usize {
-        let by_mem = COL_BUDGET / self.col_item();
-        let by_balance = self.n.div_ceil(2 * rayon::current_num_threads());
-        by_mem.min(by_balance).max(1)
-    }
-
-    /// `(calls, b)`: how a chunk of `nb` items is covered by batched matmuls of batch `b`.
-    /// Ungrouped, one call batches the items (the weight is broadcast with batch stride 0);
-    /// grouped, each item is one call batched over its groups.
-    fn calls(&self, nb: usize) -> (usize, usize) {
-        match self.groups {
-            1 => (1, nb),
-            g => (nb, g),
-        }
-    }
-
-    /// Batch stride of the weight seen as `(b, O/groups, kg)`: see [`Self::calls`].
-    fn w_batch_stride(&self) -> usize {
-        match self.groups {
-            1 => 0,
-            _ => self.og() * self.kg(),
-        }
-    }
-}
-
-/// Floats of im2col scratch per rayon task (1 MiB); see [`Geom::chunk_items`].
-const COL_BUDGET: usize = 1 << 18;
 
 /// A rank-3 strided view into a storage, as used by the batched GEMMs.
 fn layout3(dims: [usize; 3], strides: [usize; 3], offset: usize) -> Layout {
@@ -290,7 +129,7 @@ fn with_cols<T>(
     scratch.resize(nb * g.col_item(), 0.0);
     let items = x[n0 * g.x_item()..(n0 + nb) * g.x_item()].chunks_exact(g.x_item());
     for (x_n, col) in items.zip(scratch.chunks_exact_mut(g.col_item())) {
-        im2col(g, x_n, col, g.ld());
+        im2col(g, x_n, col);
     }
     // Lend the buffer to a CpuStorage for the GEMM and take it back afterwards.
     let col = CpuStorage::F32(std::mem::take(scratch));
@@ -299,105 +138,6 @@ fn with_cols<T>(
         *scratch = v;
     }
     res
-}
-
-/// For a stride-1 conv that keeps the width (`2·padding = KW − 1`), im2col row `(ki, kj)`
-/// over output rows `[h_lo, h_hi)` is one contiguous input range shifted by `off`: entry `d`
-/// reads input `d + off`. Returns that shift and the entries `[lo, hi)` whose source lies in
-/// the plane; entries in padding columns read a neighbouring row and must be masked.
-fn same_width_shift(g: &Geom, ki: usize, kj: usize, rows: (usize, usize)) -> (usize, usize, isize) {
-    let off = (ki * g.w + kj) as isize - (g.padding * (g.w + 1)) as isize;
-    let plane = (g.h * g.w) as isize;
-    let lo = (rows.0 * g.ow).max((-off).max(0) as usize);
-    let hi = (rows.1 * g.ow).min((plane - off).max(0) as usize);
-    (lo, hi.max(lo), off)
-}
-
-/// The im2col row index `r` as `(kj, ki, c)`.
-fn row_coords(g: &Geom, r: usize) -> (usize, usize, usize) {
-    (r % g.kw, (r / g.kw) % g.kh, r / (g.kh * g.kw))
-}
-
-/// Unfolds one input item `(C, H, W)` into `col` of shape `(C·KH·KW, OH·OW)` with row stride
-/// `ld`, with zeros where the kernel window hangs over the padding.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize) {
-    let (hw, s, p, ow) = (g.h * g.w, g.stride, g.padding, g.ow);
-    for (r, row) in col.chunks_exact_mut(ld).enumerate() {
-        let row = &mut row[..g.ohw()];
-        let (kj, ki, c) = row_coords(g, r);
-        let plane = &x[c * hw..(c + 1) * hw];
-        let (h_lo, h_hi) = g.span(ki, g.h, g.oh);
-        let (w_lo, w_hi) = g.span(kj, g.w, ow);
-        if g.same_width() {
-            // One block copy instead of a short copy per output row, then mask the padding.
-            let (lo, hi, off) = same_width_shift(g, ki, kj, (h_lo, h_hi));
-            row[..lo].fill(0.0);
-            row[hi..].fill(0.0);
-            let src = (lo as isize + off) as usize;
-            row[lo..hi].copy_from_slice(&plane[src..src + hi - lo]);
-            for seg in row[h_lo * ow..h_hi * ow].chunks_exact_mut(ow) {
-                seg[..w_lo].fill(0.0);
-                seg[w_hi..].fill(0.0);
-            }
-            continue;
-        }
-        for (oy, seg) in row.chunks_exact_mut(ow).enumerate() {
-            if oy < h_lo || oy >= h_hi || w_lo == w_hi {
-                seg.fill(0.0);
-                continue;
-            }
-            let src = &plane[(oy * s + ki - p) * g.w..][..g.w];
-            seg[..w_lo].fill(0.0);
-            seg[w_hi..].fill(0.0);
-            let ix0 = w_lo * s + kj - p;
-            let dst = &mut seg[w_lo..w_hi];
-            if s == 1 {
-                dst.copy_from_slice(&src[ix0..ix0 + dst.len()]);
-            } else {
-                for (d, v) in dst.iter_mut().zip(src[ix0..].iter().step_by(s)) {
-                    *d = *v;
-                }
-            }
-        }
-    }
-}
-
-/// Adjoint of [`im2col`] (for a contiguous `col`): adds every entry back onto the input
-/// position it was read from. `dx` must be zeroed by the caller; `col` is clobbered.
-fn col2im(g: &Geom, col: &mut [f32], dx: &mut [f32]) {
-    let (hw, s, p, ow) = (g.h * g.w, g.stride, g.padding, g.ow);
-    for (r, row) in col.chunks_exact_mut(g.ohw()).enumerate() {
-        let (kj, ki, c) = row_coords(g, r);
-        let plane = &mut dx[c * hw..(c + 1) * hw];
-        let (h_lo, h_hi) = g.span(ki, g.h, g.oh);
-        let (w_lo, w_hi) = g.span(kj, g.w, ow);
-        if w_lo == w_hi {
-            continue;
-        }
-        if g.same_width() {
-            // Zero the padding entries so one contiguous add cannot leak into the next row.
-            for seg in row[h_lo * ow..h_hi * ow].chunks_exact_mut(ow) {
-                seg[..w_lo].fill(0.0);
-                seg[w_hi..].fill(0.0);
-            }
-            let (lo, hi, off) = same_width_shift(g, ki, kj, (h_lo, h_hi));
-            let dst = &mut plane[(lo as isize + off) as usize..][..hi - lo];
-            dst.iter_mut().zip(&row[lo..hi]).for_each(|(d, v)| *d += v);
-            continue;
-        }
-        for oy in h_lo..h_hi {
-            let dst = &mut plane[(oy * s + ki - p) * g.w..][..g.w];
-            let src = &row[oy * ow + w_lo..oy * ow + w_hi];
-            let ix0 = w_lo * s + kj - p;
-            if s == 1 {
-                let dst = &mut dst[ix0..ix0 + src.len()];
-                dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
-            } else {
-                let dst = dst[ix0..].iter_mut().step_by(s);
-                dst.zip(src).for_each(|(d, v)| *d += v);
-            }
-        }
-    }
 }
 
 /// Forward op behind [`conv2d`]; its `bwd` runs [`Conv2dIm2colBackward`].
