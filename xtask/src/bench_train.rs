@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use dgms_cli::config::RunConfig;
-use dgms_cli::train::optim::{Param, Sgd};
+use dgms_cli::train::optim::Sgd;
 use dgms_cli::train::session::{Data, Model};
+use dgms_cli::train::trainer::optimizer_params;
 use dgms_data::{Loader, LoaderConfig};
 use dgms_models::conv::{set_backend, ConvBackend};
 use serde::Serialize;
@@ -41,17 +42,8 @@ struct Report {
 /// (train images/s, eval images/s) with the current conv backend.
 fn measure(data: &Data, args: &Args) -> Result<(f64, f64)> {
     let model = Model::new("resnet20", data, 0)?;
-    let params = model
-        .trained_tensors()
-        .into_iter()
-        .map(|(name, var)| Param {
-            name,
-            var,
-            decay: true,
-        })
-        .collect();
     let cfg = RunConfig::pretrain("resnet20", "embedded", "unused".into());
-    let mut sgd = Sgd::new(params, cfg.sgd);
+    let mut sgd = Sgd::new(optimizer_params(&model, &cfg), cfg.sgd);
     sgd.set_lr(0.01);
     let loader = Loader::new(
         data.train.clone(),

@@ -34,14 +34,7 @@ enum Task {
 }
 
 fn main() -> Result<()> {
-    dgms_cli::pin_rayon_threads();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    dgms_cli::init_process();
     match Cli::parse().task {
         Task::BenchCore(args) => bench_core::run(&args),
         Task::Train(args) => train::run(&args),
@@ -60,16 +53,4 @@ pub fn target_dir() -> std::path::PathBuf {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// reader never sees a half-written file.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use anyhow::Context;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
+pub use dgms_cli::fsutil::write_atomic;

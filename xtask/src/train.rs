@@ -74,15 +74,7 @@ pub fn run(args: &Args) -> Result<()> {
     let fp32 = phases::eval(&pretrained, Some(data), max_eval)
         .with_context(|| format!("evaluating the shipped checkpoint {}", pretrained.display()))?;
 
-    let mixture = MixtureSettings {
-        k: args.k,
-        tau: 0.01,
-        train_tau: false,
-        empirical: false,
-        layers: None,
-        weight_decay: false,
-        init_seed: 0,
-    };
+    let mixture = MixtureSettings::with_k(args.k);
     tracing::info!("PTQ: k-means init + harden at K = {}", args.k);
     let ptq_path = out.join(format!("ptq-k{}.safetensors", args.k));
     let (ptq_report, ptq_model, ptq_data) =

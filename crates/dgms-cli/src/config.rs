@@ -39,6 +39,22 @@ pub struct MixtureSettings {
     pub init_seed: u64,
 }
 
+impl MixtureSettings {
+    /// The SPEC defaults for K components: tau 0.01 (fixed), cluster
+    /// sigmas, every conv but the first, no decay on the mixture, seed 0.
+    pub fn with_k(k: usize) -> Self {
+        Self {
+            k,
+            tau: dgms_core::DEFAULT_TAU,
+            train_tau: false,
+            empirical: false,
+            layers: None,
+            weight_decay: false,
+            init_seed: 0,
+        }
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {

@@ -11,6 +11,20 @@ pub mod fsutil;
 pub mod phases;
 pub mod train;
 
+/// Process set-up shared by the `dgms` binary and `cargo xtask`: pins the
+/// rayon thread count (see [`pin_rayon_threads`]) and logs with tracing to
+/// stderr at `info` unless `RUST_LOG` says otherwise.
+pub fn init_process() {
+    pin_rayon_threads();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Sets `RAYON_NUM_THREADS` to the machine's parallelism when the user did
 /// not set it. candle 0.11 re-reads /proc/cpuinfo on every CPU matmul when
 /// the variable is unset (about 56 us per call, against 0.1 us when set), a

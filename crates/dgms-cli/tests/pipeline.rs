@@ -22,15 +22,7 @@ fn tiny(out: &Path) -> RunConfig {
 }
 
 fn mixture(k: usize) -> MixtureSettings {
-    MixtureSettings {
-        k,
-        tau: 0.01,
-        train_tau: false,
-        empirical: false,
-        layers: None,
-        weight_decay: false,
-        init_seed: 0,
-    }
+    MixtureSettings::with_k(k)
 }
 
 fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {

@@ -72,7 +72,7 @@ fn schedule_for(cfg: &RunConfig, steps_per_epoch: usize) -> Schedule {
 
 /// Model parameters (decayed) and mixture parameters (decayed only when
 /// the config says so), sorted by name.
-fn optimizer_params(model: &Model, cfg: &RunConfig) -> Vec<Param> {
+pub fn optimizer_params(model: &Model, cfg: &RunConfig) -> Vec<Param> {
     let mut params: Vec<Param> = model
         .trained_tensors()
         .into_iter()
