@@ -292,11 +292,7 @@ impl GaussianMixture {
     /// Index of the most likely component of every weight (0 = zero
     /// component), flattened in row-major order.
     pub fn hard_indices(&self, w: &Tensor) -> Result<Vec<u8>> {
-        let host = self.host_weights(w)?;
-        let prep = self.prepared()?;
-        let mut idx = vec![0u8; host.len()];
-        kernel::hard_indices(&prep, &host, &mut idx);
-        Ok(idx)
+        Ok(self.harden(w)?.indices)
     }
 
     /// Hard weights h(w): the mean of each weight's most likely component
@@ -320,13 +316,8 @@ impl GaussianMixture {
     /// Hardens the layer: b-bit index of every weight and the table of K
     /// values (index 0 = the zero component, value 0).
     pub fn harden(&self, w: &Tensor) -> Result<HardenedLayer> {
-        let indices = self.hard_indices(w)?;
-        Ok(HardenedLayer {
-            name: self.name.clone(),
-            shape: w.dims().to_vec(),
-            indices,
-            table: self.params()?.means_with_zero(),
-        })
+        let host = self.host_weights(w)?;
+        HardenedLayer::from_params(&self.name, w.dims(), &host, &self.params()?)
     }
 
     fn prepared(&self) -> Result<Prepared> {
