@@ -1,0 +1,1 @@
+//! Bit-packed inference kernels and their run-time dispatch.
