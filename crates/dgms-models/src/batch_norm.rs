@@ -1,7 +1,11 @@
 //! Batch norm with PyTorch's parameter names and defaults, and the test for
 //! which parameters are running statistics rather than trained values.
 
-use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder};
+use candle_core::{Tensor, Var};
+use candle_nn::{Init, ModuleT, VarBuilder};
+
+use crate::batch_norm_op::batch_norm_train;
+use crate::conv::{backend, ConvBackend};
 
 use crate::error::{ModelError, Result};
 
@@ -19,19 +23,113 @@ pub fn is_batch_norm_stat(name: &str) -> bool {
     BATCH_NORM_STAT_SUFFIXES.contains(&last)
 }
 
+/// PyTorch's eps and momentum for batch norm.
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+/// A batch norm over dimension 1 (channels) with PyTorch's semantics:
+/// training mode normalises with the batch's statistics and updates the
+/// running averages in place (momentum 0.1, unbiased variance); eval mode
+/// uses the running averages.
+///
+/// Training mode runs the fused op of [`crate::batch_norm_op`] (one custom
+/// op with its own backward) unless the backend is
+/// [`crate::conv::ConvBackend::Candle`], which keeps candle-nn's composed
+/// batch norm as the baseline for comparisons.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    inner: candle_nn::BatchNorm,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
 /// A 2-D batch norm over `channels` under the builder's prefix: `weight`,
 /// `bias`, `running_mean`, `running_var`, with PyTorch's eps 1e-5 and
 /// momentum 0.1. With a `VarMap` backend the running statistics are `Var`s
 /// of the map, updated in place by train-mode forward passes.
 pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
     let name = vb.prefix();
-    let cfg = BatchNormConfig {
-        eps: 1e-5,
-        remove_mean: true,
-        affine: true,
-        momentum: 0.1,
-    };
-    candle_nn::batch_norm(channels, cfg, vb).map_err(|e| ModelError::load(name, e))
+    let load = |e| ModelError::load(name.clone(), e);
+    let running_mean = vb
+        .get_with_hints(channels, "running_mean", Init::Const(0.))
+        .and_then(|t| Var::from_tensor(&t))
+        .map_err(load)?;
+    let running_var = vb
+        .get_with_hints(channels, "running_var", Init::Const(1.))
+        .and_then(|t| Var::from_tensor(&t))
+        .map_err(load)?;
+    let weight = vb
+        .get_with_hints(channels, "weight", Init::Const(1.))
+        .map_err(load)?;
+    let bias = vb
+        .get_with_hints(channels, "bias", Init::Const(0.))
+        .map_err(load)?;
+    // Built on the same Vars, so both paths read and update one set of
+    // running statistics.
+    let inner = candle_nn::BatchNorm::new(
+        channels,
+        running_mean.as_tensor().clone(),
+        running_var.as_tensor().clone(),
+        weight.clone(),
+        bias.clone(),
+        EPS,
+    )
+    .map_err(load)?;
+    Ok(BatchNorm {
+        inner,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+    })
+}
+
+impl BatchNorm {
+    /// Training forward through the fused op, then the running averages.
+    fn forward_train_fused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, EPS)?;
+        let dev = x.device();
+        let c = stats.mean.len();
+        let m = stats.m as f64;
+        let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let mean = Tensor::from_vec(stats.mean, c, dev)?;
+        let var = Tensor::from_vec(stats.var, c, dev)?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?;
+        let rv =
+            ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (var * (MOMENTUM * unbiased))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(y)
+    }
+
+    /// Eval forward as one per-channel scale and shift (two passes over
+    /// `x` instead of candle-nn's four).
+    fn forward_eval_folded(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let scale = (&self.weight / (self.running_var.as_tensor() + EPS)?.sqrt()?)?;
+        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        if x.rank() < 2 {
+            candle_core::bail!(
+                "batch norm: input must have at least 2 dimensions, got {:?}",
+                x.shape()
+            );
+        }
+        let mut dims = vec![1; x.rank()];
+        dims[1] = scale.elem_count();
+        x.broadcast_mul(&scale.reshape(dims.as_slice())?)?
+            .broadcast_add(&shift.reshape(dims.as_slice())?)
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match (train, backend()) {
+            (_, ConvBackend::Candle) => self.inner.forward_t(x, train),
+            (true, ConvBackend::Im2col) => self.forward_train_fused(x),
+            (false, ConvBackend::Im2col) => self.forward_eval_folded(x),
+        }
+    }
 }
 
 #[cfg(test)]

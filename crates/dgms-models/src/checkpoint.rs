@@ -1,5 +1,6 @@
 //! Loading parameters into a `VarMap` (the training setup: build the model
-//! on a `VarMap`, then overwrite its `Var`s with pretrained values).
+//! on a `VarMap`, then overwrite its `Var`s with pretrained values), from
+//! safetensors or PyTorch `.pth` files.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,10 +49,31 @@ pub fn set_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, source: &s
     Ok(())
 }
 
-/// [`set_varmap`] from a safetensors file (read into memory, no mmap).
+/// Whether `path` names a PyTorch file (`.pth` or `.pt`) rather than a
+/// safetensors one; decided by the extension, so that a corrupt file gets
+/// the error of the format it claims to be.
+pub fn is_pth(path: impl AsRef<Path>) -> bool {
+    matches!(
+        path.as_ref().extension().and_then(|e| e.to_str()),
+        Some("pth" | "pt")
+    )
+}
+
+/// Every tensor of a checkpoint file on the CPU, by name: a PyTorch state
+/// dict for `.pth` / `.pt` (see [`crate::pth::read_pth`]), else safetensors
+/// (read into memory, no mmap). Errors name the file.
+pub fn load_tensors(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
+    let path = path.as_ref();
+    if is_pth(path) {
+        return crate::pth::read_pth(path);
+    }
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| ModelError::Candle(e.with_path(path)))
+}
+
+/// [`set_varmap`] from a safetensors or `.pth` file ([`load_tensors`]).
 pub fn load_varmap(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| ModelError::Candle(e.with_path(path)))?;
+    let tensors = load_tensors(path)?;
     set_varmap(varmap, &tensors, &path.display().to_string())
 }

@@ -73,6 +73,15 @@ pub enum ModelError {
         expected: Vec<usize>,
     },
 
+    /// A checkpoint file could not be read: missing, truncated, corrupt or
+    /// not in the expected format.
+    #[error("checkpoint {path}: cannot read it: {source}")]
+    Checkpoint {
+        path: String,
+        #[source]
+        source: candle_core::Error,
+    },
+
     /// A mixture error from `dgms-core` (its message names the layer).
     #[error(transparent)]
     Core(#[from] CoreError),

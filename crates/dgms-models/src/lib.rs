@@ -1,9 +1,10 @@
 //! # dgms-models
 //!
-//! CIFAR models in candle whose convolutions can carry DGMS Gaussian
-//! mixtures: ResNet-20/32/56 (option-A shortcuts) and VGG-Small, with the
-//! DGMS authors' parameter names, so their state dicts (converted to
-//! safetensors) load as they are.
+//! Models in candle whose convolutions can carry DGMS Gaussian mixtures:
+//! the CIFAR ResNet-20/32/56 (option-A shortcuts) and VGG-Small with the
+//! DGMS authors' parameter names, and torchvision's ImageNet ResNet-18/50
+//! and MobileNetV2 with torchvision's, so their state dicts load as they
+//! are (safetensors, or PyTorch `.pth` files via [`pth`]).
 //!
 //! - [`QConv2d`]: a convolution with an optional [`dgms_core::GaussianMixture`]:
 //!   plain weights without one, soft weights in training, hard weights in
@@ -14,11 +15,13 @@
 //!   section 3 by default: every convolution but the first; the classifier
 //!   stays full precision), [`DgmsModel::mixtures`] for the optimizer and
 //!   checkpoints.
-//! - [`build_model`] for `resnet20`, `resnet32`, `resnet56`, `vggsmall`.
+//! - [`build_model`] for `resnet20`, `resnet32`, `resnet56`, `vggsmall`,
+//!   `resnet18`, `resnet50`, `mobilenet_v2` ([`MODEL_NAMES`]).
 //! - Batch norm uses candle-nn's, with its running statistics as `Var`s of
 //!   the `VarMap`; [`is_batch_norm_stat`] tells a trainer which parameters to
 //!   keep out of the optimizer and weight decay.
-//! - [`load_varmap`] overwrites a `VarMap`'s `Var`s from a safetensors file.
+//! - [`load_varmap`] overwrites a `VarMap`'s `Var`s from a safetensors or
+//!   `.pth` file; [`load_tensors`] reads either into a map by name.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -54,21 +57,28 @@
 //! ```
 
 pub mod batch_norm;
+pub mod batch_norm_op;
 pub mod checkpoint;
 pub mod conv;
 pub mod conv_op;
 pub mod error;
+pub mod mobilenet_v2;
 pub mod model;
+pub mod pth;
 pub mod qconv;
 pub mod resnet_cifar;
+pub mod resnet_imagenet;
 pub mod selection;
 pub mod vgg_small;
 
 pub use batch_norm::{is_batch_norm_stat, BATCH_NORM_STAT_SUFFIXES};
-pub use checkpoint::{load_varmap, set_varmap};
+pub use checkpoint::{is_pth, load_tensors, load_varmap, set_varmap};
 pub use error::{ModelError, Result};
+pub use mobilenet_v2::MobileNetV2;
 pub use model::{build_model, DgmsModel, ModelConfig, MODEL_NAMES};
+pub use pth::read_pth;
 pub use qconv::{ConvSpec, QConv2d};
 pub use resnet_cifar::ResNetCifar;
+pub use resnet_imagenet::ResNet;
 pub use selection::{LayerPredicate, LayerSelection};
 pub use vgg_small::VggSmall;

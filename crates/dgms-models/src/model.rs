@@ -6,13 +6,23 @@ use candle_nn::{ModuleT, VarBuilder};
 use dgms_core::{GaussianMixture, InitConfig, InitOutcome, MixtureOptions};
 
 use crate::error::{ModelError, Result};
+use crate::mobilenet_v2::MobileNetV2;
 use crate::qconv::QConv2d;
 use crate::resnet_cifar::ResNetCifar;
+use crate::resnet_imagenet::ResNet;
 use crate::selection::{self, LayerSelection};
 use crate::vgg_small::VggSmall;
 
 /// Names accepted by [`build_model`].
-pub const MODEL_NAMES: [&str; 4] = ["resnet20", "resnet32", "resnet56", "vggsmall"];
+pub const MODEL_NAMES: [&str; 7] = [
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "vggsmall",
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+];
 
 /// Settings shared by the models.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,13 +31,15 @@ pub struct ModelConfig {
     pub in_channels: usize,
     /// Number of classes (outputs of the classifier).
     pub num_classes: usize,
-    /// Height = width of the input images. ResNets pool globally and accept
-    /// any size; VGG-Small's classifier input depends on it.
+    /// Height = width of the input images. ResNets and MobileNetV2 pool
+    /// globally and accept any size; VGG-Small's classifier input depends
+    /// on it.
     pub image_size: usize,
 }
 
 impl Default for ModelConfig {
-    /// CIFAR-10: 3 channels, 10 classes, 32x32.
+    /// CIFAR-10: 3 channels, 10 classes, 32x32 (for the ImageNet models use
+    /// 1000 classes, 224x224).
     fn default() -> Self {
         Self {
             in_channels: 3,
@@ -145,6 +157,9 @@ pub fn build_model(name: &str, cfg: &ModelConfig, vb: VarBuilder) -> Result<Box<
         "resnet32" => Box::new(ResNetCifar::new(32, cfg, vb)?),
         "resnet56" => Box::new(ResNetCifar::new(56, cfg, vb)?),
         "vggsmall" => Box::new(VggSmall::new(cfg, vb)?),
+        "resnet18" => Box::new(ResNet::new(18, cfg, vb)?),
+        "resnet50" => Box::new(ResNet::new(50, cfg, vb)?),
+        "mobilenet_v2" => Box::new(MobileNetV2::new(cfg, vb)?),
         _ => {
             return Err(ModelError::UnknownModel {
                 name: name.to_string(),

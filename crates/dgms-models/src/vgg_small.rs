@@ -21,9 +21,9 @@
 //! ```
 
 use candle_core::Tensor;
-use candle_nn::{BatchNorm, Linear, ModuleT, VarBuilder};
+use candle_nn::{Linear, ModuleT, VarBuilder};
 
-use crate::batch_norm::batch_norm;
+use crate::batch_norm::{batch_norm, BatchNorm};
 use crate::error::{ModelError, Result};
 use crate::model::{DgmsModel, ModelConfig};
 use crate::qconv::{ConvSpec, QConv2d};

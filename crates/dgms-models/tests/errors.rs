@@ -21,11 +21,12 @@ fn empty_vb() -> VarBuilder<'static> {
 
 #[test]
 fn unknown_model_lists_the_known_ones() {
-    let err = build_err("resnet18", &ModelConfig::default(), empty_vb());
+    let err = build_err("resnet19", &ModelConfig::default(), empty_vb());
     assert!(matches!(err, ModelError::UnknownModel { .. }));
     assert_eq!(
         err.to_string(),
-        "unknown model `resnet18`; known models: resnet20, resnet32, resnet56, vggsmall"
+        "unknown model `resnet19`; known models: resnet20, resnet32, resnet56, vggsmall, \
+         resnet18, resnet50, mobilenet_v2"
     );
 }
 

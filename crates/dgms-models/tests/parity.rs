@@ -1,14 +1,15 @@
-//! Logit parity with PyTorch: for every `NAME.safetensors` +
-//! `NAME.io.safetensors` pair in `$DGMS_PARITY_DIR` (default: the repo's
-//! `fixtures/models/`) for which this crate has a model, load the
+//! Logit parity with PyTorch: for every `NAME.io.safetensors` in
+//! `$DGMS_PARITY_DIR` (default: the repo's `fixtures/models/`) for which
+//! this crate has a model and whose parameters are beside it, as
+//! `NAME.safetensors` or else as a PyTorch state dict `NAME.pth`, load the
 //! parameters, run `input` in eval mode and compare with `logits`:
 //! max |diff| / max |logit| <= 1e-4. Fails if nothing was checked.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use dgms_models::{build_model, ModelConfig, MODEL_NAMES};
+use dgms_models::{build_model, load_tensors, ModelConfig, MODEL_NAMES};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -26,11 +27,18 @@ fn max_abs(t: &Tensor) -> f32 {
         .expect("max |t|")
 }
 
-/// Relative error of the model `name` on its fixture pair.
-fn check(dir: &std::path::Path, name: &str) -> f32 {
+/// The parameter file of `name`: safetensors first, else `.pth`.
+fn params_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    ["safetensors", "pth"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.exists())
+}
+
+/// Relative error of the model `name` with the parameters in `params`.
+fn check(dir: &Path, name: &str, params: &Path) -> f32 {
     let dev = Device::Cpu;
-    let params = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &dev)
-        .expect("read parameters");
+    let params = load_tensors(params).unwrap_or_else(|e| panic!("read parameters: {e}"));
     let io = candle_core::safetensors::load(dir.join(format!("{name}.io.safetensors")), &dev)
         .expect("read input/logits");
     let input = &io["input"];
@@ -66,12 +74,13 @@ fn logits_match_pytorch() {
             println!("{name}: skipped (no model of that name in dgms-models)");
             continue;
         }
-        if !dir.join(format!("{name}.safetensors")).exists() {
-            println!("{name}: skipped (no {name}.safetensors beside {name}.io.safetensors)");
+        let Some(params) = params_file(&dir, &name) else {
+            println!("{name}: skipped (no {name}.safetensors or {name}.pth beside {name}.io.safetensors)");
             continue;
-        }
-        let err = check(&dir, &name);
-        println!("{name}: max|diff| / max|logit| = {err:.3e} (tolerance {TOLERANCE:.0e})");
+        };
+        let err = check(&dir, &name, &params);
+        let file = params.file_name().unwrap_or_default().to_string_lossy();
+        println!("{name} ({file}): max|diff| / max|logit| = {err:.3e} (tolerance {TOLERANCE:.0e})");
         checked += 1;
         if err.is_nan() || err > TOLERANCE {
             failures.push(format!("{name}: {err:.3e}"));
@@ -79,7 +88,7 @@ fn logits_match_pytorch() {
     }
     assert!(
         checked > 0,
-        "no model checked: no NAME.safetensors + NAME.io.safetensors pair with a known model in {}",
+        "no model checked: no NAME.io.safetensors with NAME.safetensors or NAME.pth and a known model in {}",
         dir.display()
     );
     assert!(failures.is_empty(), "parity failures: {failures:?}");

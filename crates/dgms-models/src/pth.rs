@@ -1,0 +1,136 @@
+//! Reading PyTorch `.pth` state dicts: the zip + pickle format of
+//! `torch.save`, in which torchvision distributes its pretrained weights.
+//!
+//! The pickle is parsed by `candle_core::pickle`; this module adds what a
+//! loader of untrusted files needs on top of it:
+//!
+//! - every failure is a [`ModelError::Checkpoint`] naming the file;
+//! - each tensor's extent is checked against the file's length before it is
+//!   read, so a corrupt shape cannot ask for an absurd allocation
+//!   (`torch.save` stores its entries uncompressed, so no tensor can be
+//!   larger than the file);
+//! - the pickle reader indexes into argument lists it has not checked, so
+//!   a malformed pickle can make it panic: calls into it run under
+//!   `catch_unwind` and a panic becomes an error (the panic hook still
+//!   prints its message);
+//! - `num_batches_tracked` entries are skipped, as the safetensors path
+//!   ignores them (the models do not hold them).
+//!
+//! A bare state dict is read from the top level of the pickle; a training
+//! checkpoint that nests it under `state_dict` or `model` is read from there.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use candle_core::pickle::{PthTensors, TensorInfo};
+use candle_core::Tensor;
+
+use crate::error::{ModelError, Result};
+
+/// Keys under which training checkpoints commonly nest the state dict,
+/// tried in order when the top level holds no tensors.
+const NESTED_KEYS: [&str; 2] = ["state_dict", "model"];
+
+/// Whether a state-dict entry is a batch norm's `num_batches_tracked`.
+fn is_batches_tracked(name: &str) -> bool {
+    name.rsplit('.').next() == Some("num_batches_tracked")
+}
+
+/// Runs `f`, turning a panic inside candle's pickle reader into an error.
+fn guarded<T>(f: impl FnOnce() -> candle_core::Result<T>) -> candle_core::Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(candle_core::Error::Msg(
+            "malformed pickle data (the reader panicked)".into(),
+        ))
+    })
+}
+
+/// Opens the state dict: the top level, else the first nested key that
+/// holds tensors.
+fn open(path: &Path) -> candle_core::Result<PthTensors> {
+    let top = guarded(|| PthTensors::new(path, None))?;
+    if !top.tensor_infos().is_empty() {
+        return Ok(top);
+    }
+    for key in NESTED_KEYS {
+        // A missing key is an error in candle; it only means "not this one".
+        if let Ok(nested) = guarded(|| PthTensors::new(path, Some(key))) {
+            if !nested.tensor_infos().is_empty() {
+                return Ok(nested);
+            }
+        }
+    }
+    Ok(top)
+}
+
+/// Checks that the tensor `info` describes fits in a file of `file_len`
+/// bytes (see the module docs).
+fn check_extent(info: &TensorInfo, file_len: u64) -> candle_core::Result<()> {
+    let elems = info
+        .layout
+        .dims()
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let bytes = elems
+        .and_then(|n| n.checked_mul(info.dtype.size_in_bytes()))
+        .and_then(|n| n.checked_add(info.layout.start_offset()));
+    match bytes {
+        Some(b) if (b as u64) <= file_len => Ok(()),
+        _ => Err(candle_core::Error::Msg(format!(
+            "tensor `{}`: shape {:?} ({:?}) does not fit in the file ({file_len} bytes)",
+            info.name,
+            info.layout.dims(),
+            info.dtype
+        ))),
+    }
+}
+
+/// Reads every tensor of the state dict in the `.pth` file at `path`, by
+/// name, in the dtype stored (f32 for torchvision's weights), except
+/// `num_batches_tracked`. Errors if the file cannot be read or parsed, or
+/// holds no tensors.
+pub fn read_pth(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
+    let path = path.as_ref();
+    let fail = |source| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        source,
+    };
+    let file_len = std::fs::metadata(path).map_err(|e| fail(e.into()))?.len();
+    let pth = open(path).map_err(fail)?;
+    let mut names: Vec<&String> = pth
+        .tensor_infos()
+        .keys()
+        .filter(|n| !is_batches_tracked(n))
+        .collect();
+    // Sorted, so which error a file with several bad tensors gives is fixed.
+    names.sort();
+    if names.is_empty() {
+        return Err(fail(candle_core::Error::Msg(
+            "no tensors found: not a PyTorch state dict".into(),
+        )));
+    }
+    let mut tensors = HashMap::with_capacity(names.len());
+    for name in names {
+        let info = &pth.tensor_infos()[name];
+        check_extent(info, file_len).map_err(fail)?;
+        let tensor = guarded(|| pth.get(name))
+            .map_err(|e| fail(e.context(format!("tensor `{name}`"))))?
+            .ok_or_else(|| fail(candle_core::Error::Msg(format!("tensor `{name}` vanished"))))?;
+        tensors.insert(name.clone(), tensor);
+    }
+    Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_batches_tracked;
+
+    #[test]
+    fn batches_tracked_names() {
+        assert!(is_batches_tracked("bn1.num_batches_tracked"));
+        assert!(is_batches_tracked("num_batches_tracked"));
+        assert!(!is_batches_tracked("bn1.running_var"));
+        assert!(!is_batches_tracked("my_num_batches_tracked"));
+    }
+}

@@ -1,0 +1,338 @@
+//! torchvision's ResNet-18/50 and MobileNetV2: parameter names, shapes and
+//! counts, the SPEC section 3 default selection, mixture mode forward and
+//! backward, and `.pth` loading (including corrupt files).
+//!
+//! Tests that need the shared fixtures (`$DGMS_PARITY_DIR`, default
+//! `../shared/fixtures/models` beside the repo) say so and pass without them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use dgms_core::{InitConfig, MixtureOptions};
+use dgms_models::{
+    build_model, is_batch_norm_stat, load_tensors, load_varmap, read_pth, DgmsModel,
+    LayerSelection, ModelConfig, ModelError, ResNet,
+};
+
+/// ImageNet: 3 channels, 1000 classes, 224x224.
+fn imagenet() -> ModelConfig {
+    ModelConfig {
+        in_channels: 3,
+        num_classes: 1000,
+        image_size: 224,
+    }
+}
+
+fn on_varmap(name: &str, cfg: &ModelConfig) -> (Box<dyn DgmsModel>, VarMap) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    (build_model(name, cfg, vb).unwrap(), varmap)
+}
+
+fn names_and_shapes(varmap: &VarMap) -> BTreeMap<String, Vec<usize>> {
+    let data = varmap.data().lock().unwrap();
+    data.iter()
+        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+        .collect()
+}
+
+/// Trainable parameters (no batch-norm statistics), as PyTorch's
+/// `sum(p.numel() for p in model.parameters())` counts them.
+fn parameter_count(varmap: &VarMap) -> usize {
+    names_and_shapes(varmap)
+        .iter()
+        .filter(|(n, _)| !is_batch_norm_stat(n))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
+}
+
+/// The shared fixture folder, if present.
+fn shared_fixtures() -> Option<PathBuf> {
+    let dir = match std::env::var_os("DGMS_PARITY_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/models"),
+    };
+    dir.join("resnet18.pth").exists().then_some(dir)
+}
+
+/// Names and shapes of a fixture's tensors, `num_batches_tracked` left out.
+fn fixture_names(
+    tensors: &std::collections::HashMap<String, Tensor>,
+) -> BTreeMap<String, Vec<usize>> {
+    tensors
+        .iter()
+        .filter(|(n, _)| !n.ends_with("num_batches_tracked"))
+        .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+        .collect()
+}
+
+#[test]
+fn parameter_counts_are_torchvisions() {
+    for (name, count, convs) in [
+        ("resnet18", 11_689_512, 20),
+        ("resnet50", 25_557_032, 53),
+        ("mobilenet_v2", 3_504_872, 52),
+    ] {
+        let (model, varmap) = on_varmap(name, &imagenet());
+        assert_eq!(parameter_count(&varmap), count, "{name}");
+        assert_eq!(model.model_name(), name);
+        assert_eq!(model.convs().len(), convs, "{name}");
+    }
+}
+
+#[test]
+fn resnet18_names_are_torchvisions() {
+    let (model, varmap) = on_varmap("resnet18", &imagenet());
+    let ours = names_and_shapes(&varmap);
+    assert_eq!(ours["conv1.weight"], vec![64, 3, 7, 7]);
+    assert_eq!(ours["layer1.0.conv1.weight"], vec![64, 64, 3, 3]);
+    assert_eq!(ours["layer2.0.downsample.0.weight"], vec![128, 64, 1, 1]);
+    assert_eq!(ours["layer2.0.downsample.1.running_var"], vec![128]);
+    assert_eq!(ours["fc.weight"], vec![1000, 512]);
+    assert!(!ours.contains_key("layer1.0.downsample.0.weight"));
+    assert_eq!(model.classifier_name(), "fc");
+    match shared_fixtures() {
+        Some(dir) => {
+            let theirs = read_pth(dir.join("resnet18.pth")).unwrap();
+            assert_eq!(ours, fixture_names(&theirs));
+        }
+        None => println!("shared fixtures absent: names checked without resnet18.pth"),
+    }
+}
+
+#[test]
+fn resnet50_names_and_shapes() {
+    let (model, varmap) = on_varmap("resnet50", &imagenet());
+    let ours = names_and_shapes(&varmap);
+    // Bottleneck v1.5: the stride sits on the 3x3 conv.
+    assert_eq!(ours["layer2.0.conv1.weight"], vec![128, 256, 1, 1]);
+    assert_eq!(ours["layer2.0.conv2.weight"], vec![128, 128, 3, 3]);
+    assert_eq!(model.conv("layer2.0.conv1").unwrap().spec().stride, 1);
+    assert_eq!(model.conv("layer2.0.conv2").unwrap().spec().stride, 2);
+    assert_eq!(ours["layer2.0.conv3.weight"], vec![512, 128, 1, 1]);
+    // layer1 changes 64 -> 256 channels, so it has a projection too.
+    assert_eq!(ours["layer1.0.downsample.0.weight"], vec![256, 64, 1, 1]);
+    assert_eq!(ours["layer4.2.bn3.weight"], vec![2048]);
+    assert_eq!(ours["fc.weight"], vec![1000, 2048]);
+    // 1 stem + 16 bottlenecks x 3 convs + 4 projections, each with a bn.
+    let convs = ours.keys().filter(|n| n.ends_with("running_mean")).count();
+    assert_eq!(convs, 53);
+    assert_eq!(ours.len(), 53 * 5 + 2);
+    let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 48), &Device::Cpu).unwrap();
+    assert_eq!(model.forward_t(&x, false).unwrap().dims(), &[1, 1000]);
+}
+
+#[test]
+fn mobilenet_v2_names_are_torchvisions() {
+    let (model, varmap) = on_varmap("mobilenet_v2", &imagenet());
+    let ours = names_and_shapes(&varmap);
+    assert_eq!(ours["features.0.0.weight"], vec![32, 3, 3, 3]);
+    assert_eq!(ours["features.1.conv.0.0.weight"], vec![32, 1, 3, 3]);
+    assert_eq!(ours["features.1.conv.1.weight"], vec![16, 32, 1, 1]);
+    assert_eq!(ours["features.2.conv.1.0.weight"], vec![96, 1, 3, 3]);
+    assert_eq!(ours["features.18.0.weight"], vec![1280, 320, 1, 1]);
+    assert_eq!(ours["classifier.1.weight"], vec![1000, 1280]);
+    assert_eq!(model.classifier_name(), "classifier.1");
+    let dw = model.conv("features.2.conv.1.0").unwrap().spec();
+    assert_eq!((dw.groups, dw.stride), (96, 2));
+    match shared_fixtures() {
+        Some(dir) => {
+            let theirs = load_tensors(dir.join("mobilenet_v2.safetensors")).unwrap();
+            assert_eq!(ours, fixture_names(&theirs));
+        }
+        None => println!("shared fixtures absent: names checked without mobilenet_v2.safetensors"),
+    }
+}
+
+#[test]
+fn default_selection_is_every_conv_but_the_first() {
+    for (name, first, mixtures) in [
+        ("resnet18", "conv1", 19),
+        ("resnet50", "conv1", 52),
+        ("mobilenet_v2", "features.0.0", 51),
+    ] {
+        let (model, _vm) = on_varmap(name, &ModelConfig::default());
+        let convs = model.convs();
+        assert_eq!(convs[0].name(), first, "{name}");
+        let layers = model.default_mixture_layers();
+        assert_eq!(layers.len(), mixtures, "{name}");
+        assert!(!layers.iter().any(|l| l == first), "{name}");
+        assert!(model.conv(model.classifier_name()).is_none(), "{name}");
+        let resolved = LayerSelection::default().resolve(name, &convs, 4).unwrap();
+        assert_eq!(resolved.len(), mixtures, "{name}");
+        assert!(resolved.iter().all(|&(i, _)| i > 0), "{name}");
+    }
+}
+
+/// Mixtures with K = 4 on the default selection; a train forward and
+/// backward reaching every conv weight and mixture parameter; an eval
+/// forward with hard weights.
+fn mixture_round_trip(name: &str) {
+    let cfg = ModelConfig::default();
+    let (model, _vm) = on_varmap(name, &cfg);
+    let init = InitConfig {
+        k: 4,
+        ..InitConfig::default()
+    };
+    let outcomes = model
+        .enable_mixtures(
+            &init,
+            &MixtureOptions::default(),
+            &LayerSelection::default(),
+        )
+        .unwrap();
+    assert_eq!(outcomes.len(), model.default_mixture_layers().len());
+    assert!(!model.convs()[0].has_mixture());
+    // Two images: batch statistics of the final 1x1 maps need more than one value.
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let logits = model.forward_t(&x, true).unwrap();
+    assert_eq!(logits.dims(), &[2, 10]);
+    let labels = Tensor::new(&[1u32, 7], &Device::Cpu).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+    let grads = loss.backward().unwrap();
+    for conv in model.convs() {
+        let var = conv.weight_var().unwrap();
+        let g = grads.get(var.as_tensor());
+        assert!(g.is_some(), "{name}: no gradient for {}", conv.name());
+    }
+    for var in model.mixture_trainable_vars() {
+        let g = grads.get(var.as_tensor()).expect("mixture gradient");
+        let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    }
+    let eval = model.forward_t(&x, false).unwrap();
+    let v: Vec<f32> = eval.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    // Hard weights: at most K values, one of them 0.
+    let conv = &model.convs()[1];
+    let mut w: Vec<f32> = conv
+        .hard_weight()
+        .unwrap()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    w.sort_by(f32::total_cmp);
+    w.dedup();
+    assert!(w.len() <= 4 && w.contains(&0.0), "{name}: {w:?}");
+}
+
+#[test]
+fn resnet18_mixture_forward_backward() {
+    mixture_round_trip("resnet18");
+}
+
+#[test]
+fn mobilenet_v2_mixture_forward_backward() {
+    // Includes the depthwise (grouped) convolutions.
+    mixture_round_trip("mobilenet_v2");
+}
+
+#[test]
+fn other_inputs_and_depths() {
+    let cfg = ModelConfig {
+        in_channels: 1,
+        num_classes: 10,
+        image_size: 28,
+    };
+    for name in ["resnet18", "mobilenet_v2"] {
+        let (model, _vm) = on_varmap(name, &cfg);
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
+        for train in [true, false] {
+            assert_eq!(model.forward_t(&x, train).unwrap().dims(), &[2, 10]);
+        }
+    }
+    let vb = VarBuilder::from_tensors(Default::default(), DType::F32, &Device::Cpu);
+    let err = ResNet::new(20, &imagenet(), vb).unwrap_err().to_string();
+    assert!(err.starts_with("model `resnet20`: depth 20"), "{err}");
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let r34 = ResNet::new(34, &imagenet(), vb).unwrap();
+    // 1 stem + 16 blocks x 2 convs + 3 projections.
+    assert_eq!(r34.convs().len(), 36);
+    assert_eq!(parameter_count(&vm), 21_797_672);
+}
+
+#[test]
+fn pth_loads_into_a_varmap() {
+    let Some(dir) = shared_fixtures() else {
+        println!("shared fixtures absent: skipped");
+        return;
+    };
+    let (model, varmap) = on_varmap("resnet18", &imagenet());
+    load_varmap(&varmap, dir.join("resnet18.pth")).unwrap();
+    let io = load_tensors(dir.join("resnet18.io.safetensors")).unwrap();
+    let got = model.forward_t(&io["input"], false).unwrap();
+    let diff = (&got - &io["logits"]).unwrap().abs().unwrap();
+    let diff: f32 = diff.max_all().unwrap().to_scalar().unwrap();
+    let scale: f32 = io["logits"]
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(diff / scale <= 1e-4, "{}", diff / scale);
+}
+
+/// A file in the target dir's temporary folder (cleaned with the target).
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn assert_names_file(err: ModelError, path: &std::path::Path) {
+    assert!(matches!(err, ModelError::Checkpoint { .. }), "{err:?}");
+    let msg = err.to_string();
+    let shown = path.display().to_string();
+    assert!(
+        msg.starts_with(&format!("checkpoint {shown}: cannot read it")),
+        "{msg}"
+    );
+}
+
+#[test]
+fn corrupt_pth_files_give_errors_naming_the_file() {
+    let missing = PathBuf::from("/nonexistent/weights.pth");
+    assert_names_file(read_pth(&missing).unwrap_err(), &missing);
+    let empty = temp_file("empty.pth", b"");
+    assert_names_file(read_pth(&empty).unwrap_err(), &empty);
+    let garbage = temp_file(
+        "garbage.pth",
+        b"PK\x03\x04 this is not a zip archive at all",
+    );
+    assert_names_file(read_pth(&garbage).unwrap_err(), &garbage);
+    // Through load_varmap too, chosen by the extension.
+    let (_model, varmap) = on_varmap("resnet18", &imagenet());
+    assert_names_file(load_varmap(&varmap, &garbage).unwrap_err(), &garbage);
+
+    let Some(dir) = shared_fixtures() else {
+        println!("shared fixtures absent: truncated-file cases skipped");
+        return;
+    };
+    let full = std::fs::read(dir.join("resnet18.pth")).unwrap();
+    // Cut inside the tensor data, and just before the end (the zip
+    // directory is at the end, so both lose it).
+    for (i, len) in [full.len() / 2, full.len() - 10].into_iter().enumerate() {
+        let cut = temp_file(&format!("truncated{i}.pth"), &full[..len]);
+        assert_names_file(read_pth(&cut).unwrap_err(), &cut);
+    }
+    // Corrupt bytes in the pickle (the first entry, stored uncompressed):
+    // an error, never a panic or abort.
+    let start = full.windows(8).position(|w| w == b"data.pkl").unwrap() + 8;
+    for offset in [40, 200, 1000, 3000] {
+        let mut bytes = full.clone();
+        for b in &mut bytes[start + offset..start + offset + 16] {
+            *b = b.wrapping_add(0x5a);
+        }
+        let bad = temp_file(&format!("bad_pickle{offset}.pth"), &bytes);
+        if let Err(e) = read_pth(&bad) {
+            assert_names_file(e, &bad);
+        }
+    }
+}
