@@ -16,4 +16,84 @@ pub enum QsimdError {
         #[source]
         source: std::io::Error,
     },
+    // --- packed model format (`format`) ---
+    /// An error while reading `path`; wraps the format error so that every
+    /// message about a file names it.
+    #[error("{path}: {source}")]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<QsimdError>,
+    },
+    /// The bytes are not a well-formed safetensors file.
+    #[error("not a valid safetensors file: {0}")]
+    Safetensors(#[source] safetensors::SafeTensorError),
+    /// The safetensors header is malformed in a way caught before handing it
+    /// to the `safetensors` crate (e.g. data offsets beyond the end).
+    #[error("not a valid safetensors file: {reason}")]
+    Header { reason: String },
+    /// A `__metadata__` entry is missing, unknown or malformed.
+    #[error("metadata `{key}`: {reason}")]
+    Metadata { key: String, reason: String },
+    /// The file declares a `format_version` this reader does not know.
+    #[error("unsupported format_version {found} (this reader supports {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    /// A quantized layer is inconsistent (shape, K, bits, codebook, indices).
+    #[error("layer {layer}: {reason}")]
+    Layer { layer: String, reason: String },
+    /// A codebook size outside `2..=256`.
+    #[error("K = {k} is outside the supported range 2..=256")]
+    InvalidK { k: usize },
+    /// A packed index is not a valid codebook entry.
+    #[error("layer {layer}: index {index} at weight {weight} is >= K = {k}")]
+    IndexOutOfRange {
+        layer: String,
+        index: u8,
+        weight: usize,
+        k: usize,
+    },
+    /// A stored tensor is inconsistent (dtype, shape, values, name).
+    #[error("tensor {tensor}: {reason}")]
+    Tensor { tensor: String, reason: String },
+    /// Lookup of a quantized layer that the model does not have.
+    #[error("no quantized layer named `{name}`")]
+    MissingLayer { name: String },
+    /// Lookup of a full-precision tensor that the model does not have.
+    #[error("no full-precision tensor named `{name}`")]
+    MissingTensor { name: String },
+    /// Batch-norm folding inputs are inconsistent or give non-finite values.
+    #[error("batch norm fold: {reason}")]
+    BatchNorm { reason: String },
+    /// `DGMS_QSIMD` (or an ISA name) is not one of scalar|avx2|avx512|neon|auto.
+    #[error("unknown kernel ISA `{value}` (expected scalar, avx2, avx512, neon or auto)")]
+    UnknownIsa { value: String },
+    /// A kernel ISA was asked for that this CPU (or build target) lacks.
+    #[error("kernel ISA {isa} is not available on this CPU")]
+    IsaUnavailable { isa: String },
+    /// A kernel argument has the wrong length.
+    #[error("{op}: {what} has length {got}, expected {expected}")]
+    ShapeMismatch {
+        op: &'static str,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A kernel weight matrix with no rows or no columns (or too large).
+    #[error("weight matrix of {rows} x {cols}: both dimensions must be positive")]
+    EmptyMatrix { rows: usize, cols: usize },
+    /// A kernel codebook with the wrong size or a non-finite value.
+    #[error("kernel codebook: {reason}")]
+    InvalidCodebook { reason: String },
+    /// A kernel index that is not a valid codebook entry.
+    #[error("weight ({row}, {col}): index {index} is >= K = {k}")]
+    InvalidIndex {
+        row: usize,
+        col: usize,
+        index: u8,
+        k: usize,
+    },
+    /// Convolution geometry that cannot be computed.
+    #[error("{op}: invalid geometry: {reason}")]
+    InvalidGeometry { op: &'static str, reason: String },
 }
+
