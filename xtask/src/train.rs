@@ -34,6 +34,10 @@ pub struct Args {
     /// Full-precision checkpoint to start from.
     #[arg(long)]
     pretrained: Option<PathBuf>,
+    /// Training batches that re-estimate batch-norm statistics under the
+    /// hard weights after hardening (0 = off).
+    #[arg(long, default_value_t = phases::DEFAULT_RECALIBRATION_BATCHES)]
+    recalibrate_bn: usize,
 }
 
 #[derive(Serialize)]
@@ -96,7 +100,7 @@ pub fn run(args: &Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(&cfg.out_dir);
     let trained = train(&cfg, None)?;
     let hardened = out.join(format!("dgms-k{}-hard.safetensors", args.k));
-    let report = phases::harden(&trained.last, &hardened)?;
+    let report = phases::harden(&trained.last, &hardened, args.recalibrate_bn)?;
     let dgms = phases::eval(&hardened, Some(data), max_eval)?;
 
     // Every model tensor in f32 (batch-norm statistics included), and the

@@ -42,6 +42,11 @@ enum Command {
         checkpoint: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Re-estimate batch-norm statistics under the hard weights with
+        /// this many training batches (no gradients; 0 = keep the
+        /// statistics gathered during training).
+        #[arg(long, default_value_t = phases::DEFAULT_RECALIBRATION_BATCHES)]
+        recalibrate_bn: usize,
     },
     /// Evaluates a checkpoint on its test set (mixture layers hard).
     Eval {
@@ -210,8 +215,12 @@ fn run(cli: Cli) -> Result<()> {
             let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
             println!("{}", serde_json::to_string_pretty(&outcome)?);
         }
-        Command::Harden { checkpoint, out } => {
-            let report = phases::harden(&checkpoint, &out)?;
+        Command::Harden {
+            checkpoint,
+            out,
+            recalibrate_bn,
+        } => {
+            let report = phases::harden(&checkpoint, &out, recalibrate_bn)?;
             print!("{}", report.to_table());
             println!("wrote {}", out.display());
         }

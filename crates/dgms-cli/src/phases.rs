@@ -12,6 +12,7 @@ use crate::config::{MixtureSettings, RunConfig};
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
 use crate::train::session::{evaluate, Data, Model};
+use dgms_data::{Loader, LoaderConfig};
 
 /// Accuracy of a model on a test set.
 #[derive(Clone, Debug, Serialize)]
@@ -76,6 +77,37 @@ pub fn harden_model(model: &Model) -> Result<Vec<HardenedLayer>> {
     Ok(layers)
 }
 
+/// Batches of `dgms harden --recalibrate-bn` by default.
+pub const DEFAULT_RECALIBRATION_BATCHES: usize = 50;
+
+/// Re-estimates every batch norm's running statistics under the model's
+/// current (hardened) weights: `batches` train-mode forward passes over
+/// the training set, without augmentation and without gradients, each
+/// moving the running averages with momentum 0.1 (0.9^50 < 1%, so 50
+/// batches forget the statistics gathered during training).
+///
+/// Why: during DGMS fine-tuning the running statistics follow the soft
+/// weights, while evaluation runs the hard ones; the shift between the two
+/// is largest for weights near component boundaries, exactly those that
+/// receive large gradients. No weight or mixture parameter changes.
+pub fn recalibrate_batch_norm(model: &Model, data: &Data, batches: usize, seed: u64) -> Result<()> {
+    if batches == 0 {
+        return Ok(());
+    }
+    let config = LoaderConfig::eval(data.kind, 128)
+        .with_shuffle(true)
+        .with_seed(seed);
+    let loader = Loader::new(data.train.clone(), config)?;
+    for batch in loader.epoch(0).take(batches) {
+        let batch = batch?;
+        model
+            .net
+            .forward_t(&batch.images.detach(), true)
+            .context("batch-norm recalibration forward pass")?;
+    }
+    Ok(())
+}
+
 /// Writes a hardened checkpoint: hard conv weights plus `<layer>.indices`
 /// and `<layer>.codebook` of every hardened layer.
 pub fn save_hardened(
@@ -107,13 +139,16 @@ pub fn report_of(layers: &[HardenedLayer]) -> ModelReport {
     ModelReport::from_layers(layers.iter().map(HardenedLayer::report).collect())
 }
 
-/// `dgms harden`: a trained DGMS checkpoint to a hardened one.
-pub fn harden(path: &Path, out: &Path) -> Result<ModelReport> {
-    let (ckpt, _, model) = open(path, None)?;
+/// `dgms harden`: a trained DGMS checkpoint to a hardened one, with the
+/// batch-norm statistics re-estimated under the hard weights from
+/// `recalibrate_bn` training batches (0: kept as trained).
+pub fn harden(path: &Path, out: &Path, recalibrate_bn: usize) -> Result<ModelReport> {
+    let (ckpt, data, model) = open(path, None)?;
     if ckpt.meta.hardened {
         bail!("{} is already hardened", path.display());
     }
     let layers = harden_model(&model)?;
+    recalibrate_batch_norm(&model, &data, recalibrate_bn, ckpt.meta.seed)?;
     save_hardened(out, &model, &layers, ckpt.meta)
 }
 

@@ -101,7 +101,7 @@ fn resume_equals_uninterrupted_dgms_and_phases_agree() {
     // hardened version, and hardened weights take at most K values.
     let before = phases::eval(&outcome.last, None, Some(64)).unwrap();
     let hardened = dir.path().join("hard.safetensors");
-    let report = phases::harden(&outcome.last, &hardened).unwrap();
+    let report = phases::harden(&outcome.last, &hardened, 0).unwrap();
     let after = phases::eval(&hardened, None, Some(64)).unwrap();
     assert_eq!(before.top1, after.top1);
     assert!(
@@ -127,10 +127,30 @@ fn resume_equals_uninterrupted_dgms_and_phases_agree() {
     );
     assert!(t.contains_key("layer1.0.conv1.indices") && t.contains_key("layer1.0.conv1.codebook"));
 
+    // Batch-norm recalibration moves the running statistics and nothing
+    // else, the same way every time.
+    let recal = |name: &str| {
+        let path = dir.path().join(name);
+        phases::harden(&outcome.last, &path, 3).unwrap();
+        tensors(&path)
+    };
+    let (plain, r1, r2) = (tensors(&hardened), recal("r1"), recal("r2"));
+    assert_eq!(r1, r2, "recalibration is not repeatable");
+    assert_eq!(plain.len(), r1.len());
+    for (name, values) in &plain {
+        let stat = name.ends_with(".running_mean") || name.ends_with(".running_var");
+        assert_eq!(
+            stat,
+            &r1[name] != values,
+            "{name}: changed by recalibration = {}",
+            &r1[name] != values
+        );
+    }
+
     // Hardening a full-precision checkpoint is refused with a hint.
     let msg = format!(
         "{:#}",
-        phases::harden(&trained, &dir.path().join("x")).unwrap_err()
+        phases::harden(&trained, &dir.path().join("x"), 0).unwrap_err()
     );
     assert!(
         msg.contains("no mixture layer") && msg.contains("quantize"),
