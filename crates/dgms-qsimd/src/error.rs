@@ -96,4 +96,3 @@ pub enum QsimdError {
     #[error("{op}: invalid geometry: {reason}")]
     InvalidGeometry { op: &'static str, reason: String },
 }
-

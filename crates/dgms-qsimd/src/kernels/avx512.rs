@@ -1,0 +1,223 @@
+//! AVX-512 kernels. The 16-entry codebook lives in one zmm; a `vpsrld`
+//! and a `vpermps` decode one column of 16 rows (see `matrix.rs` for the
+//! layout), so a 64-byte line is 8 shifts, 8 permutes and 8 FMAs with the
+//! activation broadcast from memory. 8-bit indices use `vgatherdps` on
+//! the 256-entry table (L1-resident).
+//!
+//! Every function here is `#[target_feature]`; callers reach them only
+//! through `Isa::Avx512`, which the public entry points check with
+//! `Isa::ensure_available` first.
+
+use std::arch::x86_64::*;
+
+use super::matrix::Line;
+
+/// Micro-tile rows: a 16-row group is decoded into two `[k][8]` panels.
+pub(super) const MR: usize = 8;
+/// Micro-tile vectors along n (NR = 16 * NV columns).
+pub(super) const NV: usize = 2;
+/// Micro-tile columns.
+pub(super) const NR: usize = 16 * NV;
+
+macro_rules! nibble_col {
+    ($v:ident, $cb:ident, $sh:literal) => {
+        _mm512_permutexvar_ps(_mm512_srli_epi32::<$sh>($v), $cb)
+    };
+}
+
+/// y[16] for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
+    assert!(table.len() >= 16);
+    // SAFETY: table holds at least 16 f32 (asserted).
+    let cb = unsafe { _mm512_loadu_ps(table.as_ptr()) };
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (line, xs) in lines.iter().zip(x.chunks_exact(8)) {
+        // SAFETY: a Line is 64 bytes, 64-byte aligned.
+        let v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
+        // One accumulator per column: no FMA waits for another in a line.
+        acc[0] = _mm512_fmadd_ps(nibble_col!(v, cb, 0), _mm512_set1_ps(xs[0]), acc[0]);
+        acc[1] = _mm512_fmadd_ps(nibble_col!(v, cb, 4), _mm512_set1_ps(xs[1]), acc[1]);
+        acc[2] = _mm512_fmadd_ps(nibble_col!(v, cb, 8), _mm512_set1_ps(xs[2]), acc[2]);
+        acc[3] = _mm512_fmadd_ps(nibble_col!(v, cb, 12), _mm512_set1_ps(xs[3]), acc[3]);
+        acc[4] = _mm512_fmadd_ps(nibble_col!(v, cb, 16), _mm512_set1_ps(xs[4]), acc[4]);
+        acc[5] = _mm512_fmadd_ps(nibble_col!(v, cb, 20), _mm512_set1_ps(xs[5]), acc[5]);
+        acc[6] = _mm512_fmadd_ps(nibble_col!(v, cb, 24), _mm512_set1_ps(xs[6]), acc[6]);
+        acc[7] = _mm512_fmadd_ps(nibble_col!(v, cb, 28), _mm512_set1_ps(xs[7]), acc[7]);
+    }
+    reduce8(acc)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn reduce8(acc: [__m512; 8]) -> [f32; 16] {
+    let s01 = _mm512_add_ps(acc[0], acc[1]);
+    let s23 = _mm512_add_ps(acc[2], acc[3]);
+    let s45 = _mm512_add_ps(acc[4], acc[5]);
+    let s67 = _mm512_add_ps(acc[6], acc[7]);
+    let s = _mm512_add_ps(_mm512_add_ps(s01, s23), _mm512_add_ps(s45, s67));
+    let mut out = [0.0f32; 16];
+    // SAFETY: out is 16 f32.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), s) };
+    out
+}
+
+/// Byte `J` of every dword of `v`, looked up in the 256-entry table.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn gather_byte<const SH: u32>(v: __m512i, table: &[f32]) -> __m512 {
+    assert!(table.len() >= 256);
+    let idx = _mm512_and_si512(_mm512_srli_epi32::<SH>(v), _mm512_set1_epi32(0xFF));
+    // SAFETY: every lane of idx is in 0..=255 and table has 256 entries.
+    unsafe { _mm512_i32gather_ps::<4>(idx, table.as_ptr()) }
+}
+
+/// y[16] for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (pair, xs) in lines.chunks(2).zip(x.chunks(8)) {
+        for (h, (line, xh)) in pair.iter().zip(xs.chunks_exact(4)).enumerate() {
+            // SAFETY: a Line is 64 bytes, 64-byte aligned.
+            let v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
+            let a = &mut acc[4 * h..4 * h + 4];
+            a[0] = _mm512_fmadd_ps(gather_byte::<0>(v, table), _mm512_set1_ps(xh[0]), a[0]);
+            a[1] = _mm512_fmadd_ps(gather_byte::<8>(v, table), _mm512_set1_ps(xh[1]), a[1]);
+            a[2] = _mm512_fmadd_ps(gather_byte::<16>(v, table), _mm512_set1_ps(xh[2]), a[2]);
+            a[3] = _mm512_fmadd_ps(gather_byte::<24>(v, table), _mm512_set1_ps(xh[3]), a[3]);
+        }
+    }
+    reduce8(acc)
+}
+
+/// Stores the 16 decoded rows of column `k` into the two `[k][8]` row
+/// panels of a group (`out` = 16 * kc values, panel p at p * 8 * kc).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn store_col(out: &mut [f32], kc: usize, k: usize, v: __m512) {
+    assert!(k < kc && out.len() >= 16 * kc);
+    let lo = _mm512_castps512_ps256(v);
+    // extractf64x4 needs only AVX-512F (extractf32x8 would need DQ).
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    // SAFETY: 8 * kc + 8 * k + 8 <= 16 * kc <= out.len() (asserted).
+    unsafe {
+        _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), lo);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8 * kc + 8 * k), hi);
+    }
+}
+
+/// Decodes 4-bit lines (8 columns each) into two `[k][MR]` f32 panels.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
+    assert!(table.len() >= 16);
+    let kc = 8 * lines.len();
+    // SAFETY: table holds at least 16 f32 (asserted).
+    let cb = unsafe { _mm512_loadu_ps(table.as_ptr()) };
+    for (c, line) in lines.iter().enumerate() {
+        // SAFETY: a Line is 64 bytes, 64-byte aligned.
+        let v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
+        let cols = [
+            nibble_col!(v, cb, 0),
+            nibble_col!(v, cb, 4),
+            nibble_col!(v, cb, 8),
+            nibble_col!(v, cb, 12),
+            nibble_col!(v, cb, 16),
+            nibble_col!(v, cb, 20),
+            nibble_col!(v, cb, 24),
+            nibble_col!(v, cb, 28),
+        ];
+        for (j, col) in cols.into_iter().enumerate() {
+            store_col(out, kc, 8 * c + j, col);
+        }
+    }
+}
+
+/// Decodes 8-bit lines (4 columns each) into two `[k][MR]` f32 panels.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
+    let kc = 4 * lines.len();
+    for (c, line) in lines.iter().enumerate() {
+        // SAFETY: a Line is 64 bytes, 64-byte aligned.
+        let v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
+        let cols = [
+            gather_byte::<0>(v, table),
+            gather_byte::<8>(v, table),
+            gather_byte::<16>(v, table),
+            gather_byte::<24>(v, table),
+        ];
+        for (j, col) in cols.into_iter().enumerate() {
+            store_col(out, kc, 4 * c + j, col);
+        }
+    }
+}
+
+/// C[MR x NR] (+)= A B over `kc`: `a` is a decoded `[k][MR]` panel,
+/// `b` a packed `[k][NR]` panel, `c` rows `ldc` apart.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
+    assert!(a.len() >= kc * MR);
+    assert!(b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    for k in 0..kc {
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, b) in bv.iter_mut().enumerate() {
+            // SAFETY: k * NR + 16 * v + 16 <= kc * NR <= b.len() (asserted).
+            *b = unsafe { _mm512_loadu_ps(bp.add(k * NR + 16 * v)) };
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: k * MR + i < kc * MR <= a.len() (asserted).
+            let ai = _mm512_set1_ps(unsafe { *ap.add(k * MR + i) });
+            for (r, b) in row.iter_mut().zip(bv) {
+                *r = _mm512_fmadd_ps(ai, b, *r);
+            }
+        }
+    }
+    let cp = c.as_mut_ptr();
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &r) in row.iter().enumerate() {
+            // SAFETY: i * ldc + 16 * v + 16 <= (MR - 1) * ldc + NR <= c.len().
+            unsafe {
+                let p = cp.add(i * ldc + 16 * v);
+                let r = if acc_in {
+                    _mm512_add_ps(_mm512_loadu_ps(p), r)
+                } else {
+                    r
+                };
+                _mm512_storeu_ps(p, r);
+            }
+        }
+    }
+}
+
+/// Dot product of two equal-length f32 slices (the f32 GEMV baseline).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (u, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16 * u + 16 <= n <= both lengths.
+            unsafe {
+                let x = _mm512_loadu_ps(ap.add(i + 16 * u));
+                let y = _mm512_loadu_ps(bp.add(i + 16 * u));
+                *s = _mm512_fmadd_ps(x, y, *s);
+            }
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n <= both lengths.
+        unsafe {
+            let x = _mm512_loadu_ps(ap.add(i));
+            let y = _mm512_loadu_ps(bp.add(i));
+            acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+        }
+        i += 16;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    let mut t = _mm512_reduce_add_ps(s);
+    for j in i..n {
+        t += a[j] * b[j];
+    }
+    t
+}

@@ -1,0 +1,196 @@
+//! Convolution geometry, im2col, and conv2d on top of [`super::gemm`].
+
+use rayon::prelude::*;
+
+use super::epilogue::Epilogue;
+use super::isa::Isa;
+use super::matrix::QMatrix;
+use crate::error::{QsimdError, Result};
+
+/// A 2-D convolution over one CHW image: `c` input channels of `h` x `w`,
+/// a `kh` x `kw` kernel, the same `stride` and zero `pad` on both axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding (both axes, both sides).
+    pub pad: usize,
+}
+
+impl ConvGeometry {
+    /// Output height (0 if the kernel does not fit).
+    pub fn out_h(&self) -> usize {
+        out_len(self.h, self.kh, self.stride, self.pad)
+    }
+
+    /// Output width (0 if the kernel does not fit).
+    pub fn out_w(&self) -> usize {
+        out_len(self.w, self.kw, self.stride, self.pad)
+    }
+
+    /// Values in the input image: c * h * w.
+    pub fn input_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Length of one im2col column: c * kh * kw (the weight matrix's cols).
+    pub fn patch_len(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output pixels per channel: out_h * out_w.
+    pub fn out_pixels(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+
+    /// Errors unless every size is positive and the kernel fits the
+    /// padded input.
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        let bad = |reason: String| Err(QsimdError::InvalidGeometry { op, reason });
+        if self.c == 0 || self.h == 0 || self.w == 0 || self.kh == 0 || self.kw == 0 {
+            return bad(format!("zero-sized dimension in {self:?}"));
+        }
+        if self.stride == 0 {
+            return bad("stride is 0".to_string());
+        }
+        if self.h + 2 * self.pad < self.kh || self.w + 2 * self.pad < self.kw {
+            return bad(format!(
+                "kernel {}x{} does not fit the padded input {}x{}",
+                self.kh,
+                self.kw,
+                self.h + 2 * self.pad,
+                self.w + 2 * self.pad
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn out_len(n: usize, k: usize, stride: usize, pad: usize) -> usize {
+    if stride == 0 || n + 2 * pad < k {
+        0
+    } else {
+        (n + 2 * pad - k) / stride + 1
+    }
+}
+
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &'static str,
+    got: usize,
+    expected: usize,
+) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(QsimdError::ShapeMismatch {
+            op,
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// Unfolds a CHW image into a (c*kh*kw) x (out_h*out_w) row-major matrix:
+/// row `(ci*kh + ky)*kw + kx`, column `oy*out_w + ox` holds
+/// `input[ci, oy*stride + ky - pad, ox*stride + kx - pad]` (0 outside),
+/// matching a PyTorch O x C x kh x kw weight flattened to O x (C*kh*kw).
+pub fn im2col(input: &[f32], geom: &ConvGeometry, out: &mut [f32]) -> Result<()> {
+    geom.validate("im2col")?;
+    check_len("im2col", "input (C*H*W)", input.len(), geom.input_len())?;
+    check_len(
+        "im2col",
+        "output (C*kh*kw * out_h*out_w)",
+        out.len(),
+        geom.patch_len() * geom.out_pixels(),
+    )?;
+    im2col_unchecked(input, geom, out);
+    Ok(())
+}
+
+pub(crate) fn im2col_unchecked(input: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let fill = |(row, dst): (usize, &mut [f32])| {
+        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        let plane = &input[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        // Output columns whose input column lies inside the image.
+        let ox_lo = g.pad.saturating_sub(kx).div_ceil(g.stride).min(ow);
+        let ox_hi = if g.w + g.pad > kx {
+            ((g.w + g.pad - kx - 1) / g.stride + 1).clamp(ox_lo, ow)
+        } else {
+            ox_lo
+        };
+        for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+            let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+            if iy >= g.h {
+                d.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy * g.w..(iy + 1) * g.w];
+            d[..ox_lo].fill(0.0);
+            d[ox_hi..].fill(0.0);
+            if ox_hi == ox_lo {
+                continue;
+            }
+            let ix0 = ox_lo * g.stride + kx - g.pad;
+            if g.stride == 1 {
+                d[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + (ox_hi - ox_lo)]);
+            } else {
+                for (o, s) in d[ox_lo..ox_hi]
+                    .iter_mut()
+                    .zip(src[ix0..].iter().step_by(g.stride))
+                {
+                    *o = *s;
+                }
+            }
+        }
+    };
+    let ohw = oh * ow;
+    if ohw == 0 {
+        return;
+    }
+    if out.len() >= 1 << 16 {
+        out.par_chunks_mut(ohw).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(ohw).enumerate().for_each(fill);
+    }
+}
+
+/// Convolution of a CHW image with `w` (O x C*kh*kw, PyTorch order) into
+/// `out` (O x out_h*out_w), with the epilogue per output channel. A 1x1,
+/// stride 1, unpadded convolution is a GEMM on the input as it is; others
+/// go through an im2col buffer.
+pub fn conv2d(
+    isa: Isa,
+    w: &QMatrix,
+    input: &[f32],
+    geom: &ConvGeometry,
+    out: &mut [f32],
+    epilogue: &Epilogue,
+) -> Result<()> {
+    const OP: &str = "conv2d";
+    isa.ensure_available()?;
+    geom.validate(OP)?;
+    check_len(OP, "weight columns (C*kh*kw)", w.cols(), geom.patch_len())?;
+    check_len(OP, "input (C*H*W)", input.len(), geom.input_len())?;
+    let n = geom.out_pixels();
+    check_len(OP, "output (O*out_h*out_w)", out.len(), w.rows() * n)?;
+    epilogue.validate(OP, w.rows(), n)?;
+    if geom.kh == 1 && geom.kw == 1 && geom.stride == 1 && geom.pad == 0 {
+        return super::gemm(isa, w, input, n, out, epilogue);
+    }
+    let mut cols = vec![0.0f32; geom.patch_len() * n];
+    im2col_unchecked(input, geom, &mut cols);
+    super::gemm(isa, w, &cols, n, out, epilogue)
+}

@@ -1,0 +1,85 @@
+//! The output stage fused into GEMM / convolution: folded batch norm,
+//! residual add and ReLU.
+
+use crate::error::{QsimdError, Result};
+
+/// `y = relu(acc * scale[row] + shift[row] + residual[row, col])`, each
+/// part optional. `scale`/`shift` have one entry per output row (channel),
+/// `residual` is laid out like the output (rows x n).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// Per-row multiplier (folded batch-norm gamma / sigma).
+    pub scale: Option<&'a [f32]>,
+    /// Per-row offset (bias or folded batch-norm beta).
+    pub shift: Option<&'a [f32]>,
+    /// Added after scale and shift, rows x n row-major.
+    pub residual: Option<&'a [f32]>,
+    /// Clamp negative outputs to 0 last.
+    pub relu: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    /// No output transform: y = acc.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        scale: None,
+        shift: None,
+        residual: None,
+        relu: false,
+    };
+
+    /// Whether applying it changes nothing.
+    pub fn is_identity(&self) -> bool {
+        self.scale.is_none() && self.shift.is_none() && self.residual.is_none() && !self.relu
+    }
+
+    /// Checks the lengths against an output of `rows` x `n`.
+    pub(crate) fn validate(&self, op: &'static str, rows: usize, n: usize) -> Result<()> {
+        let check = |what: &'static str, v: Option<&[f32]>, expected: usize| match v {
+            Some(s) if s.len() != expected => Err(QsimdError::ShapeMismatch {
+                op,
+                what,
+                expected,
+                got: s.len(),
+            }),
+            _ => Ok(()),
+        };
+        check("epilogue scale", self.scale, rows)?;
+        check("epilogue shift", self.shift, rows)?;
+        check("epilogue residual", self.residual, rows * n)
+    }
+
+    /// Applies the stage to a block of an output that is `n` wide: `buf`
+    /// holds output rows `rows` (one every `ldb` values), columns `cols`
+    /// of each starting at `buf[(r - rows.start) * ldb]`.
+    pub(crate) fn apply(
+        &self,
+        buf: &mut [f32],
+        ldb: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        n: usize,
+    ) {
+        if self.is_identity() {
+            return;
+        }
+        let width = cols.len();
+        for (r, row) in rows.zip(buf.chunks_mut(ldb.max(1))) {
+            let out = &mut row[..width];
+            if let Some(s) = self.scale {
+                let s = s[r];
+                out.iter_mut().for_each(|v| *v *= s);
+            }
+            if let Some(b) = self.shift {
+                let b = b[r];
+                out.iter_mut().for_each(|v| *v += b);
+            }
+            if let Some(res) = self.residual {
+                let res = &res[r * n + cols.start..r * n + cols.end];
+                out.iter_mut().zip(res).for_each(|(v, &e)| *v += e);
+            }
+            if self.relu {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+    }
+}

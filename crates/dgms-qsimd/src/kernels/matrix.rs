@@ -1,0 +1,287 @@
+//! The kernels' weight layout.
+//!
+//! Rows are grouped by [`GROUP_ROWS`] = 16 (one AVX-512 register of f32).
+//! A group is a run of 64-byte [`Line`]s, each holding a 16-row x c-column
+//! tile "column-major by dword": dword `l` (little-endian u32 at byte 4l)
+//! belongs to row `16g + l`, and its nibbles (4-bit layout, c = 8) or bytes
+//! (8-bit layout, c = 4) are consecutive columns. A SIMD kernel therefore
+//! gets the indices of one column for 16 rows by a single shift of one
+//! register, decodes them with one table lookup, and needs no horizontal
+//! sums: each lane accumulates one row. Rows are padded to a multiple of 16
+//! and columns to a multiple of 8 with index 0; padded columns meet zero
+//! activations and padded rows are never written out.
+
+use crate::error::{QsimdError, Result};
+
+/// Rows per group (lanes of one AVX-512 f32 register).
+pub const GROUP_ROWS: usize = 16;
+/// Columns are padded to a multiple of this (one 4-bit line).
+pub const COL_ALIGN: usize = 8;
+
+/// 64 bytes, cache-line aligned: the unit every kernel loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub struct Line(pub [u8; 64]);
+
+/// How indices are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// 4-bit indices, 8 columns per line: K <= 16.
+    Nibble,
+    /// 8-bit indices, 4 columns per line: K <= 256.
+    Byte,
+}
+
+impl Layout {
+    /// Columns held by one line.
+    pub fn cols_per_line(self) -> usize {
+        match self {
+            Layout::Nibble => 8,
+            Layout::Byte => 4,
+        }
+    }
+
+    /// Bits per stored index.
+    pub fn bits(self) -> usize {
+        match self {
+            Layout::Nibble => 4,
+            Layout::Byte => 8,
+        }
+    }
+}
+
+/// A rows x cols matrix of codebook indices in the kernel layout.
+#[derive(Clone, Debug)]
+pub struct QMatrix {
+    rows: usize,
+    cols: usize,
+    cols_pad: usize,
+    k: usize,
+    layout: Layout,
+    /// The K entries, zero-padded to 16 (4-bit) or 256 (8-bit) so table
+    /// loads of a whole register stay in bounds.
+    table: Vec<f32>,
+    lines: Vec<Line>,
+}
+
+impl QMatrix {
+    /// Builds the matrix from row-major indices (one per byte) and a codebook
+    /// of K = `codebook.len()` finite values (DGMS puts 0.0 at entry 0, not
+    /// required here). 4-bit layout for K <= 16, 8-bit otherwise.
+    pub fn new(rows: usize, cols: usize, indices: &[u8], codebook: &[f32]) -> Result<QMatrix> {
+        if rows == 0 || cols == 0 {
+            return Err(QsimdError::EmptyMatrix { rows, cols });
+        }
+        let n = rows
+            .checked_mul(cols)
+            .ok_or(QsimdError::EmptyMatrix { rows, cols })?;
+        if indices.len() != n {
+            return Err(QsimdError::ShapeMismatch {
+                op: "QMatrix::new",
+                what: "indices",
+                expected: n,
+                got: indices.len(),
+            });
+        }
+        let k = codebook.len();
+        if !(1..=256).contains(&k) {
+            return Err(QsimdError::InvalidCodebook {
+                reason: format!("K = {k} entries, expected 1..=256"),
+            });
+        }
+        if let Some((i, v)) = codebook.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(QsimdError::InvalidCodebook {
+                reason: format!("entry {i} is {v}, expected a finite value"),
+            });
+        }
+        if let Some(pos) = indices.iter().position(|&i| usize::from(i) >= k) {
+            return Err(QsimdError::InvalidIndex {
+                row: pos / cols,
+                col: pos % cols,
+                index: indices[pos],
+                k,
+            });
+        }
+        let layout = if k <= 16 {
+            Layout::Nibble
+        } else {
+            Layout::Byte
+        };
+        let mut table = vec![0.0f32; if k <= 16 { 16 } else { 256 }];
+        table[..k].copy_from_slice(codebook);
+        let cols_pad = cols.div_ceil(COL_ALIGN) * COL_ALIGN;
+        let groups = rows.div_ceil(GROUP_ROWS);
+        let lpg = cols_pad / layout.cols_per_line();
+        let mut lines = vec![Line([0; 64]); groups * lpg];
+        for (r, row) in indices.chunks_exact(cols).enumerate() {
+            let (g, l) = (r / GROUP_ROWS, r % GROUP_ROWS);
+            for (c, &idx) in row.iter().enumerate() {
+                let line = &mut lines[g * lpg + c / layout.cols_per_line()].0;
+                let j = c % layout.cols_per_line();
+                match layout {
+                    Layout::Nibble => line[4 * l + j / 2] |= idx << (4 * (j % 2)),
+                    Layout::Byte => line[4 * l + j] = idx,
+                }
+            }
+        }
+        Ok(QMatrix {
+            rows,
+            cols,
+            cols_pad,
+            k,
+            layout,
+            table,
+            lines,
+        })
+    }
+
+    /// Number of rows (output features / channels).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (input features / C*kh*kw).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Number of codebook entries K.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The K codebook values.
+    pub fn codebook(&self) -> &[f32] {
+        &self.table[..self.k]
+    }
+
+    /// The storage layout chosen from K.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Bytes of index storage (including padding), for size reports.
+    pub fn storage_bytes(&self) -> usize {
+        self.lines.len() * 64
+    }
+
+    /// The index at (`row`, `col`), or `None` outside the matrix.
+    pub fn index(&self, row: usize, col: usize) -> Option<u8> {
+        if row >= self.rows || col >= self.cols {
+            return None;
+        }
+        let cpl = self.layout.cols_per_line();
+        let line = &self.lines[(row / GROUP_ROWS) * self.lines_per_group() + col / cpl].0;
+        let l = row % GROUP_ROWS;
+        let j = col % cpl;
+        Some(match self.layout {
+            Layout::Nibble => (line[4 * l + j / 2] >> (4 * (j % 2))) & 0x0F,
+            Layout::Byte => line[4 * l + j],
+        })
+    }
+
+    /// The decoded weight at (`row`, `col`), or `None` outside the matrix.
+    pub fn weight(&self, row: usize, col: usize) -> Option<f32> {
+        self.index(row, col).map(|i| self.table[usize::from(i)])
+    }
+
+    /// All indices, row-major (what [`QMatrix::new`] was given).
+    pub fn to_indices(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            out.extend((0..self.cols).map(|c| self.index(r, c).unwrap_or(0)));
+        }
+        out
+    }
+
+    /// All decoded weights, row-major.
+    pub fn to_dense(&self) -> Vec<f32> {
+        self.to_indices()
+            .into_iter()
+            .map(|i| self.table[usize::from(i)])
+            .collect()
+    }
+
+    pub(crate) fn cols_pad(&self) -> usize {
+        self.cols_pad
+    }
+
+    pub(crate) fn lines_per_group(&self) -> usize {
+        self.cols_pad / self.layout.cols_per_line()
+    }
+
+    /// The padded table: 16 entries (4-bit) or 256 (8-bit).
+    pub(crate) fn table(&self) -> &[f32] {
+        &self.table
+    }
+
+    /// The lines of row group `g`.
+    pub(crate) fn group(&self, g: usize) -> &[Line] {
+        let lpg = self.lines_per_group();
+        &self.lines[g * lpg..(g + 1) * lpg]
+    }
+}
+
+/// Portable decoder of one line column: the 16 rows' indices of column `j`.
+#[inline(always)]
+pub(crate) fn line_indices(line: &Line, layout: Layout, j: usize) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (l, o) in out.iter_mut().enumerate() {
+        let d = u32::from_le_bytes([
+            line.0[4 * l],
+            line.0[4 * l + 1],
+            line.0[4 * l + 2],
+            line.0[4 * l + 3],
+        ]);
+        *o = match layout {
+            Layout::Nibble => ((d >> (4 * j)) & 0x0F) as u8,
+            Layout::Byte => ((d >> (8 * j)) & 0xFF) as u8,
+        };
+    }
+    out
+}
+
+/// A borrowed row-major f32 matrix: the full-precision baseline (and the
+/// engine's unquantized layers) on the same kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct DenseMatrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> DenseMatrix<'a> {
+    /// Wraps `data` (rows x cols, row-major).
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<DenseMatrix<'a>> {
+        if rows == 0 || cols == 0 {
+            return Err(QsimdError::EmptyMatrix { rows, cols });
+        }
+        let n = rows
+            .checked_mul(cols)
+            .ok_or(QsimdError::EmptyMatrix { rows, cols })?;
+        if data.len() != n {
+            return Err(QsimdError::ShapeMismatch {
+                op: "DenseMatrix::new",
+                what: "data",
+                expected: n,
+                got: data.len(),
+            });
+        }
+        Ok(DenseMatrix { data, rows, cols })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The values, row-major.
+    pub fn data(&self) -> &'a [f32] {
+        self.data
+    }
+}
