@@ -3,6 +3,7 @@
 //! Results are printed as tables and written as JSON under `target/`.
 
 mod bench_core;
+mod bench_qsimd;
 mod bench_train;
 mod memory;
 mod train;
@@ -25,6 +26,9 @@ enum Task {
     /// Images/s of a ResNet-20 training step and evaluation, our conv op vs
     /// candle's; writes target/bench-train.json.
     BenchTrain(bench_train::Args),
+    /// Bit-packed qsimd kernels vs f32 (candle, gemm crate) per ResNet-18
+    /// layer and a 4096x4096 linear layer; writes target/bench-qsimd.json.
+    BenchQsimd(bench_qsimd::Args),
     /// The main job: FP32 vs post-training quantization vs DGMS on the
     /// embedded data; writes target/train-summary.json.
     Train(train::Args),
@@ -39,6 +43,7 @@ fn main() -> Result<()> {
         Task::BenchCore(args) => bench_core::run(&args),
         Task::Train(args) => train::run(&args),
         Task::BenchTrain(args) => bench_train::run(&args),
+        Task::BenchQsimd(args) => bench_qsimd::run(&args),
         Task::MeasurePeak(args) => memory::measure_peak(&args),
     }
 }

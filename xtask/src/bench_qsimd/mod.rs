@@ -1,0 +1,205 @@
+//! `cargo xtask bench-qsimd`: the bit-packed qsimd kernels against f32
+//! baselines measured in the same run, per ResNet-18 layer and for a
+//! 4096 x 4096 linear layer, at batch 1 and 8 with 1 and 2 threads.
+//!
+//! Each thread count runs in a child process with `RAYON_NUM_THREADS`
+//! set before any pool exists, because both rayon and candle size their
+//! thread pools once per process. The parent prints one table of times
+//! and ratios and writes `target/bench-qsimd.json`.
+
+mod layers;
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Thread counts to measure (each in its own child process).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Batch sizes of the conv layers.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batches: Vec<usize>,
+    /// Include the scalar kernels (slow; batch 1 only).
+    #[arg(long)]
+    scalar: bool,
+    /// Internal: run the measurements of one thread count and print JSON.
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+/// One measurement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub kind: String,
+    pub case: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub implementation: String,
+    pub ms: f64,
+}
+
+impl Row {
+    pub fn new(
+        kind: &str,
+        case: &str,
+        batch: usize,
+        threads: usize,
+        implementation: String,
+        ms: f64,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            case: case.into(),
+            batch,
+            threads,
+            implementation,
+            ms,
+        }
+    }
+}
+
+/// Median wall time of `f` in milliseconds: one warm-up call, then at
+/// least 3 and at most 25 timed calls, stopping after about 0.5 s.
+pub fn time_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 3 || (times.len() < 25 && start.elapsed().as_secs_f64() < 0.5) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+#[derive(Serialize)]
+struct Summary {
+    /// f32 GEMV time over qsimd exact time, 4096 x 4096, batch 1, 2
+    /// threads; the f32 side is the faster of candle's matmul and the
+    /// project's own f32 SIMD GEMV.
+    gemv_speedup: f64,
+    isa: String,
+    rows: Vec<Row>,
+}
+
+fn child(args: &Args) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    let mut rows = layers::gemv_rows(threads, args.scalar)?;
+    for &b in &args.batches {
+        rows.extend(layers::conv_rows(b, threads, args.scalar)?);
+    }
+    println!("{}", serde_json::to_string(&rows)?);
+    Ok(())
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if args.child {
+        return child(args);
+    }
+    let exe = std::env::current_exe()?;
+    let mut rows: Vec<Row> = Vec::new();
+    for &t in &args.threads {
+        eprintln!("measuring with {t} thread(s)...");
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench-qsimd", "--child"])
+            .arg(format!(
+                "--batches={}",
+                args.batches
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+            .env("RAYON_NUM_THREADS", t.to_string());
+        if args.scalar {
+            cmd.arg("--scalar");
+        }
+        let out = cmd.output().context("running the benchmark child")?;
+        if !out.status.success() {
+            bail!(
+                "benchmark child ({t} threads) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8(out.stdout)?;
+        let line = text
+            .lines()
+            .last()
+            .context("benchmark child printed nothing")?;
+        rows.extend(serde_json::from_str::<Vec<Row>>(line)?);
+    }
+    print_table(&rows);
+    let gemv_speedup = gemv_speedup(&rows).unwrap_or(f64::NAN);
+    let summary = Summary {
+        gemv_speedup,
+        isa: dgms_qsimd::kernels::Isa::detect().to_string(),
+        rows,
+    };
+    let path = crate::target_dir().join("bench-qsimd.json");
+    crate::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn best_ms<'a>(rows: impl Iterator<Item = &'a Row>, prefix: &str) -> Option<f64> {
+    rows.filter(|r| r.implementation.starts_with(prefix))
+        .map(|r| r.ms)
+        .min_by(f64::total_cmp)
+}
+
+fn gemv_speedup(rows: &[Row]) -> Option<f64> {
+    let sel = || {
+        rows.iter()
+            .filter(|r| r.case == "linear 4096x4096" && r.threads == 2)
+    };
+    let f32_ms = best_ms(sel(), "f32-gemv")?.min(best_ms(sel(), "gemm-f32")?);
+    let exact = best_ms(sel(), "qsimd-exact")?;
+    Some(f32_ms / exact)
+}
+
+/// One line per (case, batch, threads): every implementation's time and
+/// its ratio to the fastest f32 baseline of the same line.
+fn print_table(rows: &[Row]) {
+    let mut keys: Vec<(String, String, usize, usize)> = Vec::new();
+    for r in rows {
+        let k = (r.kind.clone(), r.case.clone(), r.batch, r.threads);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    println!(
+        "{:<5} {:<22} {:>5} {:>3}  {:<20} {:>10} {:>9}",
+        "kind", "case", "batch", "thr", "implementation", "ms", "vs f32"
+    );
+    for (kind, case, batch, threads) in keys {
+        let line: Vec<&Row> = rows
+            .iter()
+            .filter(|r| {
+                r.kind == kind && r.case == case && r.batch == batch && r.threads == threads
+            })
+            .collect();
+        let base = line
+            .iter()
+            .filter(|r| r.implementation.contains("f32"))
+            .map(|r| r.ms)
+            .min_by(f64::total_cmp)
+            .unwrap_or(f64::NAN);
+        for r in line {
+            println!(
+                "{:<5} {:<22} {:>5} {:>3}  {:<20} {:>10.3} {:>8.2}x",
+                kind,
+                case,
+                batch,
+                threads,
+                r.implementation,
+                r.ms,
+                base / r.ms
+            );
+        }
+    }
+}
