@@ -22,8 +22,10 @@ pub struct Args {
     /// Mixture components: 16 (4-bit), 8 (3-bit) or 4 (2-bit).
     #[arg(long, default_value_t = 16)]
     k: usize,
-    /// DGMS fine-tuning epochs.
-    #[arg(long, default_value_t = 2)]
+    /// DGMS fine-tuning epochs (4: with 2 the hard-weight model ended at
+    /// 88.25 % top-1, below the 4-bit post-training baseline's 88.55 %;
+    /// with 4, 88.8 %; one-cycle at lr 1e-3 both times).
+    #[arg(long, default_value_t = 4)]
     epochs: usize,
     /// Peak learning rate of the one-cycle schedule.
     #[arg(long, default_value_t = 1e-3)]
