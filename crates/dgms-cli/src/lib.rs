@@ -3,11 +3,14 @@
 //! The library behind the `dgms` command: run configuration, training loop
 //! (SGD with momentum/Nesterov/weight decay, one-cycle/cosine/multi-step
 //! schedules, checkpoints with exact resume) and the phases `pretrain`,
-//! `dgms`, `harden`, `eval`, `report` and `quantize`. `cargo xtask train`
-//! drives the same functions.
+//! `dgms`, `harden`, `eval`, `report` and `quantize`; export to the packed
+//! Q-SIMD format ([`export`]) and inference on it ([`infer`]).
+//! `cargo xtask train` drives the same functions.
 
 pub mod config;
+pub mod export;
 pub mod fsutil;
+pub mod infer;
 pub mod phases;
 pub mod train;
 

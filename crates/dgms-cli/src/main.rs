@@ -5,18 +5,21 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dgms_cli::config::{MixtureSettings, RunConfig, ScheduleKind};
+use dgms_cli::export::{self, ShapeSource, PACKED_SUFFIX};
+use dgms_cli::infer::{self, EngineKind};
 use dgms_cli::phases;
 use dgms_cli::train::optim::SgdConfig;
 use dgms_cli::train::trainer::train_until;
+use dgms_qsimd::kernels::Isa;
 
 #[derive(Parser)]
 #[command(
     name = "dgms",
     version,
-    about = "DGMS quantization: train, harden, evaluate"
+    about = "DGMS quantization: train, harden, evaluate, export, infer"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -69,14 +72,24 @@ enum Command {
         json: Option<PathBuf>,
     },
     /// Post-training quantization: k-means init + harden, no training.
+    /// Writes a hardened checkpoint, or with --out X.dgms.safetensors the
+    /// packed deployment file.
     Quantize {
         #[arg(long)]
         model: String,
-        /// Full-precision weights (a checkpoint or a safetensors state dict).
+        /// Full-precision weights (a checkpoint or a safetensors state dict;
+        /// for packed output also a PyTorch .pth state dict).
         #[arg(long)]
         weights: PathBuf,
-        #[arg(long, default_value = "embedded")]
-        data: String,
+        /// Data source giving the input shape and classes [default:
+        /// embedded; for packed output of resnet18/resnet50/mobilenet_v2
+        /// none: 3x224x224, classes from the classifier weight].
+        #[arg(long)]
+        data: Option<String>,
+        /// Packed output only: the input shape C,H,W instead of --data
+        /// (classes from the classifier weight), e.g. 3,32,32.
+        #[arg(long, value_delimiter = ',', conflicts_with = "data")]
+        input_shape: Option<Vec<usize>>,
         #[command(flatten)]
         mixture: MixtureArgs,
         #[arg(long)]
@@ -84,6 +97,38 @@ enum Command {
         /// Evaluate the quantized model on the test set.
         #[arg(long)]
         eval: bool,
+    },
+    /// Exports a hardened checkpoint to the packed deployment format
+    /// (FILE.dgms.safetensors); prints the FP32 size, packed size and ratio.
+    Export {
+        /// A hardened checkpoint (`dgms harden` or `dgms quantize`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Runs a packed model on the tensor `input` (N, C, H, W) f32 of a
+    /// safetensors file; writes the tensor `logits` (N, classes).
+    Infer {
+        /// The packed model (FILE.dgms.safetensors).
+        #[arg(long)]
+        packed: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// qsimd: the bit-packed kernels; candle: the dgms-models model with
+        /// the decoded hard weights.
+        #[arg(long, value_enum, default_value_t = EngineKind::Qsimd)]
+        engine: EngineKind,
+        /// Kernel instruction set for --engine qsimd: auto, scalar, avx2,
+        /// avx512 or neon [default: $DGMS_QSIMD, else auto].
+        #[arg(long)]
+        isa: Option<String>,
+        /// Run the batch this many times (timing; the first run includes
+        /// buffer allocation).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
 }
 
@@ -247,10 +292,18 @@ fn run(cli: Cli) -> Result<()> {
             model,
             weights,
             data,
+            input_shape,
             mixture,
             out,
             eval,
         } => {
+            if export::is_packed_path(&out) {
+                return quantize_packed(&model, &weights, data, input_shape, &mixture, &out, eval);
+            }
+            if input_shape.is_some() {
+                bail!("--input-shape is only for packed output (--out FILE{PACKED_SUFFIX})");
+            }
+            let data = data.unwrap_or_else(|| "embedded".to_string());
             let (report, quantized, data_set) =
                 phases::quantize(&model, &weights, &data, &mixture.settings(), &out)?;
             print!("{}", report.to_table());
@@ -268,6 +321,91 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Export { checkpoint, out } => {
+            let summary = export::export_packed(&checkpoint, &out)?;
+            print!("{summary}");
+            println!("wrote {}", out.display());
+        }
+        Command::Infer {
+            packed,
+            input,
+            out,
+            engine,
+            isa,
+            repeat,
+        } => {
+            // The ISA only matters to the qsimd engine (candle ignores it).
+            let isa = match (engine, isa) {
+                (EngineKind::Candle, _) => Isa::Scalar,
+                (_, Some(choice)) => Isa::from_choice(Some(&choice)).context("--isa")?,
+                (_, None) => Isa::from_env().context(dgms_qsimd::kernels::ISA_ENV_VAR)?,
+            };
+            let outcome = infer::infer(&packed, &input, &out, engine, isa, repeat)?;
+            let mut sorted: Vec<f64> = outcome
+                .times
+                .iter()
+                .map(|t| t.as_secs_f64() * 1e3)
+                .collect();
+            sorted.sort_by(f64::total_cmp);
+            let what = match engine {
+                EngineKind::Qsimd => format!("qsimd ({isa})"),
+                EngineKind::Candle => "candle".to_string(),
+            };
+            println!(
+                "{what}: {} images, {} classes; time per batch: {:.3} ms (median of {} runs, min {:.3} ms)",
+                outcome.images,
+                outcome.classes,
+                sorted[sorted.len() / 2],
+                sorted.len(),
+                sorted[0]
+            );
+            println!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+/// `dgms quantize --out X.dgms.safetensors`: the input shape comes from
+/// --input-shape, --data, or (ImageNet models) 3x224x224, else the
+/// embedded data, as for checkpoint output.
+fn quantize_packed(
+    model: &str,
+    weights: &std::path::Path,
+    data: Option<String>,
+    input_shape: Option<Vec<usize>>,
+    mixture: &MixtureArgs,
+    out: &std::path::Path,
+    eval: bool,
+) -> Result<()> {
+    let shape = match (input_shape, &data) {
+        (Some(s), _) => ShapeSource::Input(
+            s.try_into()
+                .map_err(|s| anyhow::anyhow!("--input-shape {s:?}: expected C,H,W"))?,
+        ),
+        (None, Some(d)) => ShapeSource::Data(d.clone()),
+        (None, None) if export::is_imagenet_model(model) => ShapeSource::Input([3, 224, 224]),
+        (None, None) => ShapeSource::Data("embedded".to_string()),
+    };
+    if eval && !matches!(shape, ShapeSource::Data(_)) {
+        bail!("--eval needs --data (the test set to evaluate on)");
+    }
+    let (report, summary, quantized) =
+        export::quantize_packed(model, weights, &shape, &mixture.settings(), out)?;
+    print!("{}", report.to_table());
+    print!("{summary}");
+    println!("wrote {}", out.display());
+    if let (true, ShapeSource::Data(source)) = (eval, &shape) {
+        let data_set = dgms_cli::train::session::Data::load(source)?;
+        let tally = dgms_cli::train::session::evaluate(
+            quantized.net.as_ref(),
+            data_set.test.clone(),
+            data_set.kind,
+        )
+        .context("evaluating the quantized model")?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&phases::EvalResult::from(tally))?
+        );
     }
     Ok(())
 }

@@ -95,4 +95,19 @@ pub enum QsimdError {
     /// Convolution geometry that cannot be computed.
     #[error("{op}: invalid geometry: {reason}")]
     InvalidGeometry { op: &'static str, reason: String },
+    // --- inference engine (`engine`) ---
+    /// The model's `arch` is not one the engine can run.
+    #[error("unknown architecture `{arch}` (the engine runs {supported})")]
+    UnknownArch { arch: String, supported: String },
+    /// A layer of the architecture is missing from the model, has the wrong
+    /// shape, or the model holds a tensor the architecture does not use.
+    #[error("{arch}: {layer}: {reason}")]
+    Graph {
+        arch: String,
+        layer: String,
+        reason: String,
+    },
+    /// The input handed to the engine does not match the model.
+    #[error("input: {reason}")]
+    Input { reason: String },
 }

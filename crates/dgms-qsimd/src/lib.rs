@@ -6,8 +6,10 @@
 //! (scalar, AVX2, AVX-512 on x86-64; NEON on aarch64, chosen at run time)
 //! and provides an inference engine with no candle at run time.
 
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod kernels;
 
+pub use engine::Engine;
 pub use error::{QsimdError, Result};

@@ -1,0 +1,303 @@
+//! Export to the packed deployment format (`*.dgms.safetensors`, see
+//! `dgms_qsimd::format`): from a hardened checkpoint (`dgms export`), or
+//! straight from full-precision weights by k-means init + harden
+//! (`dgms quantize --out X.dgms.safetensors`), which needs no data set.
+//!
+//! What goes into the file: every hardened layer as packed indices and its
+//! codebook; every batch norm folded to `BN.scale` / `BN.shift` (eps 1e-5,
+//! PyTorch's); every other model tensor (first conv, conv biases,
+//! classifier) in f32. Left out: the latent weights of quantized layers,
+//! mixture parameters, optimizer state and running statistics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use dgms_core::ModelReport;
+use dgms_data::DataSource;
+use dgms_models::{build_model, load_tensors, set_varmap, ModelConfig};
+use dgms_qsimd::format::{fold_batch_norm, FpTensor, ModelMeta, PackedLayer, PackedModel};
+
+use crate::config::MixtureSettings;
+use crate::phases::{harden_model, report_of};
+use crate::train::checkpoint;
+use crate::train::session::Model;
+
+/// PyTorch's batch-norm eps, which every model here uses.
+pub const BN_EPS: f64 = 1e-5;
+
+/// File-name ending that selects the packed format in `dgms quantize --out`.
+pub const PACKED_SUFFIX: &str = ".dgms.safetensors";
+
+/// Whether `path` names a packed model file (ends in `.dgms.safetensors`).
+pub fn is_packed_path(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.ends_with(PACKED_SUFFIX))
+}
+
+/// Sizes of an exported model.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExportSummary {
+    pub arch: String,
+    pub quantized_layers: usize,
+    pub fp_tensors: usize,
+    /// Every weight and tensor of the file as f32 (batch norm folded).
+    pub fp32_bytes: usize,
+    /// Payload as stored: packed indices, codebooks, f32 tensors.
+    pub packed_bytes: usize,
+    /// The file on disk (payload plus the safetensors header).
+    pub file_bytes: u64,
+}
+
+impl ExportSummary {
+    fn new(model: &PackedModel, file_bytes: u64) -> Self {
+        Self {
+            arch: model.meta.arch.clone(),
+            quantized_layers: model.layers.len(),
+            fp_tensors: model.tensors.len(),
+            fp32_bytes: model.fp32_bytes(),
+            packed_bytes: model.packed_bytes(),
+            file_bytes,
+        }
+    }
+
+    /// FP32 size over the true file size.
+    pub fn ratio(&self) -> f64 {
+        self.fp32_bytes as f64 / self.file_bytes.max(1) as f64
+    }
+}
+
+impl fmt::Display for ExportSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} quantized layers, {} full-precision tensors",
+            self.arch, self.quantized_layers, self.fp_tensors
+        )?;
+        writeln!(f, "FP32 size:   {} bytes", self.fp32_bytes)?;
+        writeln!(
+            f,
+            "packed size: {} bytes of tensors, {} bytes on disk",
+            self.packed_bytes, self.file_bytes
+        )?;
+        writeln!(f, "ratio:       {:.2}x (FP32 / file on disk)", self.ratio())
+    }
+}
+
+/// Writes `model` atomically to `out` and measures the file.
+fn write(model: &PackedModel, out: &Path) -> Result<ExportSummary> {
+    model
+        .write(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    let file_bytes = std::fs::metadata(out)
+        .with_context(|| format!("reading the size of {}", out.display()))?
+        .len();
+    Ok(ExportSummary::new(model, file_bytes))
+}
+
+/// Input shape [C, H, W] and classes of the data set named by `source`
+/// (parsed only, nothing loaded).
+pub fn data_shape(source: &str) -> Result<([usize; 3], usize)> {
+    let kind = DataSource::from_str(source)
+        .with_context(|| format!("data source {source:?}"))?
+        .kind();
+    let (c, h, w) = kind.shape();
+    Ok(([c, h, w], kind.classes()))
+}
+
+/// `dgms export`: a hardened checkpoint to a packed file.
+pub fn export_packed(hardened_checkpoint: &Path, out: &Path) -> Result<ExportSummary> {
+    let path = hardened_checkpoint;
+    let ckpt = checkpoint::load(path)?;
+    if !ckpt.meta.hardened {
+        bail!(
+            "{} is not hardened (run `dgms harden` first, or `dgms quantize --out X{PACKED_SUFFIX}`)",
+            path.display()
+        );
+    }
+    let (input_shape, classes) = data_shape(&ckpt.meta.config.data)?;
+    let meta = ModelMeta::new(&ckpt.meta.model, input_shape.to_vec(), classes);
+    let model = packed_from_tensors(meta, &ckpt.tensors, &ckpt.meta.mixture_k)
+        .with_context(|| format!("exporting {}", path.display()))?;
+    write(&model, out)
+}
+
+/// Builds the packed model from a hardened model's tensors: `quantized`
+/// maps each hardened layer to its K (its `NAME.indices`, `NAME.codebook`
+/// and hard `NAME.weight` must be present and agree).
+pub fn packed_from_tensors(
+    meta: ModelMeta,
+    tensors: &HashMap<String, Tensor>,
+    quantized: &BTreeMap<String, usize>,
+) -> Result<PackedModel> {
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .with_context(|| format!("no tensor {name}"))
+    };
+    let mut layers = Vec::with_capacity(quantized.len());
+    for (name, &k) in quantized {
+        let weight = get(&format!("{name}.weight"))?;
+        let indices: Vec<u8> = get(&format!("{name}.indices"))?
+            .flatten_all()?
+            .to_dtype(DType::U8)?
+            .to_vec1()?;
+        let codebook: Vec<f32> = f32_values(get(&format!("{name}.codebook"))?)?;
+        ensure!(
+            codebook.len() == k,
+            "{name}.codebook has {} values, expected K = {k}",
+            codebook.len()
+        );
+        let layer = PackedLayer::from_indices(name, weight.dims().to_vec(), &indices, codebook)
+            .with_context(|| format!("layer {name}"))?;
+        // The stored weights must be the hard weights the indices give.
+        let hard = f32_values(weight)?;
+        if let Some(i) = layer.decode().iter().zip(&hard).position(|(a, b)| a != b) {
+            bail!(
+                "layer {name}: weight {i} is {}, but its index and codebook give {} (not a hardened layer?)",
+                hard[i],
+                layer.codebook[usize::from(indices[i])]
+            );
+        }
+        layers.push(layer);
+    }
+    let mut fp = BTreeMap::new();
+    let mut bns: Vec<&str> = tensors
+        .keys()
+        .filter_map(|n| n.strip_suffix(".running_var"))
+        .collect();
+    bns.sort();
+    for bn in &bns {
+        let v = |p: &str| -> Result<Vec<f32>> { f32_values(get(&format!("{bn}.{p}"))?) };
+        let (scale, shift) = fold_batch_norm(
+            &v("weight")?,
+            &v("bias")?,
+            &v("running_mean")?,
+            &v("running_var")?,
+            BN_EPS,
+        )
+        .with_context(|| format!("batch norm {bn}"))?;
+        let c = scale.len();
+        fp.insert(format!("{bn}.scale"), FpTensor::new(vec![c], scale)?);
+        fp.insert(format!("{bn}.shift"), FpTensor::new(vec![c], shift)?);
+    }
+    for (name, t) in tensors {
+        if is_left_out(name, quantized, &bns) {
+            continue;
+        }
+        let data = f32_values(t)?;
+        let tensor =
+            FpTensor::new(t.dims().to_vec(), data).with_context(|| format!("tensor {name}"))?;
+        fp.insert(name.clone(), tensor);
+    }
+    Ok(PackedModel::new(meta, layers, fp)?)
+}
+
+/// Tensors that do not go into the packed file as they are.
+fn is_left_out(name: &str, quantized: &BTreeMap<String, usize>, bns: &[&str]) -> bool {
+    let owner = |suffix: &str| name.strip_suffix(suffix);
+    name.starts_with("optim.")
+        || name.contains(".mixture.")
+        || name.ends_with(".num_batches_tracked")
+        || owner(".indices").is_some_and(|l| quantized.contains_key(l))
+        || owner(".codebook").is_some_and(|l| quantized.contains_key(l))
+        || owner(".weight").is_some_and(|l| quantized.contains_key(l))
+        || ["weight", "bias", "running_mean", "running_var"]
+            .iter()
+            .any(|p| owner(&format!(".{p}")).is_some_and(|b| bns.contains(&b)))
+}
+
+fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+}
+
+/// Where `dgms quantize` takes the model's input shape and classes from.
+#[derive(Clone, Debug)]
+pub enum ShapeSource {
+    /// A data source (`embedded`, `cifar10:DIR`, ...): its image shape and
+    /// classes.
+    Data(String),
+    /// An explicit [C, H, W]; the classes are read from the classifier's
+    /// weight.
+    Input([usize; 3]),
+}
+
+/// The classifier weight of `model` (rows = classes).
+fn classifier_weight(model: &str) -> Option<&'static str> {
+    match model {
+        "resnet20" | "resnet32" | "resnet56" => Some("linear.weight"),
+        "vggsmall" => Some("classifier.weight"),
+        "resnet18" | "resnet50" => Some("fc.weight"),
+        "mobilenet_v2" => Some("classifier.1.weight"),
+        _ => None,
+    }
+}
+
+/// The ImageNet models, which default to 3 x 224 x 224 without data.
+pub fn is_imagenet_model(model: &str) -> bool {
+    matches!(model, "resnet18" | "resnet50" | "mobilenet_v2")
+}
+
+/// `dgms quantize --out X.dgms.safetensors`: post-training quantization
+/// (k-means init + harden, no training) of the weights in `weights`
+/// (safetensors, a dgms checkpoint or a PyTorch `.pth`) written as a packed
+/// file. Returns the SPEC report, the sizes and the hardened candle model.
+pub fn quantize_packed(
+    model_name: &str,
+    weights: &Path,
+    shape: &ShapeSource,
+    mixture: &MixtureSettings,
+    out: &Path,
+) -> Result<(ModelReport, ExportSummary, Model)> {
+    let tensors = load_tensors(weights)?;
+    let (input_shape, classes) = match shape {
+        ShapeSource::Data(source) => data_shape(source)?,
+        ShapeSource::Input(s) => {
+            let name = classifier_weight(model_name)
+                .with_context(|| format!("unknown model {model_name}"))?;
+            let w = tensors.get(name).with_context(|| {
+                format!("{}: no {name} to read the classes from", weights.display())
+            })?;
+            let classes = *w
+                .dims()
+                .first()
+                .with_context(|| format!("{}: {name} is a scalar", weights.display()))?;
+            (*s, classes)
+        }
+    };
+    let [c, h, w] = input_shape;
+    ensure!(h == w, "input {c}x{h}x{w}: the models take square images");
+    let cfg = ModelConfig {
+        in_channels: c,
+        num_classes: classes,
+        image_size: h,
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let net = build_model(model_name, &cfg, vb)?;
+    let model = Model { varmap, net };
+    set_varmap(&model.varmap, &tensors, &weights.display().to_string())?;
+    model.enable_mixtures(mixture)?;
+    let hardened = harden_model(&model)?;
+    let mut all: HashMap<String, Tensor> = model.checkpoint_tensors().into_iter().collect();
+    let mut quantized = BTreeMap::new();
+    for l in &hardened {
+        let n = l.indices.len();
+        all.insert(
+            format!("{}.indices", l.name),
+            Tensor::from_vec(l.indices.clone(), n, &Device::Cpu)?,
+        );
+        all.insert(
+            format!("{}.codebook", l.name),
+            Tensor::from_vec(l.table.clone(), l.k(), &Device::Cpu)?,
+        );
+        quantized.insert(l.name.clone(), l.k());
+    }
+    let meta = ModelMeta::new(model_name, input_shape.to_vec(), classes);
+    let packed = packed_from_tensors(meta, &all, &quantized)?;
+    let summary = write(&packed, out)?;
+    Ok((report_of(&hardened), summary, model))
+}

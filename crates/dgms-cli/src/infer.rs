@@ -1,0 +1,238 @@
+//! `dgms infer`: logits of a packed model, from the Q-SIMD engine or from
+//! the candle model rebuilt with the packed file's hard weights (the
+//! oracle the engine is tested against).
+//!
+//! The candle rebuild is exact: every quantized conv gets its decoded hard
+//! weights, every other tensor is used as stored, and each folded batch
+//! norm `(scale, shift)` becomes weight = scale, bias = shift,
+//! running_mean = 0 and running_var = v, where v is the f32 with
+//! `v + 1e-5 == 1.0` in f32 arithmetic (see [`unit_running_var`]). The eval
+//! batch norm computes `(x - 0) / sqrt(v + eps) * scale + shift`, and as
+//! `v + eps` rounds to exactly 1 this is `x * scale + shift` to the bit.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use dgms_models::{build_model, DgmsModel, ModelConfig};
+use dgms_qsimd::format::PackedModel;
+use dgms_qsimd::kernels::Isa;
+use dgms_qsimd::Engine;
+
+use crate::export::BN_EPS;
+use crate::fsutil::write_atomic;
+
+/// The f32 `v` with `v + eps == 1.0` (eps = 1e-5 rounded to f32, as candle
+/// adds it), so that a batch norm with running_var = v divides by exactly 1.
+pub fn unit_running_var() -> f32 {
+    let eps = BN_EPS as f32;
+    let mut v = 1.0f32 - eps;
+    // 1 - eps is within an ulp or two of the answer; step towards it.
+    for _ in 0..8 {
+        let s = v + eps;
+        if s == 1.0 {
+            break;
+        }
+        let bits = v.to_bits();
+        v = f32::from_bits(if s > 1.0 { bits - 1 } else { bits + 1 });
+    }
+    v
+}
+
+/// The `dgms-models` model of a packed file, with its hard weights, for
+/// evaluation (`forward_t(x, false)`).
+pub fn candle_model(packed: &PackedModel) -> Result<Box<dyn DgmsModel>> {
+    let dev = Device::Cpu;
+    let meta = &packed.meta;
+    let [c, h, w]: [usize; 3] = meta
+        .input_shape
+        .as_slice()
+        .try_into()
+        .with_context(|| format!("input_shape {:?}, expected [C, H, W]", meta.input_shape))?;
+    ensure!(
+        h == w,
+        "input {c}x{h}x{w}: the candle models take square images"
+    );
+    let cfg = ModelConfig {
+        in_channels: c,
+        num_classes: meta.num_classes,
+        image_size: h,
+    };
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for layer in &packed.layers {
+        let t = Tensor::from_vec(layer.decode(), layer.shape.as_slice(), &dev)?;
+        tensors.insert(format!("{}.weight", layer.name), t);
+    }
+    let var = unit_running_var();
+    for (name, t) in &packed.tensors {
+        let value = Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &dev)?;
+        if let Some(bn) = name.strip_suffix(".scale") {
+            let n = t.data.len();
+            tensors.insert(format!("{bn}.weight"), value);
+            tensors.insert(
+                format!("{bn}.running_mean"),
+                Tensor::zeros(n, DType::F32, &dev)?,
+            );
+            tensors.insert(
+                format!("{bn}.running_var"),
+                Tensor::from_vec(vec![var; n], n, &dev)?,
+            );
+        } else if let Some(bn) = name.strip_suffix(".shift") {
+            tensors.insert(format!("{bn}.bias"), value);
+        } else {
+            tensors.insert(name.clone(), value);
+        }
+    }
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+    build_model(&meta.arch, &cfg, vb)
+        .with_context(|| format!("building the candle {} from the packed file", meta.arch))
+}
+
+/// Which implementation runs a packed model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// dgms_qsimd's engine on the bit-packed kernels.
+    Qsimd,
+    /// The dgms-models candle model with the hard weights.
+    Candle,
+}
+
+/// A packed model ready to run on one of the engines.
+pub enum Runner {
+    Qsimd(Box<Engine>),
+    Candle(Box<dyn DgmsModel>),
+}
+
+impl Runner {
+    /// Builds the runner; `isa` is used by the Q-SIMD engine only.
+    pub fn new(packed: &PackedModel, kind: EngineKind, isa: Isa) -> Result<Self> {
+        Ok(match kind {
+            EngineKind::Qsimd => Runner::Qsimd(Box::new(Engine::new(packed, isa)?)),
+            EngineKind::Candle => Runner::Candle(candle_model(packed)?),
+        })
+    }
+
+    /// Logits (N x classes) of `n` images `input` of `shape` [C, H, W].
+    pub fn run(&mut self, input: &[f32], n: usize, shape: [usize; 3]) -> Result<Vec<f32>> {
+        match self {
+            Runner::Qsimd(engine) => Ok(engine.run(input, n)?),
+            Runner::Candle(model) => {
+                let [c, h, w] = shape;
+                let x = Tensor::from_slice(input, (n, c, h, w), &Device::Cpu)?;
+                let y = model.forward_t(&x, false)?;
+                Ok(y.flatten_all()?.to_vec1()?)
+            }
+        }
+    }
+}
+
+/// Reads and validates a packed model file.
+pub fn read_packed(path: &Path) -> Result<PackedModel> {
+    // Read here rather than with PackedModel::read, whose I/O error already
+    // quotes its source (anyhow's chain would print it twice).
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    PackedModel::from_bytes(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+/// Reads tensor `input` (N, C, H, W) f32 of a safetensors file.
+pub fn read_input(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let t = st
+        .tensor("input")
+        .with_context(|| format!("{}: no tensor `input`", path.display()))?;
+    if t.dtype() != safetensors::Dtype::F32 {
+        bail!(
+            "{}: `input` is {:?}, expected F32",
+            path.display(),
+            t.dtype()
+        );
+    }
+    let dims: [usize; 4] = t.shape().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "{}: `input` has shape {:?}, expected (N, C, H, W)",
+            path.display(),
+            t.shape()
+        )
+    })?;
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((data, dims))
+}
+
+/// Writes `logits` (n x classes) as tensor `logits`, atomically.
+pub fn write_logits(path: &Path, logits: &[f32], n: usize, classes: usize) -> Result<()> {
+    let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, classes], &bytes)
+            .context("logits tensor")?;
+    let out = safetensors::serialize([("logits", view)], None).context("serialising logits")?;
+    write_atomic(path, &out)
+}
+
+/// What `dgms infer` did.
+pub struct InferOutcome {
+    pub images: usize,
+    pub classes: usize,
+    /// Wall time of each run of the batch.
+    pub times: Vec<Duration>,
+}
+
+/// `dgms infer`: runs the packed model on the `input` of `input_path`
+/// `repeat` times (>= 1) and writes the logits of the last run.
+pub fn infer(
+    packed_path: &Path,
+    input_path: &Path,
+    out: &Path,
+    kind: EngineKind,
+    isa: Isa,
+    repeat: usize,
+) -> Result<InferOutcome> {
+    let packed = read_packed(packed_path)?;
+    let (input, [n, c, h, w]) = read_input(input_path)?;
+    let shape = packed.meta.input_shape.as_slice();
+    ensure!(
+        shape == [c, h, w],
+        "{}: `input` is ({n}, {c}, {h}, {w}), the model takes (N, {})",
+        input_path.display(),
+        shape
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut runner = Runner::new(&packed, kind, isa)?;
+    let mut times = Vec::with_capacity(repeat.max(1));
+    let mut logits = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        logits = runner.run(&input, n, [c, h, w])?;
+        times.push(start.elapsed());
+    }
+    let classes = packed.meta.num_classes;
+    write_logits(out, &logits, n, classes)?;
+    Ok(InferOutcome {
+        images: n,
+        classes,
+        times,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unit_running_var;
+
+    #[test]
+    fn unit_running_var_divides_by_one() {
+        let v = unit_running_var();
+        assert_eq!(v + 1e-5f32, 1.0);
+        assert_eq!((v + 1e-5f32).sqrt(), 1.0);
+    }
+}

@@ -1,0 +1,147 @@
+//! The supported architectures, layer by layer, with the parameter names of
+//! `dgms-models` (the DGMS authors' for the CIFAR models, torchvision's for
+//! ResNet-18).
+
+use crate::error::{QsimdError, Result};
+
+use super::build::{Act, Builder, ConvSpec};
+use super::ops::Pool;
+
+/// Architectures [`super::Engine`] runs (`meta.arch`).
+pub const SUPPORTED_ARCHS: [&str; 5] = ["resnet20", "resnet32", "resnet56", "vggsmall", "resnet18"];
+
+/// Adds the ops of `arch` after the input `x`; returns the logits
+/// (`classes` x 1 x 1 per image).
+pub(crate) fn build(b: &mut Builder, arch: &str, x: Act, classes: usize) -> Result<Act> {
+    match arch {
+        "resnet20" => resnet_cifar(b, x, 3, classes),
+        "resnet32" => resnet_cifar(b, x, 5, classes),
+        "resnet56" => resnet_cifar(b, x, 9, classes),
+        "vggsmall" => vgg_small(b, x, classes),
+        "resnet18" => resnet18(b, x, classes),
+        _ => Err(QsimdError::UnknownArch {
+            arch: arch.to_string(),
+            supported: SUPPORTED_ARCHS.join(", "),
+        }),
+    }
+}
+
+/// A basic block: conv1-bn1-relu, conv2-bn2, + shortcut, relu; the
+/// shortcut is `x` itself or made by `shortcut` from `x` (live: `x`, the
+/// conv1 output).
+fn basic_block(
+    b: &mut Builder,
+    x: Act,
+    prefix: &str,
+    planes: usize,
+    stride: usize,
+    shortcut: impl FnOnce(&mut Builder, Act, &[usize]) -> Result<Act>,
+) -> Result<Act> {
+    let (c1, bn1) = (format!("{prefix}.conv1"), format!("{prefix}.bn1"));
+    let (c2, bn2) = (format!("{prefix}.conv2"), format!("{prefix}.bn2"));
+    let h = b.conv(
+        x,
+        ConvSpec::bn(&c1, planes, 3, stride, &bn1).relu(),
+        None,
+        &[],
+    )?;
+    let short = shortcut(b, x, &[h.slot])?;
+    let spec = ConvSpec::bn(&c2, planes, 3, 1, &bn2).relu();
+    b.conv(h, spec, Some(short), &[])
+}
+
+/// CIFAR ResNet-(6n+2): 3x3 stem with 16 channels, stages of 16/32/64
+/// planes with option-A shortcuts, global average pool, `linear`.
+fn resnet_cifar(b: &mut Builder, x: Act, n: usize, classes: usize) -> Result<Act> {
+    let mut x = b.conv(x, ConvSpec::bn("conv1", 16, 3, 1, "bn1").relu(), None, &[])?;
+    for (s, planes) in [16, 32, 64].into_iter().enumerate() {
+        for i in 0..n {
+            let stride = if s > 0 && i == 0 { 2 } else { 1 };
+            let prefix = format!("layer{}.{i}", s + 1);
+            let name = format!("{prefix}.shortcut");
+            x = basic_block(b, x, &prefix, planes, stride, |b, x, live| {
+                if stride != 1 || x.c != planes {
+                    b.shortcut_a(x, &name, planes, stride, live)
+                } else {
+                    Ok(x)
+                }
+            })?;
+        }
+    }
+    let pooled = b.global_avg_pool(x);
+    b.linear(pooled, "linear", classes)
+}
+
+/// VGG-Small: `features.{0,3,7,10,14,17}` 3x3 convs with bias, each
+/// followed by batch norm and ReLU, with a 2x2 max-pool between conv and
+/// batch norm after every second conv; flatten; `classifier`.
+fn vgg_small(b: &mut Builder, mut x: Act, classes: usize) -> Result<Act> {
+    const STAGES: [(usize, bool); 6] = [
+        (128, false),
+        (128, true),
+        (256, false),
+        (256, true),
+        (512, false),
+        (512, true),
+    ];
+    let mut index = 0;
+    for (channels, pool) in STAGES {
+        let conv = format!("features.{index}");
+        let bn_index = index + if pool { 2 } else { 1 };
+        let bn = format!("features.{bn_index}");
+        let mut spec = ConvSpec {
+            bias: true,
+            ..ConvSpec::bn(&conv, channels, 3, 1, &bn).relu()
+        };
+        if pool {
+            // Pool before the batch norm, as the model does (they commute
+            // only for positive scales).
+            spec.bn = None;
+            spec.relu = false;
+            x = b.conv(x, spec, None, &[])?;
+            let p = Pool {
+                k: 2,
+                stride: 2,
+                pad: 0,
+            };
+            x = b.max_pool(x, &format!("features.{}", index + 1), p, Some(&bn), &[])?;
+        } else {
+            x = b.conv(x, spec, None, &[])?;
+        }
+        index = bn_index + 2;
+    }
+    let flat = b.flatten(x);
+    b.linear(flat, "classifier", classes)
+}
+
+/// torchvision ResNet-18: 7x7/2 stem, 3x3/2 max-pool, four stages of two
+/// basic blocks (64/128/256/512 planes, projection shortcut `downsample`
+/// where the shape changes), global average pool, `fc`.
+fn resnet18(b: &mut Builder, x: Act, classes: usize) -> Result<Act> {
+    let x = b.conv(x, ConvSpec::bn("conv1", 64, 7, 2, "bn1").relu(), None, &[])?;
+    let p = Pool {
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let mut x = b.max_pool(x, "maxpool", p, None, &[])?;
+    for (s, planes) in [64, 128, 256, 512].into_iter().enumerate() {
+        for i in 0..2 {
+            let stride = if s > 0 && i == 0 { 2 } else { 1 };
+            let prefix = format!("layer{}.{i}", s + 1);
+            let (conv, bn) = (
+                format!("{prefix}.downsample.0"),
+                format!("{prefix}.downsample.1"),
+            );
+            x = basic_block(b, x, &prefix, planes, stride, |b, x, live| {
+                if stride != 1 || x.c != planes {
+                    b.conv(x, ConvSpec::bn(&conv, planes, 1, stride, &bn), None, live)
+                } else {
+                    Ok(x)
+                }
+            })?;
+        }
+    }
+    let pooled = b.global_avg_pool(x);
+    b.linear(pooled, "fc", classes)
+}

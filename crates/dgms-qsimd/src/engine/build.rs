@@ -1,0 +1,430 @@
+//! Turning a [`PackedModel`] into the engine's program: tensor lookups with
+//! shape checks (every error names the layer), weight conversion, fusion of
+//! batch norm / bias / residual / ReLU into the producing op, and slot
+//! assignment.
+
+use std::collections::BTreeSet;
+
+use crate::error::{QsimdError, Result};
+use crate::format::PackedModel;
+use crate::kernels::{ConvGeometry, QMatrix};
+
+use super::graph::{Conv, Kind, Op, Weights};
+use super::ops::Pool;
+
+/// An activation during building: its slot and per-image shape (c, h, w).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Act {
+    pub slot: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Act {
+    pub fn len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// A convolution to add: weight name, output channels, square kernel,
+/// stride, padding, and what is fused after it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvSpec<'a> {
+    pub name: &'a str,
+    pub out_c: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    /// The conv has a `NAME.bias` (VGG-Small).
+    pub bias: bool,
+    /// Batch norm applied to the output (`BN.scale`, `BN.shift`).
+    pub bn: Option<&'a str>,
+    pub relu: bool,
+}
+
+impl<'a> ConvSpec<'a> {
+    /// conv (no bias) + batch norm, with or without ReLU.
+    pub fn bn(name: &'a str, out_c: usize, k: usize, stride: usize, bn: &'a str) -> Self {
+        Self {
+            name,
+            out_c,
+            k,
+            stride,
+            pad: k / 2,
+            bias: false,
+            bn: Some(bn),
+            relu: false,
+        }
+    }
+
+    pub fn relu(self) -> Self {
+        Self { relu: true, ..self }
+    }
+}
+
+/// Builds the op list of one model.
+pub(crate) struct Builder<'m> {
+    model: &'m PackedModel,
+    /// Decode every quantized layer to f32 (the reference engine).
+    decode: bool,
+    used: BTreeSet<String>,
+    pub ops: Vec<Op>,
+    /// Per-image length of every slot (the largest value it holds).
+    pub slot_lens: Vec<usize>,
+    /// Per-image length of the largest im2col matrix.
+    pub cols_len: usize,
+}
+
+impl<'m> Builder<'m> {
+    pub fn new(model: &'m PackedModel, decode: bool) -> Self {
+        Self {
+            model,
+            decode,
+            used: BTreeSet::new(),
+            ops: Vec::new(),
+            slot_lens: Vec::new(),
+            cols_len: 0,
+        }
+    }
+
+    pub fn err(&self, layer: &str, reason: impl Into<String>) -> QsimdError {
+        QsimdError::Graph {
+            arch: self.model.meta.arch.clone(),
+            layer: layer.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The input activation (slot 0).
+    pub fn input(&mut self, c: usize, h: usize, w: usize) -> Act {
+        let act = Act { slot: 0, c, h, w };
+        self.slot_lens = vec![act.len()];
+        act
+    }
+
+    /// A slot not in `live`, sized for `len` values per image. Ops run in
+    /// order, so every slot not holding a value still needed is free.
+    fn alloc(&mut self, len: usize, live: &[usize]) -> usize {
+        let slot = (0..)
+            .find(|s| !live.contains(s))
+            .unwrap_or(self.slot_lens.len());
+        if slot >= self.slot_lens.len() {
+            self.slot_lens.resize(slot + 1, 0);
+        }
+        self.slot_lens[slot] = self.slot_lens[slot].max(len);
+        slot
+    }
+
+    fn push(&mut self, name: &str, kind: Kind, src: &Act, out: Act) -> Act {
+        self.ops.push(Op {
+            name: name.to_string(),
+            kind,
+            src: src.slot,
+            dst: out.slot,
+            in_len: src.len(),
+            out_len: out.len(),
+        });
+        out
+    }
+
+    /// The weight `name` of `shape` ([O, ...]): the quantized layer `name`,
+    /// or else the full-precision tensor `name.weight`.
+    fn weights(&mut self, name: &str, shape: &[usize]) -> Result<Weights> {
+        let (rows, cols) = (shape[0], shape[1..].iter().product::<usize>());
+        let fp_name = format!("{name}.weight");
+        let model = self.model;
+        let layer = model.layers.iter().find(|l| l.name == name);
+        let fp = model.tensors.get(&fp_name);
+        let w = match (layer, fp) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    name,
+                    format!("both a quantized layer and a full-precision tensor {fp_name}"),
+                ))
+            }
+            (None, None) => {
+                return Err(self.err(
+                    name,
+                    format!(
+                        "missing: expected a quantized layer `{name}` or a full-precision tensor `{fp_name}` of shape {shape:?}"
+                    ),
+                ))
+            }
+            (Some(l), None) => {
+                // A hand-built layer could be inconsistent; unpacking it
+                // unchecked could panic.
+                l.validate().map_err(|e| self.err(name, e.to_string()))?;
+                if l.shape != shape {
+                    return Err(self.err(
+                        name,
+                        format!("quantized weight has shape {:?}, expected {shape:?}", l.shape),
+                    ));
+                }
+                if self.decode {
+                    Weights::Dense {
+                        data: l.decode(),
+                        rows,
+                        cols,
+                    }
+                } else {
+                    let q = QMatrix::new(rows, cols, &l.indices(), &l.codebook)
+                        .map_err(|e| self.err(name, e.to_string()))?;
+                    Weights::Quant(q)
+                }
+            }
+            (None, Some(t)) => {
+                t.validate(&fp_name)
+                    .map_err(|e| self.err(name, e.to_string()))?;
+                if t.shape != shape {
+                    return Err(self.err(
+                        name,
+                        format!("{fp_name} has shape {:?}, expected {shape:?}", t.shape),
+                    ));
+                }
+                Weights::Dense {
+                    data: t.data.clone(),
+                    rows,
+                    cols,
+                }
+            }
+        };
+        self.used.insert(name.to_string());
+        self.used.insert(fp_name);
+        Ok(w)
+    }
+
+    /// The full-precision tensor `name` of `shape`.
+    fn fp(&mut self, layer: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let model = self.model;
+        let t = model.tensors.get(name).ok_or_else(|| {
+            self.err(
+                layer,
+                format!("missing full-precision tensor `{name}` of shape {shape:?}"),
+            )
+        })?;
+        t.validate(name)
+            .map_err(|e| self.err(layer, e.to_string()))?;
+        if t.shape != shape {
+            return Err(self.err(
+                layer,
+                format!("{name} has shape {:?}, expected {shape:?}", t.shape),
+            ));
+        }
+        self.used.insert(name.to_string());
+        Ok(t.data.clone())
+    }
+
+    /// Folded batch norm `bn`: (scale, shift) of `c` channels.
+    fn bn(&mut self, bn: &str, c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.fp(bn, &format!("{bn}.scale"), &[c])?,
+            self.fp(bn, &format!("{bn}.shift"), &[c])?,
+        ))
+    }
+
+    /// Adds a convolution of `x`; `residual` (same shape as the output) is
+    /// added before the ReLU; `live` are the slots still needed afterwards.
+    pub fn conv(
+        &mut self,
+        x: Act,
+        spec: ConvSpec,
+        residual: Option<Act>,
+        live: &[usize],
+    ) -> Result<Act> {
+        let name = spec.name;
+        let geom = ConvGeometry {
+            c: x.c,
+            h: x.h,
+            w: x.w,
+            kh: spec.k,
+            kw: spec.k,
+            stride: spec.stride,
+            pad: spec.pad,
+        };
+        geom.validate("conv")
+            .map_err(|_| self.err(name, format!("input {}x{}x{} is too small", x.c, x.h, x.w)))?;
+        let w = self.weights(name, &[spec.out_c, x.c, spec.k, spec.k])?;
+        let bias = if spec.bias {
+            Some(self.fp(name, &format!("{name}.bias"), &[spec.out_c])?)
+        } else {
+            None
+        };
+        let (scale, shift) = match (spec.bn, bias) {
+            (Some(bn), bias) => {
+                let (s, mut t) = self.bn(bn, spec.out_c)?;
+                // (acc + b)*s + t = acc*s + (b*s + t): one fused stage.
+                if let Some(b) = bias {
+                    t.iter_mut()
+                        .zip(b.iter().zip(&s))
+                        .for_each(|(t, (b, s))| *t += b * s);
+                }
+                (Some(s), Some(t))
+            }
+            (None, bias) => (None, bias),
+        };
+        let (oh, ow) = (geom.out_h(), geom.out_w());
+        if let Some(r) = residual {
+            if (r.c, r.h, r.w) != (spec.out_c, oh, ow) {
+                return Err(self.err(
+                    name,
+                    format!(
+                        "shortcut is {}x{}x{}, the conv output {}x{oh}x{ow}",
+                        r.c, r.h, r.w, spec.out_c
+                    ),
+                ));
+            }
+        }
+        let mut keep = live.to_vec();
+        keep.push(x.slot);
+        keep.extend(residual.map(|r| r.slot));
+        let out = Act {
+            slot: self.alloc(spec.out_c * oh * ow, &keep),
+            c: spec.out_c,
+            h: oh,
+            w: ow,
+        };
+        let conv = Conv {
+            w,
+            geom,
+            scale,
+            shift,
+            relu: spec.relu,
+            residual: residual.map(|r| r.slot),
+        };
+        self.cols_len = self.cols_len.max(conv.cols_len());
+        Ok(self.push(name, Kind::Conv(Box::new(conv)), &x, out))
+    }
+
+    /// Max-pooling, then optionally batch norm `post_bn` and ReLU.
+    pub fn max_pool(
+        &mut self,
+        x: Act,
+        name: &str,
+        pool: Pool,
+        post_bn: Option<&str>,
+        live: &[usize],
+    ) -> Result<Act> {
+        let (oh, ow) = (pool.out_len(x.h), pool.out_len(x.w));
+        if oh == 0 || ow == 0 || 2 * pool.pad > pool.k || pool.stride == 0 {
+            return Err(self.err(name, format!("cannot pool a {}x{} map", x.h, x.w)));
+        }
+        let post = match post_bn {
+            Some(bn) => Some(self.bn(bn, x.c)?),
+            None => None,
+        };
+        let mut keep = live.to_vec();
+        keep.push(x.slot);
+        let out = Act {
+            slot: self.alloc(x.c * oh * ow, &keep),
+            c: x.c,
+            h: oh,
+            w: ow,
+        };
+        let kind = Kind::MaxPool {
+            h: x.h,
+            w: x.w,
+            pool,
+            post,
+        };
+        Ok(self.push(name, kind, &x, out))
+    }
+
+    /// Option-A shortcut to `out_c` channels (`(out_c - c) / 2` zero
+    /// channels on each side).
+    pub fn shortcut_a(
+        &mut self,
+        x: Act,
+        name: &str,
+        out_c: usize,
+        stride: usize,
+        live: &[usize],
+    ) -> Result<Act> {
+        let pad = out_c.saturating_sub(x.c) / 2;
+        if x.c + 2 * pad != out_c {
+            return Err(self.err(
+                name,
+                format!("option-A shortcut cannot pad {} channels to {out_c}", x.c),
+            ));
+        }
+        let mut keep = live.to_vec();
+        keep.push(x.slot);
+        let (oh, ow) = ((x.h - 1) / stride + 1, (x.w - 1) / stride + 1);
+        let out = Act {
+            slot: self.alloc(out_c * oh * ow, &keep),
+            c: out_c,
+            h: oh,
+            w: ow,
+        };
+        let kind = Kind::ShortcutA {
+            c: x.c,
+            h: x.h,
+            w: x.w,
+            stride,
+            pad,
+        };
+        Ok(self.push(name, kind, &x, out))
+    }
+
+    /// Global average pooling: a c x 1 x 1 activation.
+    pub fn global_avg_pool(&mut self, x: Act) -> Act {
+        let out = Act {
+            slot: self.alloc(x.c, &[x.slot]),
+            c: x.c,
+            h: 1,
+            w: 1,
+        };
+        self.push("avgpool", Kind::GlobalAvgPool { hw: x.h * x.w }, &x, out)
+    }
+
+    /// Flattening for a classifier: a (c*h*w) x 1 x 1 activation.
+    pub fn flatten(&mut self, x: Act) -> Act {
+        let features = x.len();
+        let out = Act {
+            slot: self.alloc(features, &[x.slot]),
+            c: features,
+            h: 1,
+            w: 1,
+        };
+        let kind = Kind::Flatten {
+            c: x.c,
+            hw: x.h * x.w,
+        };
+        self.push("flatten", kind, &x, out)
+    }
+
+    /// The classifier `name` (weight and bias) on a features x 1 x 1 input.
+    pub fn linear(&mut self, x: Act, name: &str, classes: usize) -> Result<Act> {
+        let w = self.weights(name, &[classes, x.c])?;
+        let bias = self.fp(name, &format!("{name}.bias"), &[classes])?;
+        let out = Act {
+            slot: self.alloc(classes, &[x.slot]),
+            c: classes,
+            h: 1,
+            w: 1,
+        };
+        Ok(self.push(name, Kind::Linear { w, bias }, &x, out))
+    }
+
+    /// Errors if the model holds a layer or tensor the graph did not use:
+    /// a sign of a file made for another architecture or configuration.
+    pub fn check_all_used(&self) -> Result<()> {
+        let unused = self
+            .model
+            .layers
+            .iter()
+            .map(|l| &l.name)
+            .chain(self.model.tensors.keys())
+            .find(|n| !self.used.contains(n.as_str()));
+        match unused {
+            Some(n) => Err(self.err(
+                n,
+                format!(
+                    "the model holds `{n}`, which {} does not use (a file for another architecture?)",
+                    self.model.meta.arch
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The engine's data-movement ops on activations in its C x N x H x W
+//! layout (channel-major, the batch inside each channel): im2col over a
+//! whole batch, pooling, the option-A shortcut, flattening and the layout
+//! changes at the model's input and output.
+//!
+//! In this layout a channel's N planes are contiguous, so a convolution of
+//! the whole batch is one GEMM whose columns are (image, pixel) and whose
+//! output is again C x N x H x W; per-channel epilogues and residual adds
+//! need no reshuffling.
+
+use rayon::prelude::*;
+
+use crate::kernels::ConvGeometry;
+
+/// Below this many output values an op runs on the calling thread: rayon's
+/// fork-join costs more than the copy.
+const PAR_MIN: usize = 1 << 15;
+
+/// Runs `f` over `chunk`-sized pieces of `out` with their index, in
+/// parallel when `out` is large.
+fn for_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if chunk == 0 {
+        return;
+    }
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// Output columns `ox` whose input column `ox*stride + kx - pad` lies in
+/// `0..w`: the range to copy, everything else is zero padding.
+fn valid_cols(g: &ConvGeometry, kx: usize, ow: usize) -> (usize, usize) {
+    let lo = g.pad.saturating_sub(kx).div_ceil(g.stride).min(ow);
+    let hi = if g.w + g.pad > kx {
+        ((g.w + g.pad - kx - 1) / g.stride + 1).clamp(lo, ow)
+    } else {
+        lo
+    };
+    (lo, hi)
+}
+
+/// One im2col row (fixed channel, ky, kx) for one image plane: `dst` is
+/// out_h x out_w.
+fn patch_row(plane: &[f32], g: &ConvGeometry, ky: usize, kx: usize, dst: &mut [f32]) {
+    let ow = g.out_w();
+    let (lo, hi) = valid_cols(g, kx, ow);
+    for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+        let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+        if iy >= g.h || lo == hi {
+            d.fill(0.0);
+            continue;
+        }
+        let src = &plane[iy * g.w..(iy + 1) * g.w];
+        d[..lo].fill(0.0);
+        d[hi..].fill(0.0);
+        let ix0 = lo * g.stride + kx - g.pad;
+        if g.stride == 1 {
+            d[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+        } else {
+            for (o, s) in d[lo..hi]
+                .iter_mut()
+                .zip(src[ix0..].iter().step_by(g.stride))
+            {
+                *o = *s;
+            }
+        }
+    }
+}
+
+/// Unfolds a C x N x H x W batch into a (C*kh*kw) x (N*out_h*out_w) matrix:
+/// row `(ci*kh + ky)*kw + kx`, column `(b*out_h + oy)*out_w + ox` holds
+/// `input[ci, b, oy*stride + ky - pad, ox*stride + kx - pad]` (0 outside),
+/// so a PyTorch O x C x kh x kw weight times it is the convolution of every
+/// image. Lengths are the caller's responsibility (checked by the builder).
+pub(crate) fn im2col_batched(input: &[f32], g: &ConvGeometry, n: usize, out: &mut [f32]) {
+    let (hw, ohw) = (g.h * g.w, g.out_pixels());
+    for_chunks(out, n * ohw, |row, dst| {
+        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        for (b, d) in dst.chunks_exact_mut(ohw).enumerate() {
+            let plane = &input[(ci * n + b) * hw..(ci * n + b + 1) * hw];
+            patch_row(plane, g, ky, kx, d);
+        }
+    });
+}
+
+/// Max-pooling window: size, stride and padding (padding never wins: the
+/// maximum is over the window's elements inside the plane, as PyTorch's
+/// -inf padding gives).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pool {
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Pool {
+    /// Output length of one axis of `len` (floor mode, as PyTorch's default).
+    pub fn out_len(&self, len: usize) -> usize {
+        if len + 2 * self.pad < self.k {
+            0
+        } else {
+            (len + 2 * self.pad - self.k) / self.stride + 1
+        }
+    }
+}
+
+/// Max-pools each of the `input.len() / (h*w)` planes; with `post`
+/// (per-channel scale, shift; `n` planes per channel) applies
+/// `relu(v*scale + shift)` to the pooled values (VGG-Small's pool, then
+/// batch norm, then ReLU).
+pub(crate) fn max_pool(
+    input: &[f32],
+    (h, w): (usize, usize),
+    p: Pool,
+    post: Option<(&[f32], &[f32], usize)>,
+    out: &mut [f32],
+) {
+    let (oh, ow) = (p.out_len(h), p.out_len(w));
+    for_chunks(out, oh * ow, |plane, dst| {
+        let src = &input[plane * h * w..(plane + 1) * h * w];
+        for oy in 0..oh {
+            let y0 = (oy * p.stride).saturating_sub(p.pad);
+            let y1 = (oy * p.stride + p.k).saturating_sub(p.pad).min(h);
+            for ox in 0..ow {
+                let x0 = (ox * p.stride).saturating_sub(p.pad);
+                let x1 = (ox * p.stride + p.k).saturating_sub(p.pad).min(w);
+                let mut m = f32::NEG_INFINITY;
+                // The builder only makes windows with at least one element.
+                for row in src[y0 * w..y1.max(y0) * w].chunks_exact(w) {
+                    m = row[x0..x1.max(x0)].iter().fold(m, |a, &v| a.max(v));
+                }
+                dst[oy * ow + ox] = m;
+            }
+        }
+        if let Some((scale, shift, n)) = post {
+            let (s, t) = (scale[plane / n], shift[plane / n]);
+            dst.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
+        }
+    });
+}
+
+/// Mean of each plane of `hw` values: C x N planes give the C x N matrix a
+/// classifier GEMM takes (features as rows, images as columns).
+pub(crate) fn global_avg_pool(input: &[f32], hw: usize, out: &mut [f32]) {
+    let inv = hw as f32;
+    for (o, plane) in out.iter_mut().zip(input.chunks_exact(hw)) {
+        *o = plane.iter().sum::<f32>() / inv;
+    }
+}
+
+/// The option-A shortcut: `x[:, :, ::stride, ::stride]` with `pad` zero
+/// channels added on both sides (C_in + 2*pad channels out).
+pub(crate) fn shortcut_a(
+    input: &[f32],
+    (c, n, h, w): (usize, usize, usize, usize),
+    stride: usize,
+    pad: usize,
+    out: &mut [f32],
+) {
+    let (oh, ow) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    let plane_out = oh * ow;
+    for_chunks(out, plane_out, |plane, dst| {
+        let ch = plane / n;
+        if ch < pad || ch >= pad + c {
+            dst.fill(0.0);
+            return;
+        }
+        let src_plane = (ch - pad) * n + plane % n;
+        let src = &input[src_plane * h * w..(src_plane + 1) * h * w];
+        for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+            let row = &src[oy * stride * w..(oy * stride + 1) * w];
+            for (o, s) in d.iter_mut().zip(row.iter().step_by(stride)) {
+                *o = *s;
+            }
+        }
+    });
+}
+
+/// PyTorch's `x.view(N, -1)` for a classifier: C x N x HW in, the
+/// (C*HW) x N matrix out (feature `c*HW + p` of image `b` at row
+/// `c*HW + p`, column `b`).
+pub(crate) fn flatten(input: &[f32], (c, n, hw): (usize, usize, usize), out: &mut [f32]) {
+    for ch in 0..c {
+        for b in 0..n {
+            let src = &input[(ch * n + b) * hw..(ch * n + b + 1) * hw];
+            for (p, &v) in src.iter().enumerate() {
+                out[(ch * hw + p) * n + b] = v;
+            }
+        }
+    }
+}
+
+/// N x C x HW (the caller's layout) to the engine's C x N x HW.
+pub(crate) fn nchw_to_cnhw(input: &[f32], (n, c, hw): (usize, usize, usize), out: &mut [f32]) {
+    for (i, dst) in out.chunks_exact_mut(hw).enumerate() {
+        let (ch, b) = (i / n, i % n);
+        dst.copy_from_slice(&input[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
+    }
+}
+
+/// The classifier's classes x N output to the caller's N x classes.
+pub(crate) fn transpose(input: &[f32], (rows, cols): (usize, usize), out: &mut [f32]) {
+    for (r, row) in input.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geom(c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> ConvGeometry {
+        ConvGeometry {
+            c,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        }
+    }
+
+    /// Batched im2col equals the kernels' single-image im2col per image.
+    #[test]
+    fn im2col_batched_matches_per_image() {
+        for (c, h, w, k, s, p) in [(2, 5, 4, 3, 1, 1), (3, 7, 7, 3, 2, 1), (1, 6, 5, 1, 2, 0)] {
+            let g = geom(c, h, w, k, s, p);
+            let n = 3;
+            let x: Vec<f32> = (0..c * n * h * w).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let (rows, ohw) = (g.patch_len(), g.out_pixels());
+            let mut got = vec![f32::NAN; rows * n * ohw];
+            im2col_batched(&x, &g, n, &mut got);
+            for b in 0..n {
+                let img: Vec<f32> = (0..c)
+                    .flat_map(|ch| x[(ch * n + b) * h * w..(ch * n + b + 1) * h * w].to_vec())
+                    .collect();
+                let mut want = vec![0.0; rows * ohw];
+                crate::kernels::im2col(&img, &g, &mut want).unwrap();
+                for r in 0..rows {
+                    let row = &got[r * n * ohw + b * ohw..r * n * ohw + (b + 1) * ohw];
+                    assert_eq!(
+                        row,
+                        &want[r * ohw..(r + 1) * ohw],
+                        "{g:?} image {b} row {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_pads_with_minus_infinity() {
+        // 3x3 / 2 / pad 1 over a 3x3 plane of negatives: padding must not win.
+        let x: Vec<f32> = (0..9).map(|i| -(i as f32) - 1.0).collect();
+        let p = Pool {
+            k: 3,
+            stride: 2,
+            pad: 1,
+        };
+        let mut out = vec![0.0; 4];
+        max_pool(&x, (3, 3), p, None, &mut out);
+        assert_eq!(out, [-1.0, -2.0, -4.0, -5.0]);
+    }
+
+    #[test]
+    fn shortcut_subsamples_and_pads_channels() {
+        // c = 1, n = 2, 3x3 planes, stride 2, pad 1: channels 0 and 2 zero.
+        let x: Vec<f32> = (0..18).map(|i| i as f32).collect();
+        let mut out = vec![f32::NAN; 3 * 2 * 4];
+        shortcut_a(&x, (1, 2, 3, 3), 2, 1, &mut out);
+        assert!(out[..8].iter().chain(&out[16..]).all(|&v| v == 0.0));
+        assert_eq!(&out[8..16], &[0.0, 2.0, 6.0, 8.0, 9.0, 11.0, 15.0, 17.0]);
+    }
+
+    #[test]
+    fn layout_changes_round_trip() {
+        let x: Vec<f32> = (0..2 * 3 * 4).map(|i| i as f32).collect();
+        let mut cnhw = vec![0.0; x.len()];
+        nchw_to_cnhw(&x, (2, 3, 4), &mut cnhw);
+        assert_eq!(&cnhw[4..8], &x[12..16]); // channel 0 of image 1
+        let mut flat = vec![0.0; x.len()];
+        flatten(&cnhw, (3, 2, 4), &mut flat);
+        let mut back = vec![0.0; x.len()];
+        transpose(&flat, (12, 2), &mut back);
+        assert_eq!(back, x);
+    }
+}

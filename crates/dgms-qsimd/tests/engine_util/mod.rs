@@ -1,0 +1,201 @@
+//! Synthetic packed models for the engine tests: every supported
+//! architecture with seeded random codebooks, indices, batch norms and
+//! full-precision layers, named as `dgms-models` names them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use dgms_qsimd::format::{FpTensor, ModelMeta, PackedLayer, PackedModel};
+
+/// SplitMix64: deterministic, seedable, no dependencies.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Builds a model layer by layer.
+pub struct ModelGen {
+    rng: Rng,
+    layers: Vec<PackedLayer>,
+    tensors: BTreeMap<String, FpTensor>,
+    /// K of the next quantized layers, cycled (4-bit, 3-bit, 8-bit layouts).
+    ks: Vec<usize>,
+    next_k: usize,
+}
+
+impl ModelGen {
+    pub fn new(seed: u64) -> ModelGen {
+        ModelGen {
+            rng: Rng::new(seed),
+            layers: Vec::new(),
+            tensors: BTreeMap::new(),
+            ks: vec![16, 16, 5, 16, 200, 16, 4],
+            next_k: 0,
+        }
+    }
+
+    fn fp(&mut self, name: String, shape: Vec<usize>, lo: f32, hi: f32) {
+        let n = shape.iter().product();
+        let data = self.rng.vec(n, lo, hi);
+        self.tensors
+            .insert(name, FpTensor::new(shape, data).expect("finite"));
+    }
+
+    /// A conv (or linear) weight `name` of `shape`: quantized or f32, with
+    /// values of about sqrt(2 / fan_in) (activations stay O(1)).
+    pub fn weight(&mut self, name: &str, shape: Vec<usize>, quantized: bool) {
+        let fan_in: usize = shape[1..].iter().product();
+        let std = (6.0 / fan_in as f32).sqrt();
+        if quantized {
+            let k = self.ks[self.next_k % self.ks.len()];
+            self.next_k += 1;
+            let mut codebook = self.rng.vec(k, -std, std);
+            codebook[0] = 0.0;
+            let n: usize = shape.iter().product();
+            let idx: Vec<u8> = (0..n)
+                .map(|_| (self.rng.next_u64() % k as u64) as u8)
+                .collect();
+            let layer =
+                PackedLayer::from_indices(name, shape, &idx, codebook).expect("valid layer");
+            self.layers.push(layer);
+        } else {
+            self.fp(format!("{name}.weight"), shape, -std, std);
+        }
+    }
+
+    pub fn bias(&mut self, name: &str, c: usize) {
+        self.fp(format!("{name}.bias"), vec![c], -0.1, 0.1);
+    }
+
+    pub fn bn(&mut self, name: &str, c: usize) {
+        self.fp(format!("{name}.scale"), vec![c], 0.5, 1.2);
+        self.fp(format!("{name}.shift"), vec![c], -0.2, 0.2);
+    }
+
+    pub fn finish(self, arch: &str, input: [usize; 3], classes: usize) -> PackedModel {
+        PackedModel::new(
+            ModelMeta::new(arch, input.to_vec(), classes),
+            self.layers,
+            self.tensors,
+        )
+        .expect("valid model")
+    }
+}
+
+/// CIFAR ResNet-(6n+2) with `c` input channels.
+pub fn resnet_cifar(n: usize, input: [usize; 3], classes: usize, seed: u64) -> PackedModel {
+    let mut g = ModelGen::new(seed);
+    g.weight("conv1", vec![16, input[0], 3, 3], false);
+    g.bn("bn1", 16);
+    let mut in_planes = 16;
+    for (s, planes) in [16, 32, 64].into_iter().enumerate() {
+        for i in 0..n {
+            let p = format!("layer{}.{i}", s + 1);
+            g.weight(&format!("{p}.conv1"), vec![planes, in_planes, 3, 3], true);
+            g.bn(&format!("{p}.bn1"), planes);
+            g.weight(&format!("{p}.conv2"), vec![planes, planes, 3, 3], true);
+            g.bn(&format!("{p}.bn2"), planes);
+            in_planes = planes;
+        }
+    }
+    g.weight("linear", vec![classes, 64], false);
+    g.bias("linear", classes);
+    g.finish(&format!("resnet{}", 6 * n + 2), input, classes)
+}
+
+/// VGG-Small on `size` x `size` inputs.
+pub fn vgg_small(size: usize, classes: usize, seed: u64) -> PackedModel {
+    let mut g = ModelGen::new(seed);
+    let mut index = 0;
+    let mut in_c = 3;
+    for (i, (c, pool)) in [
+        (128, false),
+        (128, true),
+        (256, false),
+        (256, true),
+        (512, false),
+        (512, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("features.{index}");
+        g.weight(&name, vec![c, in_c, 3, 3], i > 0);
+        g.bias(&name, c);
+        let bn = index + if pool { 2 } else { 1 };
+        g.bn(&format!("features.{bn}"), c);
+        index = bn + 2;
+        in_c = c;
+    }
+    let f = size / 8;
+    g.weight("classifier", vec![classes, 512 * f * f], false);
+    g.bias("classifier", classes);
+    g.finish("vggsmall", [3, size, size], classes)
+}
+
+/// torchvision ResNet-18 on `size` x `size` inputs.
+pub fn resnet18(size: usize, classes: usize, seed: u64) -> PackedModel {
+    let mut g = ModelGen::new(seed);
+    g.weight("conv1", vec![64, 3, 7, 7], false);
+    g.bn("bn1", 64);
+    let mut in_planes = 64;
+    for (s, planes) in [64, 128, 256, 512].into_iter().enumerate() {
+        for i in 0..2 {
+            let p = format!("layer{}.{i}", s + 1);
+            let stride = if s > 0 && i == 0 { 2 } else { 1 };
+            g.weight(&format!("{p}.conv1"), vec![planes, in_planes, 3, 3], true);
+            g.bn(&format!("{p}.bn1"), planes);
+            g.weight(&format!("{p}.conv2"), vec![planes, planes, 3, 3], true);
+            g.bn(&format!("{p}.bn2"), planes);
+            if stride != 1 || in_planes != planes {
+                g.weight(
+                    &format!("{p}.downsample.0"),
+                    vec![planes, in_planes, 1, 1],
+                    true,
+                );
+                g.bn(&format!("{p}.downsample.1"), planes);
+            }
+            in_planes = planes;
+        }
+    }
+    g.weight("fc", vec![classes, 512], false);
+    g.bias("fc", classes);
+    g.finish("resnet18", [3, size, size], classes)
+}
+
+/// `n` random images of `shape`.
+pub fn images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
+    Rng::new(seed).vec(n * shape.iter().product::<usize>(), -1.0, 1.0)
+}
+
+/// max |a - b| / max |b|.
+pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    let scale = b.iter().fold(0.0f32, |m, y| m.max(y.abs()));
+    diff / scale.max(f32::MIN_POSITIVE)
+}
