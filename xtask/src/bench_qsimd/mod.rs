@@ -7,6 +7,7 @@
 //! thread pools once per process. The parent prints one table of times
 //! and ratios and writes `target/bench-qsimd.json`.
 
+mod e2e;
 mod layers;
 
 use std::process::Command;
@@ -83,6 +84,11 @@ struct Summary {
     /// threads; the f32 side is the faster of candle's matmul and the
     /// project's own f32 SIMD GEMV.
     gemv_speedup: f64,
+    /// ResNet-18, batch 1, 2 threads, in ms: candle f32 (its own conv),
+    /// candle with the project's im2col conv op, qsimd exact (best ISA).
+    resnet18_b1_candle_ms: f64,
+    resnet18_b1_candle_im2col_ms: f64,
+    resnet18_b1_exact_ms: f64,
     isa: String,
     rows: Vec<Row>,
 }
@@ -93,6 +99,7 @@ fn child(args: &Args) -> Result<()> {
     for &b in &args.batches {
         rows.extend(layers::conv_rows(b, threads, args.scalar)?);
     }
+    rows.extend(e2e::rows(&args.batches, threads, args.scalar)?);
     println!("{}", serde_json::to_string(&rows)?);
     Ok(())
 }
@@ -135,8 +142,19 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print_table(&rows);
     let gemv_speedup = gemv_speedup(&rows).unwrap_or(f64::NAN);
+    let model = |prefix: &str| {
+        best_ms(
+            rows.iter()
+                .filter(|r| r.kind == "model" && r.batch == 1 && r.threads == 2),
+            prefix,
+        )
+        .unwrap_or(f64::NAN)
+    };
     let summary = Summary {
         gemv_speedup,
+        resnet18_b1_candle_ms: model("candle-f32"),
+        resnet18_b1_candle_im2col_ms: model("candle-f32-im2col-op"),
+        resnet18_b1_exact_ms: model("qsimd-exact-"),
         isa: dgms_qsimd::kernels::Isa::detect().to_string(),
         rows,
     };
@@ -146,8 +164,14 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn best_ms<'a>(rows: impl Iterator<Item = &'a Row>, prefix: &str) -> Option<f64> {
-    rows.filter(|r| r.implementation.starts_with(prefix))
+/// The fastest row whose implementation is `name`, or starts with it when
+/// `name` ends in '-' (e.g. `qsimd-exact-`: any ISA).
+fn best_ms<'a>(rows: impl Iterator<Item = &'a Row>, name: &str) -> Option<f64> {
+    let matches = |imp: &str| match name.ends_with('-') {
+        true => imp.starts_with(name),
+        false => imp == name,
+    };
+    rows.filter(|r| matches(&r.implementation))
         .map(|r| r.ms)
         .min_by(f64::total_cmp)
 }
@@ -157,8 +181,8 @@ fn gemv_speedup(rows: &[Row]) -> Option<f64> {
         rows.iter()
             .filter(|r| r.case == "linear 4096x4096" && r.threads == 2)
     };
-    let f32_ms = best_ms(sel(), "f32-gemv")?.min(best_ms(sel(), "gemm-f32")?);
-    let exact = best_ms(sel(), "qsimd-exact")?;
+    let f32_ms = best_ms(sel(), "f32-gemv-")?.min(best_ms(sel(), "gemm-f32")?);
+    let exact = best_ms(sel(), "qsimd-exact-")?;
     Some(f32_ms / exact)
 }
 
