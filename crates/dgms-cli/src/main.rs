@@ -139,6 +139,7 @@ struct TrainArgs {
     /// `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR` or `cifar10:DIR`.
     #[arg(long, default_value = "embedded")]
     data: String,
+    /// Epochs [pretrain 8, dgms 4].
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long, default_value_t = 128)]
@@ -252,7 +253,7 @@ fn run(cli: Cli) -> Result<()> {
             train: args,
             mixture,
         } => {
-            let mut cfg = args.config(2, 1e-3);
+            let mut cfg = args.config(4, 1e-3);
             cfg.mixture = Some(mixture.settings());
             if cfg.init_from.is_none() && args.resume.is_none() {
                 anyhow::bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
