@@ -6,6 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dgms_qsimd::kernels::{conv2d, conv2d_i8, gemm_i8, gemv_i8, ConvGeometry, QMatrixI8};
 use dgms_qsimd::kernels::{gemm, gemm_f32, gemv, gemv_f32, DenseMatrix, Epilogue, Isa, QMatrix};
 
 /// Deterministic pseudo-random values (no rand dependency).
@@ -87,5 +88,85 @@ fn bench_gemm(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_gemv, bench_gemm);
+/// The int8 path against the exact bit-packed kernels and f32, same
+/// threading: `cargo bench -p dgms-qsimd --bench kernels -- int8`.
+fn bench_int8(c: &mut Criterion) {
+    let (rows, cols) = (4096, 4096);
+    let x = values(cols);
+    let mut y = vec![0.0f32; rows];
+    let w = matrix(rows, cols, 16);
+    let w8 = QMatrixI8::from_qmatrix(&w).unwrap();
+    let dense = w.to_dense();
+    let d = DenseMatrix::new(&dense, rows, cols).unwrap();
+    let mut g = c.benchmark_group("int8_gemv_4096x4096_k16");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((rows * cols) as u64));
+    for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+        g.bench_function(BenchmarkId::new("i8", isa), |b| {
+            b.iter(|| gemv_i8(isa, &w8, black_box(&x), &mut y).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("q", isa), |b| {
+            b.iter(|| gemv(isa, &w, black_box(&x), &mut y).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("f32", isa), |b| {
+            b.iter(|| gemv_f32(isa, &d, black_box(&x), &mut y).unwrap())
+        });
+    }
+    g.finish();
+
+    // ResNet-18 layer1 3x3 conv, im2col'd.
+    let (rows, cols, n) = (64usize, 576usize, 3136usize);
+    let x = values(cols * n);
+    let shift = values(rows);
+    let mut y = vec![0.0f32; rows * n];
+    let epi = Epilogue {
+        shift: Some(&shift),
+        relu: true,
+        ..Epilogue::NONE
+    };
+    let w = matrix(rows, cols, 16);
+    let w8 = QMatrixI8::from_qmatrix(&w).unwrap();
+    let dense = w.to_dense();
+    let d = DenseMatrix::new(&dense, rows, cols).unwrap();
+    let mut g = c.benchmark_group(format!("int8_gemm_{rows}x{cols}x{n}_k16"));
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((rows * cols * n) as u64));
+    for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+        g.bench_function(BenchmarkId::new("i8", isa), |b| {
+            b.iter(|| gemm_i8(isa, &w8, black_box(&x), n, &mut y, &epi).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("q", isa), |b| {
+            b.iter(|| gemm(isa, &w, black_box(&x), n, &mut y, &epi).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("f32", isa), |b| {
+            b.iter(|| gemm_f32(isa, &d, black_box(&x), n, &mut y, &epi).unwrap())
+        });
+    }
+    // The same GEMM as a convolution of a ReLU output (no negative input):
+    // int8 quantizes its im2col straight from the image.
+    let geom = ConvGeometry {
+        c: 64,
+        h: 56,
+        w: 56,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let input: Vec<f32> = values(geom.input_len())
+        .iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+        g.bench_function(BenchmarkId::new("conv_relu_i8", isa), |b| {
+            b.iter(|| conv2d_i8(isa, &w8, black_box(&input), &geom, &mut y, &epi).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("conv_relu_q", isa), |b| {
+            b.iter(|| conv2d(isa, &w, black_box(&input), &geom, &mut y, &epi).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_gemv, bench_gemm, bench_int8);
 criterion_main!(benches);

@@ -15,12 +15,22 @@
 //! assert_eq!(y, [-2.0, 0.0]);
 //! # Ok::<(), dgms_qsimd::QsimdError>(())
 //! ```
+//!
+//! The int8 fast path ([`gemv_i8`], [`gemm_i8`], [`conv2d_i8`] over a
+//! [`QMatrixI8`]) quantizes the activations on the fly (per vector, or per
+//! output pixel) and sums exactly in i32; [`gemv_i8`] states its error
+//! bound against the exact kernels.
 
 mod conv;
 mod depthwise;
 mod epilogue;
 mod gemm;
 mod gemv;
+mod int8;
+mod int8_gemm;
+mod int8_gemv;
+mod int8_matrix;
+mod int8_quant;
 mod isa;
 mod matrix;
 pub mod reference {
@@ -34,12 +44,20 @@ mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod int8_avx2;
+#[cfg(target_arch = "x86_64")]
+mod int8_avx512;
+#[cfg(target_arch = "aarch64")]
+mod int8_neon;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
 pub use conv::{conv2d, im2col, ConvGeometry};
 pub use depthwise::depthwise3x3;
 pub use epilogue::Epilogue;
+pub use int8::{conv2d_i8, gemm_i8, gemv_i8};
+pub use int8_matrix::{QMatrixI8, MAX_COLS_I8};
 pub use isa::{Isa, ISA_ENV_VAR};
 pub use matrix::{DenseMatrix, Layout, QMatrix};
 

@@ -1,0 +1,327 @@
+//! int8 GEMM driver. The activations are quantized once per call into the
+//! bytes the kernels read; row x column blocks then run over rayon as in
+//! the exact kernels, and every result goes through the same i32 -> f32
+//! stage and epilogue as the scalar reference, so all ISAs agree bit for
+//! bit.
+//!
+//! BLIS style: one streaming pass over X gives the per-column scales;
+//! then per task (a block of output rows x a block of output columns) and
+//! per `KC` slice of the inner dimension the activations are quantized
+//! while packed into `[tile][k/4][NR][4]` bytes, and the weights of each
+//! 16-row group decoded into a `[k/4][16][4]` byte panel (the 8-bit layout
+//! already is one); a micro-kernel accumulates MR x NR i32 tiles, each
+//! lane reducing 4 consecutive k at a time.
+
+use rayon::prelude::*;
+
+use super::epilogue::Epilogue;
+use super::int8::Kern;
+use super::int8_matrix::QMatrixI8;
+use super::int8_quant::{quantize, Quads};
+use super::matrix::{Layout, Line, GROUP_ROWS};
+
+/// Inner-dimension slice (a multiple of 8): the B tile (KC x NR bytes)
+/// stays in L1, the A block (64 x KC bytes) in L2.
+const KC: usize = 512;
+/// Output rows per task (a multiple of 16).
+const MB: usize = 64;
+/// Upper bound on output columns per task.
+const NB_MAX: usize = 512;
+/// Below this many multiply-adds everything runs on the calling thread.
+const PAR_MIN_MACS: usize = 1 << 20;
+
+/// i32 -> f32 for offset kernels: remove the 128 * rowsum their u8
+/// activations added (wrapping: the true sum fits, the raw one may not).
+#[inline(always)]
+pub(super) fn unoffset(acc: i32, row_sum: i32, offset: bool) -> i32 {
+    if offset {
+        acc.wrapping_sub(row_sum.wrapping_mul(128))
+    } else {
+        acc
+    }
+}
+
+/// (MR, NR) of the kernel family's micro-kernel.
+fn tile(kern: Kern) -> (usize, usize) {
+    match kern {
+        #[cfg(target_arch = "x86_64")]
+        Kern::Avx2 => (super::int8_avx2::MR, super::int8_avx2::NR),
+        #[cfg(target_arch = "x86_64")]
+        Kern::Avx512Vnni | Kern::Avx512Bw => (super::int8_avx512::MR, super::int8_avx512::NR),
+        #[cfg(target_arch = "aarch64")]
+        Kern::NeonDot | Kern::Neon => (super::int8_neon::MR, super::int8_neon::NR),
+        _ => (PORTABLE_MR, PORTABLE_NR),
+    }
+}
+
+const PORTABLE_MR: usize = 4;
+const PORTABLE_NR: usize = 8;
+
+/// Decodes row group `g`, columns `k0..k0 + kc` (multiples of 8) into a
+/// `[k/4][16][4]` int8 panel (`out`: 16 * kc bytes).
+fn decode(kern: Kern, w: &QMatrixI8, g: usize, k0: usize, kc: usize, out: &mut [u8]) {
+    if w.layout() == Layout::Byte {
+        let lines = &w.group(g)[k0 / 4..(k0 + kc) / 4];
+        for (o, line) in out.chunks_exact_mut(64).zip(lines) {
+            o.copy_from_slice(&line.0);
+        }
+        return;
+    }
+    let (lines, table) = (&w.group(g)[k0 / 8..(k0 + kc) / 8], w.table());
+    match kern {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the public entry point checked isa.ensure_available().
+        Kern::Avx2 => unsafe { super::int8_avx2::decode_nibble(lines, table, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kern::Avx512Vnni | Kern::Avx512Bw => unsafe {
+            super::int8_avx512::decode_nibble(lines, table, out)
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Kern::NeonDot | Kern::Neon => unsafe { super::int8_neon::decode_nibble(lines, table, out) },
+        _ => decode_portable(lines, table, out),
+    }
+}
+
+fn decode_portable(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
+    for (line, o) in lines.iter().zip(out.chunks_exact_mut(128)) {
+        for (i, &b) in line.0.iter().enumerate() {
+            o[i] = table[usize::from(b & 0x0F)] as u8;
+            o[64 + i] = table[usize::from(b >> 4)] as u8;
+        }
+    }
+}
+
+/// Portable micro-kernel (only reached for an ISA without one, and in
+/// tests); `unsigned`: `b` holds u8 (offset) activations.
+fn ukernel_portable(
+    kq: usize,
+    a: &[u8],
+    b: &[u8],
+    c: &mut [i32],
+    ldc: usize,
+    acc_in: bool,
+    unsigned: bool,
+) {
+    let mut acc = [[0i32; PORTABLE_NR]; PORTABLE_MR];
+    for q in 0..kq {
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = &a[q * 64 + 4 * i..q * 64 + 4 * i + 4];
+            let bq = &b[q * PORTABLE_NR * 4..(q + 1) * PORTABLE_NR * 4];
+            for (r, bj) in row.iter_mut().zip(bq.chunks_exact(4)) {
+                for (&p, &v) in ai.iter().zip(bj) {
+                    let v = if unsigned {
+                        i32::from(v)
+                    } else {
+                        i32::from(v as i8)
+                    };
+                    *r = r.wrapping_add(i32::from(p as i8) * v);
+                }
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (o, &v) in c[i * ldc..i * ldc + PORTABLE_NR].iter_mut().zip(row) {
+            *o = if acc_in { o.wrapping_add(v) } else { v };
+        }
+    }
+}
+
+/// The micro-kernel of `kern`; `nonneg`: no activation in `b` is negative.
+fn ukernel(
+    (kern, nonneg): (Kern, bool),
+    kq: usize,
+    a: &[u8],
+    b: &[u8],
+    c: &mut [i32],
+    ldc: usize,
+    acc_in: bool,
+) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = nonneg;
+    match kern {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the public entry point checked isa.ensure_available().
+        Kern::Avx2 => unsafe {
+            if nonneg {
+                super::int8_avx2::ukernel::<true>(kq, a, b, c, ldc, acc_in)
+            } else {
+                super::int8_avx2::ukernel::<false>(kq, a, b, c, ldc, acc_in)
+            }
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, and Kern::select detected VNNI.
+        Kern::Avx512Vnni => unsafe { super::int8_avx512::ukernel_vnni(kq, a, b, c, ldc, acc_in) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kern::Avx512Bw => unsafe {
+            if nonneg {
+                super::int8_avx512::ukernel_bw::<true>(kq, a, b, c, ldc, acc_in)
+            } else {
+                super::int8_avx512::ukernel_bw::<false>(kq, a, b, c, ldc, acc_in)
+            }
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above, and Kern::select detected dotprod.
+        Kern::NeonDot => unsafe { super::int8_neon::ukernel_dot(kq, a, b, c, ldc, acc_in) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Kern::Neon => unsafe { super::int8_neon::ukernel(kq, a, b, c, ldc, acc_in) },
+        _ => ukernel_portable(kq, a, b, c, ldc, acc_in, kern.offset()),
+    }
+}
+
+/// Packs k quads `kq0..kq0 + kcq`, columns `j0..j1` of the quads into
+/// `[tile][kq][NR][4]` (zero beyond n); row by row through the source,
+/// fixed-size copies for whole tiles.
+fn pack_b<const NR: usize>(
+    qx: &Quads,
+    n: usize,
+    (kq0, kcq): (usize, usize),
+    (j0, j1): (usize, usize),
+    out: &mut [u8],
+) {
+    let tile = kcq * NR * 4;
+    for q in 0..kcq {
+        let src = &qx.q[((kq0 + q) * n + j0) * 4..((kq0 + q) * n + j1) * 4];
+        let (whole, tail) = src.split_at(src.len() / (NR * 4) * (NR * 4));
+        for (t, s) in whole.chunks_exact(NR * 4).enumerate() {
+            out[t * tile + q * NR * 4..][..NR * 4].copy_from_slice(s);
+        }
+        if !tail.is_empty() {
+            let at = (whole.len() / (NR * 4)) * tile + q * NR * 4;
+            let dst = &mut out[at..at + NR * 4];
+            dst[..tail.len()].copy_from_slice(tail);
+            dst[tail.len()..].fill(0);
+        }
+    }
+}
+
+/// The output pointer shared by tasks that write disjoint rectangles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks only write disjoint regions through it (see `gemm`).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Y = epilogue(W X) for validated shapes on an available SIMD ISA.
+pub(super) fn gemm(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize, y: &mut [f32], epi: &Epilogue) {
+    if n == 0 {
+        return;
+    }
+    debug_assert!(x.len() == w.cols() * n && y.len() == w.rows() * n);
+    let qx = quantize(kern, w, x, n);
+    gemm_quads(kern, w, &qx, n, y, epi);
+}
+
+/// Y = epilogue(W X) from X's [`Quads`] (made for `kern`).
+pub(super) fn gemm_quads(
+    kern: Kern,
+    w: &QMatrixI8,
+    qx: &Quads,
+    n: usize,
+    y: &mut [f32],
+    epi: &Epilogue,
+) {
+    let (rows, cols) = (w.rows(), w.cols());
+    if n == 0 {
+        return;
+    }
+    let kp = w.cols_pad();
+    let offset = kern.offset();
+    let (mr, nr) = tile(kern);
+    let (deq, micro) = (&qx.deq, (kern, qx.nonneg));
+    let sums = w.row_sums();
+    let row_blocks = rows.div_ceil(MB);
+    let n_tiles = n.div_ceil(nr);
+    let big = rows.saturating_mul(cols).saturating_mul(n) >= PAR_MIN_MACS;
+    // Enough column blocks to keep blocks under NB_MAX and, with few row
+    // blocks, to give every thread some work.
+    let mut col_blocks = n_tiles.div_ceil((NB_MAX / nr).max(1));
+    let want = if big {
+        2 * rayon::current_num_threads()
+    } else {
+        1
+    };
+    while row_blocks * col_blocks < want && col_blocks < n_tiles {
+        col_blocks += 1;
+    }
+    let tiles_per_block = n_tiles.div_ceil(col_blocks);
+    let nb = tiles_per_block * nr;
+    let col_blocks = n_tiles.div_ceil(tiles_per_block);
+    let yp = OutPtr(y.as_mut_ptr());
+
+    let task = |t: usize| {
+        let (r0, j0) = ((t / col_blocks) * MB, (t % col_blocks) * nb);
+        let (r1, j1) = ((r0 + MB).min(rows), (j0 + nb).min(n));
+        let (g0, groups) = (r0 / GROUP_ROWS, (r1 - r0).div_ceil(GROUP_ROWS));
+        let ntile = (j1 - j0).div_ceil(nr);
+        let ldc = ntile * nr;
+        let mut c = vec![0i32; groups * GROUP_ROWS * ldc];
+        let mut a = vec![0u8; groups * GROUP_ROWS * KC];
+        let mut b = vec![0u8; KC * ldc];
+        for k0 in (0..kp).step_by(KC) {
+            let kc = KC.min(kp - k0);
+            let b = &mut b[..kc * ldc];
+            let (kq, cj) = ((k0 / 4, kc / 4), (j0, j1));
+            match nr {
+                8 => pack_b::<8>(qx, n, kq, cj, b),
+                16 => pack_b::<16>(qx, n, kq, cj, b),
+                _ => {
+                    debug_assert_eq!(nr, 32);
+                    pack_b::<32>(qx, n, kq, cj, b)
+                }
+            }
+            let a = &mut a[..groups * GROUP_ROWS * kc];
+            for (gi, ag) in a.chunks_exact_mut(GROUP_ROWS * kc).enumerate() {
+                decode(kern, w, g0 + gi, k0, kc, ag);
+            }
+            // B tile in L1, A block in L2: loop tiles outside row panels.
+            for (ti, bt) in b.chunks_exact(kc * nr).enumerate() {
+                for (gi, ag) in a.chunks_exact(GROUP_ROWS * kc).enumerate() {
+                    for p in 0..GROUP_ROWS / mr {
+                        let ci = (gi * GROUP_ROWS + p * mr) * ldc + ti * nr;
+                        ukernel(
+                            micro,
+                            kc / 4,
+                            &ag[4 * p * mr..],
+                            bt,
+                            &mut c[ci..],
+                            ldc,
+                            k0 > 0,
+                        );
+                    }
+                }
+            }
+        }
+        let mut out = vec![0.0f32; (r1 - r0) * ldc];
+        for (r, (o, cr)) in (r0..r1).zip(out.chunks_exact_mut(ldc).zip(c.chunks_exact(ldc))) {
+            for ((o, &v), &d) in o.iter_mut().zip(cr).zip(&deq[j0..j1]) {
+                *o = unoffset(v, sums[r], offset) as f32 * d;
+            }
+        }
+        epi.apply(&mut out, ldc, r0..r1, j0..j1, n);
+        for (r, src) in (r0..r1).zip(out.chunks_exact(ldc)) {
+            // SAFETY: r < rows and j1 <= n, so the run lies inside y
+            // (rows * n values, exclusively borrowed for this call); the
+            // tasks' (row block, column block) rectangles are disjoint, so
+            // no two threads write the same element and none reads y.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), yp.get().add(r * n + j0), j1 - j0);
+            }
+        }
+    };
+    let tasks = row_blocks * col_blocks;
+    if big && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}

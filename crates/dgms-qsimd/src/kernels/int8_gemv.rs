@@ -1,0 +1,159 @@
+//! int8 GEMV driver: activations quantized once per call (per tensor), the
+//! rows split over rayon in runs of 16-row groups as in the exact GEMV,
+//! each group's i32 sums turned into f32 by the same stage as the scalar
+//! reference.
+
+use rayon::prelude::*;
+
+use super::gemv::PAR_MIN_WEIGHTS;
+use super::int8::{quant, vec_scales, Kern};
+use super::int8_gemm::unoffset;
+use super::int8_matrix::QMatrixI8;
+use super::matrix::{Layout, GROUP_ROWS};
+
+/// Runs `f(first_row, rows_out)` over chunks of `y` (multiples of `unit`
+/// rows), in parallel when the problem is big enough.
+fn split_rows<F>(y: &mut [f32], unit: usize, weights: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let units = y.len().div_ceil(unit);
+    if weights < PAR_MIN_WEIGHTS || units < 2 {
+        f(0, y);
+        return;
+    }
+    let per = units.div_ceil(rayon::current_num_threads() * 4).max(1) * unit;
+    y.par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(i, ys)| f(i * per, ys));
+}
+
+/// y = W x for validated shapes on an available SIMD ISA.
+pub(super) fn gemv(kern: Kern, w: &QMatrixI8, x: &[f32], y: &mut [f32]) {
+    let (inv, deq, nonneg) = vec_scales(x, w.weight_scale());
+    // q as i8 bit patterns, zero-padded: kernels read whole lines.
+    let mut xs = vec![0u8; w.cols_pad()];
+    for (d, &v) in xs.iter_mut().zip(x) {
+        *d = quant(v, inv) as u8;
+    }
+    let offset = kern.offset();
+    // The u8 operand of the x86 kernels: q + 128 (offset kernels) or |q|
+    // (sign tricks). NEON multiplies signed by signed.
+    #[cfg(target_arch = "x86_64")]
+    let xa: Vec<u8> = if offset {
+        xs.iter().map(|&q| q ^ 0x80).collect()
+    } else {
+        xs.iter().map(|&q| (q as i8).unsigned_abs()).collect()
+    };
+    // Only the x86 kernels have an unsigned-activation variant.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = nonneg;
+    let (layout, table, sums) = (w.layout(), w.table(), w.row_sums());
+    let group = |g: usize| -> [i32; 16] {
+        let lines = w.group(g);
+        match (kern, layout) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the public entry point checked isa.ensure_available()
+            // and Kern::select picked the kernel from the detected features.
+            (Kern::Avx2, Layout::Nibble) => unsafe {
+                if nonneg {
+                    super::int8_avx2::gemv_nibble::<true>(lines, table, &xa, &xs)
+                } else {
+                    super::int8_avx2::gemv_nibble::<false>(lines, table, &xa, &xs)
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            (Kern::Avx2, Layout::Byte) => unsafe {
+                if nonneg {
+                    super::int8_avx2::gemv_byte::<true>(lines, &xa, &xs)
+                } else {
+                    super::int8_avx2::gemv_byte::<false>(lines, &xa, &xs)
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above (VNNI detected).
+            (Kern::Avx512Vnni, Layout::Nibble) => unsafe {
+                super::int8_avx512::gemv_nibble_vnni(lines, table, &xa)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above (VNNI detected).
+            (Kern::Avx512Vnni, Layout::Byte) => unsafe {
+                super::int8_avx512::gemv_byte_vnni(lines, &xa)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            (Kern::Avx512Bw, Layout::Nibble) => unsafe {
+                if nonneg {
+                    super::int8_avx512::gemv_nibble_bw::<true>(lines, table, &xa, &xs)
+                } else {
+                    super::int8_avx512::gemv_nibble_bw::<false>(lines, table, &xa, &xs)
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            (Kern::Avx512Bw, Layout::Byte) => unsafe {
+                if nonneg {
+                    super::int8_avx512::gemv_byte_bw::<true>(lines, &xa, &xs)
+                } else {
+                    super::int8_avx512::gemv_byte_bw::<false>(lines, &xa, &xs)
+                }
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above (dotprod detected).
+            (Kern::NeonDot, Layout::Nibble) => unsafe {
+                super::int8_neon::gemv_nibble_dot(lines, table, &xs)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above (dotprod detected).
+            (Kern::NeonDot, Layout::Byte) => unsafe { super::int8_neon::gemv_byte_dot(lines, &xs) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            (Kern::Neon, Layout::Nibble) => unsafe {
+                super::int8_neon::gemv_nibble(lines, table, &xs)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            (Kern::Neon, Layout::Byte) => unsafe { super::int8_neon::gemv_byte(lines, &xs) },
+            _ => portable_group(w, g, &xs, offset),
+        }
+    };
+    split_rows(y, GROUP_ROWS, w.rows() * w.cols(), |r0, ys| {
+        for (i, yg) in ys.chunks_mut(GROUP_ROWS).enumerate() {
+            let g = r0 / GROUP_ROWS + i;
+            let acc = group(g);
+            for (l, o) in yg.iter_mut().enumerate() {
+                *o = unoffset(acc[l], sums[g * GROUP_ROWS + l], offset) as f32 * deq;
+            }
+        }
+    });
+}
+
+/// Portable group kernel (only reached for an ISA without a kernel, and
+/// in tests): the SIMD kernels' sums, padding included; with `offset`
+/// the activations are u8 q + 128 as VNNI takes them.
+fn portable_group(w: &QMatrixI8, g: usize, xs: &[u8], offset: bool) -> [i32; 16] {
+    let x = |c: usize| {
+        let q = xs[c];
+        if offset {
+            i32::from(q ^ 0x80)
+        } else {
+            i32::from(q as i8)
+        }
+    };
+    let mut out = [0i32; 16];
+    for (c, line) in w.group(g).iter().enumerate() {
+        for (o, d) in out.iter_mut().zip(line.0.chunks_exact(4)) {
+            for (b, &v) in d.iter().enumerate() {
+                *o = o.wrapping_add(match w.layout() {
+                    Layout::Nibble => {
+                        let lo = i32::from(w.table()[usize::from(v & 0x0F)]) * x(8 * c + b);
+                        lo + i32::from(w.table()[usize::from(v >> 4)]) * x(8 * c + 4 + b)
+                    }
+                    Layout::Byte => i32::from(v as i8) * x(4 * c + b),
+                });
+            }
+        }
+    }
+    out
+}
