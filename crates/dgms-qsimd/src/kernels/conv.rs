@@ -84,6 +84,28 @@ fn out_len(n: usize, k: usize, stride: usize, pad: usize) -> usize {
     }
 }
 
+/// Checks the arguments shared by the conv entry points (ISA available,
+/// geometry, weight columns, input and output lengths, epilogue) for a
+/// `(rows, cols)` weight matrix; returns the output pixels per channel.
+pub(crate) fn check_conv_args(
+    op: &'static str,
+    isa: Isa,
+    (rows, cols): (usize, usize),
+    input: &[f32],
+    geom: &ConvGeometry,
+    out: &[f32],
+    epilogue: &Epilogue,
+) -> Result<usize> {
+    isa.ensure_available()?;
+    geom.validate(op)?;
+    check_len(op, "weight columns (C*kh*kw)", cols, geom.patch_len())?;
+    check_len(op, "input (C*H*W)", input.len(), geom.input_len())?;
+    let n = geom.out_pixels();
+    check_len(op, "output (O*out_h*out_w)", out.len(), rows * n)?;
+    epilogue.validate(op, rows, n)?;
+    Ok(n)
+}
+
 pub(crate) fn check_len(
     op: &'static str,
     what: &'static str,
@@ -179,14 +201,15 @@ pub fn conv2d(
     out: &mut [f32],
     epilogue: &Epilogue,
 ) -> Result<()> {
-    const OP: &str = "conv2d";
-    isa.ensure_available()?;
-    geom.validate(OP)?;
-    check_len(OP, "weight columns (C*kh*kw)", w.cols(), geom.patch_len())?;
-    check_len(OP, "input (C*H*W)", input.len(), geom.input_len())?;
-    let n = geom.out_pixels();
-    check_len(OP, "output (O*out_h*out_w)", out.len(), w.rows() * n)?;
-    epilogue.validate(OP, w.rows(), n)?;
+    let n = check_conv_args(
+        "conv2d",
+        isa,
+        (w.rows(), w.cols()),
+        input,
+        geom,
+        out,
+        epilogue,
+    )?;
     if geom.kh == 1 && geom.kw == 1 && geom.stride == 1 && geom.pad == 0 {
         return super::gemm(isa, w, input, n, out, epilogue);
     }

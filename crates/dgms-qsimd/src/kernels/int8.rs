@@ -34,7 +34,7 @@
 //! `DGMS_QSIMD_NO_DOT=1` (read once) makes the AVX-512 and NEON kernels skip
 //! `vpdpbusd` / `sdot` (to test the other path on CPUs that have them).
 
-use super::conv::{check_len, im2col_unchecked, ConvGeometry};
+use super::conv::{check_conv_args, check_len, im2col_unchecked, ConvGeometry};
 use super::epilogue::Epilogue;
 use super::int8_gemm as driver;
 use super::int8_matrix::QMatrixI8;
@@ -212,13 +212,7 @@ pub fn conv2d_i8(
     epilogue: &Epilogue,
 ) -> Result<()> {
     const OP: &str = "conv2d_i8";
-    isa.ensure_available()?;
-    geom.validate(OP)?;
-    check_len(OP, "weight columns (C*kh*kw)", w.cols(), geom.patch_len())?;
-    check_len(OP, "input (C*H*W)", input.len(), geom.input_len())?;
-    let n = geom.out_pixels();
-    check_len(OP, "output (O*out_h*out_w)", out.len(), w.rows() * n)?;
-    epilogue.validate(OP, w.rows(), n)?;
+    let n = check_conv_args(OP, isa, (w.rows(), w.cols()), input, geom, out, epilogue)?;
     if geom.kh == 1 && geom.kw == 1 && geom.stride == 1 && geom.pad == 0 {
         return gemm_i8(isa, w, input, n, out, epilogue);
     }

@@ -56,29 +56,7 @@ impl QMatrixI8 {
                 reason: format!("{cols} columns exceed {MAX_COLS_I8} (i32 accumulators)"),
             });
         }
-        let n = rows
-            .checked_mul(cols)
-            .ok_or(QsimdError::EmptyMatrix { rows, cols })?;
-        super::conv::check_len(OP, "indices", indices.len(), n)?;
-        let k = codebook.len();
-        if !(1..=256).contains(&k) {
-            return Err(QsimdError::InvalidCodebook {
-                reason: format!("K = {k} entries, expected 1..=256"),
-            });
-        }
-        if let Some((i, v)) = codebook.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(QsimdError::InvalidCodebook {
-                reason: format!("entry {i} is {v}, expected a finite value"),
-            });
-        }
-        if let Some(pos) = indices.iter().position(|&i| usize::from(i) >= k) {
-            return Err(QsimdError::InvalidIndex {
-                row: pos / cols,
-                col: pos % cols,
-                index: indices[pos],
-                k,
-            });
-        }
+        let k = super::matrix::validate_indices(OP, rows, cols, indices, codebook)?;
         let max = codebook.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let (inv, scale) = super::int8::scales(max, false, 1.0);
         let qcb: Vec<i8> = codebook

@@ -64,44 +64,59 @@ pub struct QMatrix {
     lines: Vec<Line>,
 }
 
+/// Checks the arguments of a matrix constructor: a nonempty `rows` x `cols`
+/// shape, one index per weight, 1..=256 finite codebook entries, every
+/// index < K. Returns K. Shared by [`QMatrix::new`] and
+/// [`super::QMatrixI8::new`].
+pub(super) fn validate_indices(
+    op: &'static str,
+    rows: usize,
+    cols: usize,
+    indices: &[u8],
+    codebook: &[f32],
+) -> Result<usize> {
+    if rows == 0 || cols == 0 {
+        return Err(QsimdError::EmptyMatrix { rows, cols });
+    }
+    let n = rows
+        .checked_mul(cols)
+        .ok_or(QsimdError::EmptyMatrix { rows, cols })?;
+    if indices.len() != n {
+        return Err(QsimdError::ShapeMismatch {
+            op,
+            what: "indices",
+            expected: n,
+            got: indices.len(),
+        });
+    }
+    let k = codebook.len();
+    if !(1..=256).contains(&k) {
+        return Err(QsimdError::InvalidCodebook {
+            reason: format!("K = {k} entries, expected 1..=256"),
+        });
+    }
+    if let Some((i, v)) = codebook.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(QsimdError::InvalidCodebook {
+            reason: format!("entry {i} is {v}, expected a finite value"),
+        });
+    }
+    if let Some(pos) = indices.iter().position(|&i| usize::from(i) >= k) {
+        return Err(QsimdError::InvalidIndex {
+            row: pos / cols,
+            col: pos % cols,
+            index: indices[pos],
+            k,
+        });
+    }
+    Ok(k)
+}
+
 impl QMatrix {
     /// Builds the matrix from row-major indices (one per byte) and a codebook
     /// of K = `codebook.len()` finite values (DGMS puts 0.0 at entry 0, not
     /// required here). 4-bit layout for K <= 16, 8-bit otherwise.
     pub fn new(rows: usize, cols: usize, indices: &[u8], codebook: &[f32]) -> Result<QMatrix> {
-        if rows == 0 || cols == 0 {
-            return Err(QsimdError::EmptyMatrix { rows, cols });
-        }
-        let n = rows
-            .checked_mul(cols)
-            .ok_or(QsimdError::EmptyMatrix { rows, cols })?;
-        if indices.len() != n {
-            return Err(QsimdError::ShapeMismatch {
-                op: "QMatrix::new",
-                what: "indices",
-                expected: n,
-                got: indices.len(),
-            });
-        }
-        let k = codebook.len();
-        if !(1..=256).contains(&k) {
-            return Err(QsimdError::InvalidCodebook {
-                reason: format!("K = {k} entries, expected 1..=256"),
-            });
-        }
-        if let Some((i, v)) = codebook.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(QsimdError::InvalidCodebook {
-                reason: format!("entry {i} is {v}, expected a finite value"),
-            });
-        }
-        if let Some(pos) = indices.iter().position(|&i| usize::from(i) >= k) {
-            return Err(QsimdError::InvalidIndex {
-                row: pos / cols,
-                col: pos % cols,
-                index: indices[pos],
-                k,
-            });
-        }
+        let k = validate_indices("QMatrix::new", rows, cols, indices, codebook)?;
         let layout = if k <= 16 {
             Layout::Nibble
         } else {
