@@ -32,6 +32,26 @@ impl Weights {
         }
     }
 
+    /// The convolution of `n` images (C x N x H x W) with the im2col
+    /// matrix packed straight from them.
+    fn conv(
+        &self,
+        isa: Isa,
+        geom: &ConvGeometry,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        epi: &Epilogue,
+    ) -> Result<()> {
+        match self {
+            Weights::Quant(q) => geom.conv_batched(isa, q, x, n, y, epi),
+            Weights::Dense { data, rows, cols } => {
+                let w = DenseMatrix::new(data, *rows, *cols)?;
+                geom.conv_batched_f32(isa, &w, x, n, y, epi)
+            }
+        }
+    }
+
     /// Bytes the weights take in memory (indices in the kernel layout, or f32).
     pub fn bytes(&self) -> usize {
         match self {
@@ -169,9 +189,7 @@ fn run_op(op: &Op, isa: Isa, ws: &mut Workspace, n: usize, out: &mut [f32]) -> R
             if conv.is_pointwise() {
                 conv.w.gemm(isa, src, cols_n, out, &epi)
             } else {
-                let cols = &mut ws.cols[..conv.cols_len() * n];
-                ops::im2col_batched(src, &conv.geom, n, cols);
-                conv.w.gemm(isa, cols, cols_n, out, &epi)
+                conv.w.conv(isa, &conv.geom, src, n, out, &epi)
             }
         }
         Kind::MaxPool { h, w, pool, post } => {

@@ -1,7 +1,7 @@
 //! The engine's data-movement ops on activations in its C x N x H x W
-//! layout (channel-major, the batch inside each channel): im2col over a
-//! whole batch, pooling, the option-A shortcut, flattening and the layout
-//! changes at the model's input and output.
+//! layout (channel-major, the batch inside each channel): pooling, the
+//! option-A shortcut, flattening and the layout changes at the model's
+//! input and output.
 //!
 //! In this layout a channel's N planes are contiguous, so a convolution of
 //! the whole batch is one GEMM whose columns are (image, pixel) and whose
@@ -9,8 +9,6 @@
 //! need no reshuffling.
 
 use rayon::prelude::*;
-
-use crate::kernels::ConvGeometry;
 
 /// Below this many output values an op runs on the calling thread: rayon's
 /// fork-join costs more than the copy.
@@ -29,62 +27,6 @@ fn for_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Syn
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
-}
-
-/// Output columns `ox` whose input column `ox*stride + kx - pad` lies in
-/// `0..w`: the range to copy, everything else is zero padding.
-fn valid_cols(g: &ConvGeometry, kx: usize, ow: usize) -> (usize, usize) {
-    let lo = g.pad.saturating_sub(kx).div_ceil(g.stride).min(ow);
-    let hi = if g.w + g.pad > kx {
-        ((g.w + g.pad - kx - 1) / g.stride + 1).clamp(lo, ow)
-    } else {
-        lo
-    };
-    (lo, hi)
-}
-
-/// One im2col row (fixed channel, ky, kx) for one image plane: `dst` is
-/// out_h x out_w.
-fn patch_row(plane: &[f32], g: &ConvGeometry, ky: usize, kx: usize, dst: &mut [f32]) {
-    let ow = g.out_w();
-    let (lo, hi) = valid_cols(g, kx, ow);
-    for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
-        let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
-        if iy >= g.h || lo == hi {
-            d.fill(0.0);
-            continue;
-        }
-        let src = &plane[iy * g.w..(iy + 1) * g.w];
-        d[..lo].fill(0.0);
-        d[hi..].fill(0.0);
-        let ix0 = lo * g.stride + kx - g.pad;
-        if g.stride == 1 {
-            d[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
-        } else {
-            for (o, s) in d[lo..hi]
-                .iter_mut()
-                .zip(src[ix0..].iter().step_by(g.stride))
-            {
-                *o = *s;
-            }
-        }
-    }
-}
-
-/// Unfolds a C x N x H x W batch into a (C*kh*kw) x (N*out_h*out_w) matrix:
-/// row `(ci*kh + ky)*kw + kx`, column `(b*out_h + oy)*out_w + ox` holds
-/// `input[ci, b, oy*stride + ky - pad, ox*stride + kx - pad]` (0 outside),
-/// so a PyTorch O x C x kh x kw weight times it is the convolution of every
-/// image. Lengths are the caller's responsibility (checked by the builder).
-pub(crate) fn im2col_batched(input: &[f32], g: &ConvGeometry, n: usize, out: &mut [f32]) {
-    let (hw, ohw) = (g.h * g.w, g.out_pixels());
-    for_chunks(out, n * ohw, |row, dst| {
-        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
-        for (b, d) in dst.chunks_exact_mut(ohw).enumerate() {
-            let plane = &input[(ci * n + b) * hw..(ci * n + b + 1) * hw];
-            patch_row(plane, g, ky, kx, d);
-        }
-    });
 }
 
 /// Max-pooling window: size, stride and padding (padding never wins: the
@@ -214,46 +156,6 @@ pub(crate) fn transpose(input: &[f32], (rows, cols): (usize, usize), out: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn geom(c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> ConvGeometry {
-        ConvGeometry {
-            c,
-            h,
-            w,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-        }
-    }
-
-    /// Batched im2col equals the kernels' single-image im2col per image.
-    #[test]
-    fn im2col_batched_matches_per_image() {
-        for (c, h, w, k, s, p) in [(2, 5, 4, 3, 1, 1), (3, 7, 7, 3, 2, 1), (1, 6, 5, 1, 2, 0)] {
-            let g = geom(c, h, w, k, s, p);
-            let n = 3;
-            let x: Vec<f32> = (0..c * n * h * w).map(|i| i as f32 * 0.5 - 7.0).collect();
-            let (rows, ohw) = (g.patch_len(), g.out_pixels());
-            let mut got = vec![f32::NAN; rows * n * ohw];
-            im2col_batched(&x, &g, n, &mut got);
-            for b in 0..n {
-                let img: Vec<f32> = (0..c)
-                    .flat_map(|ch| x[(ch * n + b) * h * w..(ch * n + b + 1) * h * w].to_vec())
-                    .collect();
-                let mut want = vec![0.0; rows * ohw];
-                crate::kernels::im2col(&img, &g, &mut want).unwrap();
-                for r in 0..rows {
-                    let row = &got[r * n * ohw + b * ohw..r * n * ohw + (b + 1) * ohw];
-                    assert_eq!(
-                        row,
-                        &want[r * ohw..(r + 1) * ohw],
-                        "{g:?} image {b} row {r}"
-                    );
-                }
-            }
-        }
-    }
 
     #[test]
     fn max_pool_pads_with_minus_infinity() {

@@ -13,12 +13,12 @@ use std::arch::x86_64::*;
 
 use super::matrix::Line;
 
-/// Micro-tile rows: a 16-row group is decoded into four `[k][4]` panels.
-pub(super) const MR: usize = 4;
-/// Micro-tile vectors along n (NR = 8 * NV columns).
-pub(super) const NV: usize = 2;
-/// Micro-tile columns.
-pub(super) const NR: usize = 8 * NV;
+/// Micro-tile rows: one 16-row group, decoded into a `[k][16]` panel
+/// (two ymm per k: rows 0-7 and 8-15).
+pub(super) const MR: usize = 16;
+/// Micro-tile columns: 2 x 6 = 12 accumulators, 2 A vectors and one
+/// broadcast B value fill 15 of the 16 ymm registers.
+pub(super) const NR: usize = 6;
 
 /// The 8 columns of one half line (8 rows), decoded.
 #[target_feature(enable = "avx2,fma")]
@@ -115,24 +115,18 @@ pub(super) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     out
 }
 
-/// Stores rows 8h..8h+8 of column `k` into the `[k][4]` row panels 2h and
-/// 2h + 1 of a group (`out` = 16 * kc values, panel p at p * 4 * kc).
+/// Stores rows 8h..8h+8 of column `k` into a `[k][16]` group panel.
 #[target_feature(enable = "avx2,fma")]
-fn store_half(out: &mut [f32], kc: usize, k: usize, h: usize, v: __m256) {
-    assert!(k < kc && h < 2 && out.len() >= 16 * kc);
-    let (p0, p1) = ((2 * h) * 4 * kc + 4 * k, (2 * h + 1) * 4 * kc + 4 * k);
-    // SAFETY: p1 + 4 <= 16 * kc <= out.len() (asserted), p0 < p1.
-    unsafe {
-        _mm_storeu_ps(out.as_mut_ptr().add(p0), _mm256_castps256_ps128(v));
-        _mm_storeu_ps(out.as_mut_ptr().add(p1), _mm256_extractf128_ps::<1>(v));
-    }
+fn store_half(out: &mut [f32], k: usize, h: usize, v: __m256) {
+    assert!(h < 2 && out.len() >= 16 * k + 8 * h + 8);
+    // SAFETY: 16 * k + 8 * h + 8 <= out.len() (asserted).
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(16 * k + 8 * h), v) };
 }
 
-/// Decodes 4-bit lines (8 columns each) into four `[k][MR]` f32 panels.
+/// Decodes 4-bit lines (8 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
     assert!(table.len() >= 16);
-    let kc = 8 * lines.len();
     // SAFETY: table holds at least 16 f32 (asserted).
     let (lo, hi) = unsafe {
         (
@@ -145,55 +139,66 @@ pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
             // SAFETY: a Line is 64 bytes, 64-byte aligned; half h is 32 of them.
             let v = unsafe { _mm256_load_si256(line.0.as_ptr().add(32 * h).cast()) };
             for (j, col) in decode_half::<true>(v, lo, hi).into_iter().enumerate() {
-                store_half(out, kc, 8 * c + j, h, col);
+                store_half(out, 8 * c + j, h, col);
             }
         }
     }
 }
 
-/// Decodes 8-bit lines (4 columns each) into four `[k][MR]` f32 panels.
+/// Decodes 8-bit lines (4 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
-    let kc = 4 * lines.len();
     for (c, line) in lines.iter().enumerate() {
         for h in 0..2 {
             // SAFETY: a Line is 64 bytes, 64-byte aligned; half h is 32 of them.
             let v = unsafe { _mm256_load_si256(line.0.as_ptr().add(32 * h).cast()) };
             for (j, col) in gather_half(v, table).into_iter().enumerate() {
-                store_half(out, kc, 4 * c + j, h, col);
+                store_half(out, 4 * c + j, h, col);
             }
         }
     }
 }
 
-/// C[MR x NR] (+)= A B over `kc`: `a` is a decoded `[k][MR]` panel,
-/// `b` a packed `[k][NR]` panel, `c` rows `ldc` apart.
+/// The transposed tile C^T[N x 16] (+)= (A B)^T over `kc`: `a` is a
+/// decoded `[k][16]` group panel, `b` a packed `[k][NR]` panel of which
+/// the first N <= NR columns are used, and column j of the tile (16 rows)
+/// is `c[j * ldc..j * ldc + 16]`. Per k: two A loads, N broadcasts, 2 N
+/// FMAs.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
+pub(super) fn ukernel<const N: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    acc_in: bool,
+) {
+    const { assert!(N >= 1 && N <= NR) };
     assert!(a.len() >= kc * MR);
-    assert!(b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
+    assert!(b.len() >= kc * NR && c.len() >= (N - 1) * ldc + MR);
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
     for k in 0..kc {
-        let mut bv = [_mm256_setzero_ps(); NV];
-        for (v, b) in bv.iter_mut().enumerate() {
-            // SAFETY: k * NR + 8 * v + 8 <= kc * NR <= b.len() (asserted).
-            *b = unsafe { _mm256_loadu_ps(bp.add(k * NR + 8 * v)) };
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: k * MR + i < kc * MR <= a.len() (asserted).
-            let ai = _mm256_set1_ps(unsafe { *ap.add(k * MR + i) });
-            for (r, b) in row.iter_mut().zip(bv) {
-                *r = _mm256_fmadd_ps(ai, b, *r);
-            }
+        // SAFETY: k * MR + 16 <= kc * MR <= a.len() (asserted).
+        let (a0, a1) = unsafe {
+            (
+                _mm256_loadu_ps(ap.add(k * MR)),
+                _mm256_loadu_ps(ap.add(k * MR + 8)),
+            )
+        };
+        for (j, cj) in acc.iter_mut().enumerate() {
+            // SAFETY: k * NR + j < kc * NR <= b.len() (asserted), j < N <= NR.
+            let bj = _mm256_broadcast_ss(unsafe { &*bp.add(k * NR + j) });
+            cj[0] = _mm256_fmadd_ps(a0, bj, cj[0]);
+            cj[1] = _mm256_fmadd_ps(a1, bj, cj[1]);
         }
     }
     let cp = c.as_mut_ptr();
-    for (i, row) in acc.iter().enumerate() {
-        for (v, &r) in row.iter().enumerate() {
-            // SAFETY: i * ldc + 8 * v + 8 <= (MR - 1) * ldc + NR <= c.len().
+    for (j, cj) in acc.iter().enumerate() {
+        for (h, &r) in cj.iter().enumerate() {
+            // SAFETY: j * ldc + 8 * h + 8 <= (N - 1) * ldc + MR <= c.len().
             unsafe {
-                let p = cp.add(i * ldc + 8 * v);
+                let p = cp.add(j * ldc + 8 * h);
                 let r = if acc_in {
                     _mm256_add_ps(_mm256_loadu_ps(p), r)
                 } else {
@@ -201,6 +206,87 @@ pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize
                 };
                 _mm256_storeu_ps(p, r);
             }
+        }
+    }
+}
+
+/// The 8 x 8 transpose: lane j of output i is lane i of input j.
+#[target_feature(enable = "avx2,fma")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+        _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+        _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+        _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+        _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+        _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+        _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+        _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+    ]
+}
+
+/// Transposes a 16-row x 8-column block out of a C^T buffer: column i
+/// is `c[i * ldc..i * ldc + 16]`; row l goes to `out[l * ldo..l * ldo + 8]`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn transpose_16x8(c: &[f32], ldc: usize, out: &mut [f32], ldo: usize) {
+    assert!(c.len() >= 7 * ldc + 16 && out.len() >= 15 * ldo + 8);
+    let (cp, op) = (c.as_ptr(), out.as_mut_ptr());
+    for h in 0..2 {
+        // SAFETY: i * ldc + 8 * h + 8 <= 7 * ldc + 16 <= c.len() (asserted).
+        let r: [__m256; 8] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(cp.add(i * ldc + 8 * h)) });
+        for (l, v) in transpose8(r).into_iter().enumerate() {
+            // SAFETY: (8 * h + l) * ldo + 8 <= 15 * ldo + 8 <= out.len().
+            unsafe { _mm256_storeu_ps(op.add((8 * h + l) * ldo), v) };
+        }
+    }
+}
+
+/// Packs 16 rows of an f32 matrix (each `rows[l]`, all of one length
+/// `kv`, or empty for a row beyond the matrix: zeros) into a `[k][16]`
+/// panel `out`, 8 k at a time through 8 x 8 transposes.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn pack_rows(rows: &[&[f32]; 16], kv: usize, out: &mut [f32]) {
+    assert!(out.len() >= 16 * kv);
+    assert!(rows.iter().all(|r| r.is_empty() || r.len() == kv));
+    let op = out.as_mut_ptr();
+    let k8 = kv / 8 * 8;
+    for k in (0..k8).step_by(8) {
+        for h in 0..2 {
+            let r: [__m256; 8] = std::array::from_fn(|i| match rows[8 * h + i] {
+                [] => _mm256_setzero_ps(),
+                // SAFETY: k + 8 <= k8 <= kv = row.len() (asserted).
+                row => unsafe { _mm256_loadu_ps(row.as_ptr().add(k)) },
+            });
+            for (kk, v) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: (k + kk) * 16 + 8 * h + 8 <= 16 * kv <= out.len().
+                unsafe { _mm256_storeu_ps(op.add((k + kk) * 16 + 8 * h), v) };
+            }
+        }
+    }
+    for k in k8..kv {
+        for (l, row) in rows.iter().enumerate() {
+            out[k * 16 + l] = row.get(k).copied().unwrap_or(0.0);
         }
     }
 }

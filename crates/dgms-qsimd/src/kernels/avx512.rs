@@ -12,12 +12,11 @@ use std::arch::x86_64::*;
 
 use super::matrix::Line;
 
-/// Micro-tile rows: a 16-row group is decoded into two `[k][8]` panels.
-pub(super) const MR: usize = 8;
-/// Micro-tile vectors along n (NR = 16 * NV columns).
-pub(super) const NV: usize = 2;
-/// Micro-tile columns.
-pub(super) const NR: usize = 16 * NV;
+/// Micro-tile rows: one 16-row group, decoded into a `[k][16]` panel
+/// (one zmm per k).
+pub(super) const MR: usize = 16;
+/// Micro-tile columns: 12 zmm accumulators, one broadcast B value each.
+pub(super) const NR: usize = 12;
 
 macro_rules! nibble_col {
     ($v:ident, $cb:ident, $sh:literal) => {
@@ -88,26 +87,18 @@ pub(super) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     reduce8(acc)
 }
 
-/// Stores the 16 decoded rows of column `k` into the two `[k][8]` row
-/// panels of a group (`out` = 16 * kc values, panel p at p * 8 * kc).
+/// Stores the 16 decoded rows of column `k` into a `[k][16]` group panel.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-fn store_col(out: &mut [f32], kc: usize, k: usize, v: __m512) {
-    assert!(k < kc && out.len() >= 16 * kc);
-    let lo = _mm512_castps512_ps256(v);
-    // extractf64x4 needs only AVX-512F (extractf32x8 would need DQ).
-    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-    // SAFETY: 8 * kc + 8 * k + 8 <= 16 * kc <= out.len() (asserted).
-    unsafe {
-        _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), lo);
-        _mm256_storeu_ps(out.as_mut_ptr().add(8 * kc + 8 * k), hi);
-    }
+fn store_col(out: &mut [f32], k: usize, v: __m512) {
+    assert!(out.len() >= 16 * k + 16);
+    // SAFETY: 16 * k + 16 <= out.len() (asserted).
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * k), v) };
 }
 
-/// Decodes 4-bit lines (8 columns each) into two `[k][MR]` f32 panels.
+/// Decodes 4-bit lines (8 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
     assert!(table.len() >= 16);
-    let kc = 8 * lines.len();
     // SAFETY: table holds at least 16 f32 (asserted).
     let cb = unsafe { _mm512_loadu_ps(table.as_ptr()) };
     for (c, line) in lines.iter().enumerate() {
@@ -124,15 +115,14 @@ pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
             nibble_col!(v, cb, 28),
         ];
         for (j, col) in cols.into_iter().enumerate() {
-            store_col(out, kc, 8 * c + j, col);
+            store_col(out, 8 * c + j, col);
         }
     }
 }
 
-/// Decodes 8-bit lines (4 columns each) into two `[k][MR]` f32 panels.
+/// Decodes 8-bit lines (4 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
-    let kc = 4 * lines.len();
     for (c, line) in lines.iter().enumerate() {
         // SAFETY: a Line is 64 bytes, 64-byte aligned.
         let v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
@@ -143,46 +133,41 @@ pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
             gather_byte::<24>(v, table),
         ];
         for (j, col) in cols.into_iter().enumerate() {
-            store_col(out, kc, 4 * c + j, col);
+            store_col(out, 4 * c + j, col);
         }
     }
 }
 
-/// C[MR x NR] (+)= A B over `kc`: `a` is a decoded `[k][MR]` panel,
-/// `b` a packed `[k][NR]` panel, `c` rows `ldc` apart.
+/// The transposed tile C^T[NR x 16] (+)= (A B)^T over `kc`: `a` is a
+/// decoded `[k][16]` group panel, `b` a packed `[k][NR]` panel, and column
+/// j of the tile (16 rows) is `c[j * ldc..j * ldc + 16]`. Per k: one A
+/// load, NR broadcasts, NR FMAs.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
     assert!(a.len() >= kc * MR);
-    assert!(b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
+    assert!(b.len() >= kc * NR && c.len() >= (NR - 1) * ldc + MR);
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let mut acc = [_mm512_setzero_ps(); NR];
     for k in 0..kc {
-        let mut bv = [_mm512_setzero_ps(); NV];
-        for (v, b) in bv.iter_mut().enumerate() {
-            // SAFETY: k * NR + 16 * v + 16 <= kc * NR <= b.len() (asserted).
-            *b = unsafe { _mm512_loadu_ps(bp.add(k * NR + 16 * v)) };
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: k * MR + i < kc * MR <= a.len() (asserted).
-            let ai = _mm512_set1_ps(unsafe { *ap.add(k * MR + i) });
-            for (r, b) in row.iter_mut().zip(bv) {
-                *r = _mm512_fmadd_ps(ai, b, *r);
-            }
+        // SAFETY: k * MR + 16 <= kc * MR <= a.len() (asserted).
+        let ak = unsafe { _mm512_loadu_ps(ap.add(k * MR)) };
+        for (j, cj) in acc.iter_mut().enumerate() {
+            // SAFETY: k * NR + j < kc * NR <= b.len() (asserted).
+            let bj = _mm512_set1_ps(unsafe { *bp.add(k * NR + j) });
+            *cj = _mm512_fmadd_ps(ak, bj, *cj);
         }
     }
     let cp = c.as_mut_ptr();
-    for (i, row) in acc.iter().enumerate() {
-        for (v, &r) in row.iter().enumerate() {
-            // SAFETY: i * ldc + 16 * v + 16 <= (MR - 1) * ldc + NR <= c.len().
-            unsafe {
-                let p = cp.add(i * ldc + 16 * v);
-                let r = if acc_in {
-                    _mm512_add_ps(_mm512_loadu_ps(p), r)
-                } else {
-                    r
-                };
-                _mm512_storeu_ps(p, r);
-            }
+    for (j, &r) in acc.iter().enumerate() {
+        // SAFETY: j * ldc + 16 <= (NR - 1) * ldc + MR <= c.len().
+        unsafe {
+            let p = cp.add(j * ldc);
+            let r = if acc_in {
+                _mm512_add_ps(_mm512_loadu_ps(p), r)
+            } else {
+                r
+            };
+            _mm512_storeu_ps(p, r);
         }
     }
 }

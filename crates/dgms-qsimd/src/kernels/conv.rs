@@ -3,8 +3,10 @@
 use rayon::prelude::*;
 
 use super::epilogue::Epilogue;
+use super::gemm::{gemm_rhs, Rhs, Source};
 use super::isa::Isa;
-use super::matrix::QMatrix;
+use super::matrix::{DenseMatrix, QMatrix};
+use super::scalar;
 use crate::error::{QsimdError, Result};
 
 /// A 2-D convolution over one CHW image: `c` input channels of `h` x `w`,
@@ -192,7 +194,8 @@ pub(crate) fn im2col_unchecked(input: &[f32], g: &ConvGeometry, out: &mut [f32])
 /// Convolution of a CHW image with `w` (O x C*kh*kw, PyTorch order) into
 /// `out` (O x out_h*out_w), with the epilogue per output channel. A 1x1,
 /// stride 1, unpadded convolution is a GEMM on the input as it is; others
-/// go through an im2col buffer.
+/// are a GEMM whose im2col right-hand side is packed straight from the
+/// image (never materialised).
 pub fn conv2d(
     isa: Isa,
     w: &QMatrix,
@@ -213,7 +216,87 @@ pub fn conv2d(
     if geom.kh == 1 && geom.kw == 1 && geom.stride == 1 && geom.pad == 0 {
         return super::gemm(isa, w, input, n, out, epilogue);
     }
-    let mut cols = vec![0.0f32; geom.patch_len() * n];
-    im2col_unchecked(input, geom, &mut cols);
-    super::gemm(isa, w, &cols, n, out, epilogue)
+    if isa == Isa::Scalar {
+        let mut cols = vec![0.0f32; geom.patch_len() * n];
+        im2col_unchecked(input, geom, &mut cols);
+        return super::gemm(isa, w, &cols, n, out, epilogue);
+    }
+    let rhs = Rhs::Im2col {
+        input,
+        geom: *geom,
+        images: 1,
+    };
+    gemm_rhs(isa, &Source::Quant(w), &rhs, out, epilogue);
+    Ok(())
+}
+
+impl ConvGeometry {
+    /// The convolution of `images` images stored C x N x H x W (the
+    /// engine's layout) into O x N x out_h x out_w: one GEMM whose columns
+    /// are (image, pixel), with the im2col right-hand side packed straight
+    /// from the images.
+    pub(crate) fn conv_batched(
+        &self,
+        isa: Isa,
+        w: &QMatrix,
+        input: &[f32],
+        images: usize,
+        out: &mut [f32],
+        epilogue: &Epilogue,
+    ) -> Result<()> {
+        self.batched(isa, &Source::Quant(w), input, images, out, epilogue)
+    }
+
+    /// [`ConvGeometry::conv_batched`] for full-precision weights.
+    pub(crate) fn conv_batched_f32(
+        &self,
+        isa: Isa,
+        w: &DenseMatrix,
+        input: &[f32],
+        images: usize,
+        out: &mut [f32],
+        epilogue: &Epilogue,
+    ) -> Result<()> {
+        self.batched(isa, &Source::Dense(*w), input, images, out, epilogue)
+    }
+
+    fn batched(
+        &self,
+        isa: Isa,
+        w: &Source,
+        input: &[f32],
+        images: usize,
+        out: &mut [f32],
+        epilogue: &Epilogue,
+    ) -> Result<()> {
+        const OP: &str = "conv_batched";
+        isa.ensure_available()?;
+        self.validate(OP)?;
+        let rows = w.rows();
+        check_len(OP, "weight columns (C*kh*kw)", w.cols(), self.patch_len())?;
+        let len = images * self.input_len();
+        check_len(OP, "input (C*N*H*W)", input.len(), len)?;
+        let n = images * self.out_pixels();
+        check_len(OP, "output (O*N*out_h*out_w)", out.len(), rows * n)?;
+        epilogue.validate(OP, rows, n)?;
+        let rhs = Rhs::Im2col {
+            input,
+            geom: *self,
+            images,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if isa == Isa::Scalar {
+            let mut m = vec![0.0f32; self.patch_len() * n];
+            rhs.materialise(&mut m);
+            match w {
+                Source::Quant(q) => scalar::gemm(*q, &m, n, out, epilogue),
+                Source::Dense(d) => scalar::gemm(d, &m, n, out, epilogue),
+            }
+        } else {
+            gemm_rhs(isa, w, &rhs, out, epilogue);
+        }
+        Ok(())
+    }
 }

@@ -12,12 +12,12 @@ use std::arch::aarch64::*;
 
 use super::matrix::Line;
 
-/// Micro-tile rows: a 16-row group is decoded into two `[k][8]` panels.
-pub(super) const MR: usize = 8;
-/// Micro-tile vectors along n (NR = 4 * NV columns).
-pub(super) const NV: usize = 3;
-/// Micro-tile columns.
-pub(super) const NR: usize = 4 * NV;
+/// Micro-tile rows: one 16-row group, decoded into a `[k][16]` panel
+/// (four q registers per k).
+pub(super) const MR: usize = 16;
+/// Micro-tile columns: 4 x 4 = 16 accumulators, 4 A vectors and one B
+/// vector whose lanes the FMAs index.
+pub(super) const NR: usize = 4;
 
 /// The 4 byte planes of a 16-entry table.
 #[target_feature(enable = "neon")]
@@ -123,72 +123,67 @@ pub(super) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     store16(&acc)
 }
 
-/// Stores the 16 decoded rows of column `k` into the two `[k][8]` row
-/// panels of a group (`out` = 16 * kc values, panel p at p * 8 * kc).
+/// Stores the 16 decoded rows of column `k` into a `[k][16]` group panel.
 #[target_feature(enable = "neon")]
-fn store_col(out: &mut [f32], kc: usize, k: usize, w: [float32x4_t; 4]) {
-    assert!(k < kc && out.len() >= 16 * kc);
+fn store_col(out: &mut [f32], k: usize, w: [float32x4_t; 4]) {
+    assert!(out.len() >= 16 * k + 16);
     for (q, wq) in w.into_iter().enumerate() {
-        let at = (q / 2) * 8 * kc + 8 * k + 4 * (q % 2);
-        // SAFETY: at + 4 <= 8 * kc + 8 * k + 8 <= 16 * kc <= out.len().
-        unsafe { vst1q_f32(out.as_mut_ptr().add(at), wq) };
+        // SAFETY: 16 * k + 4 * q + 4 <= 16 * k + 16 <= out.len() (asserted).
+        unsafe { vst1q_f32(out.as_mut_ptr().add(16 * k + 4 * q), wq) };
     }
 }
 
-/// Decodes 4-bit lines (8 columns each) into two `[k][MR]` f32 panels.
+/// Decodes 4-bit lines (8 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "neon")]
 pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
     let p = planes(table);
-    let kc = 8 * lines.len();
     for (c, line) in lines.iter().enumerate() {
         for (j, idx) in nibble_cols(line).into_iter().enumerate() {
-            store_col(out, kc, 8 * c + j, decode16(idx, &p));
+            store_col(out, 8 * c + j, decode16(idx, &p));
         }
     }
 }
 
-/// Decodes 8-bit lines (4 columns each) into two `[k][MR]` f32 panels.
+/// Decodes 8-bit lines (4 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "neon")]
 pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
-    let kc = 4 * lines.len();
     for (c, line) in lines.iter().enumerate() {
         for (j, w) in byte_cols(line, table).into_iter().enumerate() {
-            store_col(out, kc, 4 * c + j, w);
+            store_col(out, 4 * c + j, w);
         }
     }
 }
 
-/// C[MR x NR] (+)= A B over `kc`: `a` is a decoded `[k][MR]` panel,
-/// `b` a packed `[k][NR]` panel, `c` rows `ldc` apart.
+/// The transposed tile C^T[NR x 16] (+)= (A B)^T over `kc`: `a` is a
+/// decoded `[k][16]` group panel, `b` a packed `[k][NR]` panel, and column
+/// j of the tile (16 rows) is `c[j * ldc..j * ldc + 16]`. Per k: four A
+/// loads, one B load, 16 lane-indexed FMAs.
 #[target_feature(enable = "neon")]
 pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
     assert!(a.len() >= kc * MR);
-    assert!(b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
+    assert!(b.len() >= kc * NR && c.len() >= (NR - 1) * ldc + MR);
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [[vdupq_n_f32(0.0); NV]; MR];
+    // acc[j][q]: column j, rows 4q..4q + 4.
+    let mut acc = [[vdupq_n_f32(0.0); 4]; NR];
     for k in 0..kc {
-        // SAFETY: k * MR + 8 <= kc * MR <= a.len() (asserted).
-        let (a0, a1) = unsafe { (vld1q_f32(ap.add(k * MR)), vld1q_f32(ap.add(k * MR + 4))) };
-        for v in 0..NV {
-            // SAFETY: k * NR + 4 * v + 4 <= kc * NR <= b.len() (asserted).
-            let bv = unsafe { vld1q_f32(bp.add(k * NR + 4 * v)) };
-            // Lane-indexed FMA: the A values need no broadcast.
-            acc[0][v] = vfmaq_laneq_f32::<0>(acc[0][v], bv, a0);
-            acc[1][v] = vfmaq_laneq_f32::<1>(acc[1][v], bv, a0);
-            acc[2][v] = vfmaq_laneq_f32::<2>(acc[2][v], bv, a0);
-            acc[3][v] = vfmaq_laneq_f32::<3>(acc[3][v], bv, a0);
-            acc[4][v] = vfmaq_laneq_f32::<0>(acc[4][v], bv, a1);
-            acc[5][v] = vfmaq_laneq_f32::<1>(acc[5][v], bv, a1);
-            acc[6][v] = vfmaq_laneq_f32::<2>(acc[6][v], bv, a1);
-            acc[7][v] = vfmaq_laneq_f32::<3>(acc[7][v], bv, a1);
+        // SAFETY: k * NR + 4 <= kc * NR <= b.len() (asserted).
+        let bv = unsafe { vld1q_f32(bp.add(k * NR)) };
+        // SAFETY: k * MR + 4 * q + 4 <= kc * MR <= a.len() (asserted).
+        let av: [float32x4_t; 4] =
+            std::array::from_fn(|q| unsafe { vld1q_f32(ap.add(k * MR + 4 * q)) });
+        for (q, aq) in av.into_iter().enumerate() {
+            acc[0][q] = vfmaq_laneq_f32::<0>(acc[0][q], aq, bv);
+            acc[1][q] = vfmaq_laneq_f32::<1>(acc[1][q], aq, bv);
+            acc[2][q] = vfmaq_laneq_f32::<2>(acc[2][q], aq, bv);
+            acc[3][q] = vfmaq_laneq_f32::<3>(acc[3][q], aq, bv);
         }
     }
     let cp = c.as_mut_ptr();
-    for (i, row) in acc.iter().enumerate() {
-        for (v, &r) in row.iter().enumerate() {
-            // SAFETY: i * ldc + 4 * v + 4 <= (MR - 1) * ldc + NR <= c.len().
+    for (j, cj) in acc.iter().enumerate() {
+        for (q, &r) in cj.iter().enumerate() {
+            // SAFETY: j * ldc + 4 * q + 4 <= (NR - 1) * ldc + MR <= c.len().
             unsafe {
-                let p = cp.add(i * ldc + 4 * v);
+                let p = cp.add(j * ldc + 4 * q);
                 let r = if acc_in {
                     vaddq_f32(vld1q_f32(p), r)
                 } else {
