@@ -18,6 +18,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use dgms_models::{build_model, DgmsModel, ModelConfig};
+use dgms_qsimd::engine::Precision;
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::Engine;
@@ -107,11 +108,26 @@ pub enum Runner {
 }
 
 impl Runner {
-    /// Builds the runner; `isa` is used by the Q-SIMD engine only.
-    pub fn new(packed: &PackedModel, kind: EngineKind, isa: Isa) -> Result<Self> {
+    /// Builds the runner; `isa` and `precision` are the Q-SIMD engine's
+    /// (the candle model always computes in f32: asking it for int8 is an
+    /// error rather than silently exact).
+    pub fn new(
+        packed: &PackedModel,
+        kind: EngineKind,
+        isa: Isa,
+        precision: Precision,
+    ) -> Result<Self> {
         Ok(match kind {
-            EngineKind::Qsimd => Runner::Qsimd(Box::new(Engine::new(packed, isa)?)),
-            EngineKind::Candle => Runner::Candle(candle_model(packed)?),
+            EngineKind::Qsimd => {
+                Runner::Qsimd(Box::new(Engine::with_precision(packed, isa, precision)?))
+            }
+            EngineKind::Candle => {
+                ensure!(
+                    precision == Precision::Exact,
+                    "the {precision} path is the qsimd engine's (--engine qsimd); candle runs the hard weights in f32"
+                );
+                Runner::Candle(candle_model(packed)?)
+            }
         })
     }
 
@@ -191,8 +207,7 @@ pub fn infer(
     packed_path: &Path,
     input_path: &Path,
     out: &Path,
-    kind: EngineKind,
-    isa: Isa,
+    (kind, isa, precision): (EngineKind, Isa, Precision),
     repeat: usize,
 ) -> Result<InferOutcome> {
     let packed = read_packed(packed_path)?;
@@ -208,7 +223,7 @@ pub fn infer(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut runner = Runner::new(&packed, kind, isa)?;
+    let mut runner = Runner::new(&packed, kind, isa, precision)?;
     let mut times = Vec::with_capacity(repeat.max(1));
     let mut logits = Vec::new();
     for _ in 0..repeat.max(1) {

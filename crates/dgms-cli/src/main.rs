@@ -13,6 +13,7 @@ use dgms_cli::infer::{self, EngineKind};
 use dgms_cli::phases;
 use dgms_cli::train::optim::SgdConfig;
 use dgms_cli::train::trainer::train_until;
+use dgms_qsimd::engine::Precision;
 use dgms_qsimd::kernels::Isa;
 
 #[derive(Parser)]
@@ -125,6 +126,11 @@ enum Command {
         /// avx512 or neon [default: $DGMS_QSIMD, else auto].
         #[arg(long)]
         isa: Option<String>,
+        /// --engine qsimd only: the int8 fast path (int8 codebooks,
+        /// activations quantized per output pixel; faster, slightly less
+        /// accurate: see the README) instead of the exact f32 one.
+        #[arg(long)]
+        int8: bool,
         /// Run the batch this many times (timing; the first run includes
         /// buffer allocation).
         #[arg(long, default_value_t = 1)]
@@ -333,15 +339,21 @@ fn run(cli: Cli) -> Result<()> {
             out,
             engine,
             isa,
+            int8,
             repeat,
         } => {
+            let precision = if int8 {
+                Precision::Int8
+            } else {
+                Precision::Exact
+            };
             // The ISA only matters to the qsimd engine (candle ignores it).
             let isa = match (engine, isa) {
                 (EngineKind::Candle, _) => Isa::Scalar,
                 (_, Some(choice)) => Isa::from_choice(Some(&choice)).context("--isa")?,
                 (_, None) => Isa::from_env().context(dgms_qsimd::kernels::ISA_ENV_VAR)?,
             };
-            let outcome = infer::infer(&packed, &input, &out, engine, isa, repeat)?;
+            let outcome = infer::infer(&packed, &input, &out, (engine, isa, precision), repeat)?;
             let mut sorted: Vec<f64> = outcome
                 .times
                 .iter()
@@ -349,7 +361,7 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             sorted.sort_by(f64::total_cmp);
             let what = match engine {
-                EngineKind::Qsimd => format!("qsimd ({isa})"),
+                EngineKind::Qsimd => format!("qsimd {precision} ({isa})"),
                 EngineKind::Candle => "candle".to_string(),
             };
             println!(

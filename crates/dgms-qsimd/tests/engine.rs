@@ -22,6 +22,15 @@ fn check_against_reference(model: &PackedModel, n: usize) -> f32 {
     assert_eq!(want.len(), n * model.meta.num_classes);
     assert!(want.iter().all(|v| v.is_finite()));
     assert!(want.iter().any(|&v| v != 0.0), "degenerate logits");
+    // A random model whose features died gives every image the same logits.
+    let classes = model.meta.num_classes;
+    if n > 1 {
+        assert!(
+            rel_diff(&want[..classes], &want[classes..2 * classes]) > 1e-3,
+            "{}: two images give the same logits",
+            model.meta.arch
+        );
+    }
     let mut worst = 0.0f32;
     for isa in Isa::available() {
         let mut engine = Engine::new(model, isa).unwrap();

@@ -1,6 +1,6 @@
 //! End to end: torchvision's ResNet-18 at 224 x 224, quantized at K = 16
 //! (k-means init + harden, every conv but the first) and packed, run by
-//! the qsimd engine on every ISA of this CPU, against the same network in
+//! the qsimd engine (exact and int8) on every ISA of this CPU, against the same network in
 //! f32 through candle (its own conv and batch norm, eval mode).
 //!
 //! Weights: `../shared/fixtures/models/resnet18.pth` when present (or
@@ -16,6 +16,7 @@ use dgms_cli::config::MixtureSettings;
 use dgms_cli::export::{quantize_packed, ShapeSource};
 use dgms_models::conv::{set_backend, ConvBackend};
 use dgms_models::{build_model, ModelConfig};
+use dgms_qsimd::engine::Precision;
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::Engine;
 
@@ -88,20 +89,22 @@ fn measure(
     let mut rows = Vec::new();
     for &b in batches {
         let input = values(b * 3 * 224 * 224, 11);
-        for isa in isas(with_scalar && b == 1) {
-            let mut engine = Engine::new(&packed, isa)?;
-            let ms = time_ms(|| {
-                engine.run(&input, b)?;
-                Ok(())
-            })?;
-            rows.push(Row::new(
-                "model",
-                CASE,
-                b,
-                threads,
-                format!("qsimd-exact-{isa}"),
-                ms,
-            ));
+        for precision in [Precision::Exact, Precision::Int8] {
+            for isa in isas(with_scalar && b == 1) {
+                let mut engine = Engine::with_precision(&packed, isa, precision)?;
+                let ms = time_ms(|| {
+                    engine.run(&input, b)?;
+                    Ok(())
+                })?;
+                rows.push(Row::new(
+                    "model",
+                    CASE,
+                    b,
+                    threads,
+                    format!("qsimd-{precision}-{isa}"),
+                    ms,
+                ));
+            }
         }
         // candle f32 with its own conv and batch norm, and with the
         // project's im2col conv op (what dgms-models runs by default).

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use dgms_qsimd::kernels::{self, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix};
+use dgms_qsimd::kernels::{self, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix, QMatrixI8};
 
 use super::{time_ms, Row};
 
@@ -129,6 +129,19 @@ pub fn conv_rows(batch: usize, threads: usize, with_scalar: bool) -> Result<Vec<
             })?;
             push(format!("qsimd-exact-{isa}"), ms);
         }
+        let q8 = QMatrixI8::from_qmatrix(&q)?;
+        for isa in isas(with_scalar && batch == 1) {
+            let ms = time_ms(|| {
+                for (x, y) in input
+                    .chunks_exact(g.input_len())
+                    .zip(out.chunks_exact_mut(out_len))
+                {
+                    kernels::conv2d_i8(isa, &q8, x, &g, y, &Epilogue::NONE)?;
+                }
+                Ok(())
+            })?;
+            push(format!("qsimd-int8-{isa}"), ms);
+        }
 
         // candle f32 conv on the decoded weights (N images at once).
         let dev = Device::Cpu;
@@ -168,7 +181,7 @@ pub fn conv_rows(batch: usize, threads: usize, with_scalar: bool) -> Result<Vec<
 }
 
 /// The 4096 x 4096 linear layer (and ResNet-18's 512 -> 1000 classifier)
-/// at batch 1: qsimd exact GEMV per ISA, the project's own f32 GEMV on the
+/// at batch 1: qsimd exact and int8 GEMV per ISA, the project's own f32 GEMV on the
 /// best ISA, and candle's f32 matmul.
 pub fn gemv_rows(threads: usize, with_scalar: bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -182,6 +195,11 @@ pub fn gemv_rows(threads: usize, with_scalar: bool) -> Result<Vec<Row>> {
         for isa in isas(with_scalar) {
             let ms = time_ms(|| Ok(kernels::gemv(isa, &q, &x, &mut y)?))?;
             push(format!("qsimd-exact-{isa}"), ms);
+        }
+        let q8 = QMatrixI8::from_qmatrix(&q)?;
+        for isa in isas(with_scalar) {
+            let ms = time_ms(|| Ok(kernels::gemv_i8(isa, &q8, &x, &mut y)?))?;
+            push(format!("qsimd-int8-{isa}"), ms);
         }
         let best = Isa::detect();
         let dm = DenseMatrix::new(&dense, r, c)?;

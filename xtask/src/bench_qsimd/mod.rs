@@ -84,11 +84,19 @@ struct Summary {
     /// threads; the f32 side is the faster of candle's matmul and the
     /// project's own f32 SIMD GEMV.
     gemv_speedup: f64,
+    /// The same for the int8 GEMV.
+    gemv_int8_speedup: f64,
     /// ResNet-18, batch 1, 2 threads, in ms: candle f32 (its own conv),
-    /// candle with the project's im2col conv op, qsimd exact (best ISA).
+    /// candle with the project's im2col conv op, qsimd exact and int8
+    /// (best ISA).
     resnet18_b1_candle_ms: f64,
     resnet18_b1_candle_im2col_ms: f64,
     resnet18_b1_exact_ms: f64,
+    resnet18_b1_int8_ms: f64,
+    /// candle f32 time over qsimd time (the goals: >= 2 exact,
+    /// >= 4 int8).
+    resnet18_b1_exact_speedup: f64,
+    resnet18_b1_int8_speedup: f64,
     isa: String,
     rows: Vec<Row>,
 }
@@ -141,7 +149,8 @@ pub fn run(args: &Args) -> Result<()> {
         rows.extend(serde_json::from_str::<Vec<Row>>(line)?);
     }
     print_table(&rows);
-    let gemv_speedup = gemv_speedup(&rows).unwrap_or(f64::NAN);
+    let gemv_int8_speedup = gemv_speedup(&rows, "qsimd-int8-").unwrap_or(f64::NAN);
+    let gemv_speedup = gemv_speedup(&rows, "qsimd-exact-").unwrap_or(f64::NAN);
     let model = |prefix: &str| {
         best_ms(
             rows.iter()
@@ -150,11 +159,16 @@ pub fn run(args: &Args) -> Result<()> {
         )
         .unwrap_or(f64::NAN)
     };
+    let candle = model("candle-f32");
     let summary = Summary {
         gemv_speedup,
-        resnet18_b1_candle_ms: model("candle-f32"),
+        gemv_int8_speedup,
+        resnet18_b1_candle_ms: candle,
         resnet18_b1_candle_im2col_ms: model("candle-f32-im2col-op"),
         resnet18_b1_exact_ms: model("qsimd-exact-"),
+        resnet18_b1_int8_ms: model("qsimd-int8-"),
+        resnet18_b1_exact_speedup: candle / model("qsimd-exact-"),
+        resnet18_b1_int8_speedup: candle / model("qsimd-int8-"),
         isa: dgms_qsimd::kernels::Isa::detect().to_string(),
         rows,
     };
@@ -176,14 +190,15 @@ fn best_ms<'a>(rows: impl Iterator<Item = &'a Row>, name: &str) -> Option<f64> {
         .min_by(f64::total_cmp)
 }
 
-fn gemv_speedup(rows: &[Row]) -> Option<f64> {
+/// Best f32 GEMV time over the best time of `qsimd` (an implementation
+/// prefix), 4096 x 4096 at 2 threads.
+fn gemv_speedup(rows: &[Row], qsimd: &str) -> Option<f64> {
     let sel = || {
         rows.iter()
             .filter(|r| r.case == "linear 4096x4096" && r.threads == 2)
     };
     let f32_ms = best_ms(sel(), "f32-gemv-")?.min(best_ms(sel(), "gemm-f32")?);
-    let exact = best_ms(sel(), "qsimd-exact-")?;
-    Some(f32_ms / exact)
+    Some(f32_ms / best_ms(sel(), qsimd)?)
 }
 
 /// One line per (case, batch, threads): every implementation's time and

@@ -7,10 +7,20 @@ use std::collections::BTreeSet;
 
 use crate::error::{QsimdError, Result};
 use crate::format::PackedModel;
-use crate::kernels::{ConvGeometry, QMatrix};
+use crate::kernels::{ConvGeometry, QMatrix, QMatrixI8};
 
 use super::graph::{Conv, Kind, Op, Weights};
 use super::ops::Pool;
+use super::Precision;
+
+/// How the builder stores quantized layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightMode {
+    /// In the kernels' index layout, for `precision`.
+    Packed(Precision),
+    /// Decoded to f32 by the format reader (the reference engine).
+    Decoded,
+}
 
 /// An activation during building: its slot and per-image shape (c, h, w).
 #[derive(Clone, Copy, Debug)]
@@ -66,8 +76,7 @@ impl<'a> ConvSpec<'a> {
 /// Builds the op list of one model.
 pub(crate) struct Builder<'m> {
     model: &'m PackedModel,
-    /// Decode every quantized layer to f32 (the reference engine).
-    decode: bool,
+    mode: WeightMode,
     used: BTreeSet<String>,
     pub ops: Vec<Op>,
     /// Per-image length of every slot (the largest value it holds).
@@ -77,10 +86,10 @@ pub(crate) struct Builder<'m> {
 }
 
 impl<'m> Builder<'m> {
-    pub fn new(model: &'m PackedModel, decode: bool) -> Self {
+    pub fn new(model: &'m PackedModel, mode: WeightMode) -> Self {
         Self {
             model,
-            decode,
+            mode,
             used: BTreeSet::new(),
             ops: Vec::new(),
             slot_lens: Vec::new(),
@@ -161,16 +170,19 @@ impl<'m> Builder<'m> {
                         format!("quantized weight has shape {:?}, expected {shape:?}", l.shape),
                     ));
                 }
-                if self.decode {
-                    Weights::Dense {
+                let bad = |e: QsimdError| self.err(name, e.to_string());
+                match self.mode {
+                    WeightMode::Decoded => Weights::Dense {
                         data: l.decode(),
                         rows,
                         cols,
-                    }
-                } else {
-                    let q = QMatrix::new(rows, cols, &l.indices(), &l.codebook)
-                        .map_err(|e| self.err(name, e.to_string()))?;
-                    Weights::Quant(q)
+                    },
+                    WeightMode::Packed(Precision::Exact) => Weights::Quant(
+                        QMatrix::new(rows, cols, &l.indices(), &l.codebook).map_err(bad)?,
+                    ),
+                    WeightMode::Packed(Precision::Int8) => Weights::QuantI8(
+                        QMatrixI8::new(rows, cols, &l.indices(), &l.codebook).map_err(bad)?,
+                    ),
                 }
             }
             (None, Some(t)) => {

@@ -4,7 +4,9 @@
 //! is overwritten, and sizes every slot for the largest value it holds.
 
 use crate::error::Result;
-use crate::kernels::{gemm, gemm_f32, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix};
+use crate::kernels::{
+    gemm, gemm_f32, gemm_i8, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix, QMatrixI8,
+};
 
 use super::ops::{self, Pool};
 
@@ -13,6 +15,8 @@ use super::ops::{self, Pool};
 pub(crate) enum Weights {
     /// Codebook indices in the kernels' layout.
     Quant(QMatrix),
+    /// The int8 fast path: int8 codebook, activations quantized per column.
+    QuantI8(QMatrixI8),
     /// Full precision (first conv, classifier; every layer in reference mode).
     Dense {
         data: Vec<f32>,
@@ -26,6 +30,7 @@ impl Weights {
     fn gemm(&self, isa: Isa, x: &[f32], n: usize, y: &mut [f32], epi: &Epilogue) -> Result<()> {
         match self {
             Weights::Quant(q) => gemm(isa, q, x, n, y, epi),
+            Weights::QuantI8(q) => gemm_i8(isa, q, x, n, y, epi),
             Weights::Dense { data, rows, cols } => {
                 gemm_f32(isa, &DenseMatrix::new(data, *rows, *cols)?, x, n, y, epi)
             }
@@ -45,6 +50,7 @@ impl Weights {
     ) -> Result<()> {
         match self {
             Weights::Quant(q) => geom.conv_batched(isa, q, x, n, y, epi),
+            Weights::QuantI8(q) => geom.conv_batched_i8(isa, q, x, n, y, epi),
             Weights::Dense { data, rows, cols } => {
                 let w = DenseMatrix::new(data, *rows, *cols)?;
                 geom.conv_batched_f32(isa, &w, x, n, y, epi)
@@ -56,6 +62,7 @@ impl Weights {
     pub fn bytes(&self) -> usize {
         match self {
             Weights::Quant(q) => q.storage_bytes() + 4 * q.k(),
+            Weights::QuantI8(q) => q.storage_bytes() + q.k(),
             Weights::Dense { data, .. } => 4 * data.len(),
         }
     }

@@ -11,6 +11,10 @@
 //! fused into the convolution's output stage: `y = relu(conv(x)*scale +
 //! shift + shortcut)`.
 //!
+//! [`Engine::with_precision`] with [`Precision::Int8`] runs the quantized
+//! layers on the int8 fast path instead (int8 codebook, activations
+//! quantized per output pixel).
+//!
 //! [`Engine::run`] takes images N x C x H x W and returns logits
 //! N x classes. Activation buffers are allocated on the first run and reused
 //! (grown only for a larger batch).
@@ -39,7 +43,7 @@ use crate::error::{QsimdError, Result};
 use crate::format::PackedModel;
 use crate::kernels::Isa;
 
-use build::Builder;
+use build::{Builder, WeightMode};
 use graph::{Op, Workspace};
 
 /// Upper bound on the activation and im2col buffers of one pass. A larger
@@ -53,6 +57,36 @@ const WORKSPACE_BYTES: usize = 256 << 20;
 /// (7.4 MB per image, one thread, CPU time on a 32 MiB-L3 machine): 8
 /// images in one pass cost about 1.3x as much per image as passes of one.
 const PASS_COLS_BYTES: usize = 8 << 20;
+
+/// How the engine computes its quantized layers.
+///
+/// Layers kept in full precision (the first convolution, the classifier of
+/// the CIFAR models) run in f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 activations times the decoded f32 codebook values: the
+    /// hard-weight model's outputs up to summation order.
+    #[default]
+    Exact,
+    /// The int8 fast path ([`gemm_i8`], [`conv2d_i8`]): the codebook
+    /// mapped to int8 with one scale per layer, activations quantized to
+    /// int8 per output pixel (per column of the im2col matrix) on the fly,
+    /// sums exact in i32. Faster; costs a little accuracy (measured in the
+    /// README).
+    ///
+    /// [`gemm_i8`]: crate::kernels::gemm_i8
+    /// [`conv2d_i8`]: crate::kernels::conv2d_i8
+    Int8,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Exact => "exact",
+            Precision::Int8 => "int8",
+        })
+    }
+}
 
 /// A model ready to run: its op list, weights in the kernels' layout and
 /// the reusable activation buffers.
@@ -68,6 +102,7 @@ const PASS_COLS_BYTES: usize = 8 << 20;
 pub struct Engine {
     arch: String,
     isa: Isa,
+    precision: Precision,
     input_shape: [usize; 3],
     num_classes: usize,
     ops: Vec<Op>,
@@ -86,13 +121,17 @@ impl Engine {
     /// does not know ([`QsimdError::UnknownArch`]), a missing, misshapen or
     /// unused tensor ([`QsimdError::Graph`], naming the layer).
     pub fn new(model: &PackedModel, isa: Isa) -> Result<Engine> {
-        isa.ensure_available()?;
-        Self::build(model, isa, false)
+        Self::with_precision(model, isa, Precision::Exact)
     }
 
-    /// Builds the graph; `decode` keeps every layer as decoded f32 weights
-    /// (the reference engine).
-    fn build(model: &PackedModel, isa: Isa, decode: bool) -> Result<Engine> {
+    /// [`Engine::new`] with the quantized layers on the `precision` path.
+    pub fn with_precision(model: &PackedModel, isa: Isa, precision: Precision) -> Result<Engine> {
+        isa.ensure_available()?;
+        Self::build(model, isa, WeightMode::Packed(precision))
+    }
+
+    /// Builds the graph with the quantized layers stored as `mode` says.
+    fn build(model: &PackedModel, isa: Isa, mode: WeightMode) -> Result<Engine> {
         let meta = &model.meta;
         meta.validate()?;
         if !SUPPORTED_ARCHS.contains(&meta.arch.as_str()) {
@@ -110,7 +149,7 @@ impl Engine {
                     layer: "input".into(),
                     reason: format!("input_shape {:?}, expected [C, H, W]", meta.input_shape),
                 })?;
-        let mut b = Builder::new(model, decode);
+        let mut b = Builder::new(model, mode);
         let [c, h, w] = input_shape;
         let x = b.input(c, h, w);
         let logits = arch::build(&mut b, &meta.arch, x, meta.num_classes)?;
@@ -119,6 +158,10 @@ impl Engine {
         Ok(Engine {
             arch: meta.arch.clone(),
             isa,
+            precision: match mode {
+                WeightMode::Packed(p) => p,
+                WeightMode::Decoded => Precision::Exact,
+            },
             input_shape,
             num_classes: meta.num_classes,
             ops: b.ops,
@@ -134,6 +177,11 @@ impl Engine {
     /// The kernels' instruction set.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// How the quantized layers are computed.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The architecture name (`meta.arch`).

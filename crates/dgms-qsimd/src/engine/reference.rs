@@ -5,6 +5,7 @@
 //!
 //! [`PackedLayer::decode`]: crate::format::PackedLayer::decode
 
+use super::build::WeightMode;
 use super::Engine;
 use crate::error::Result;
 use crate::format::PackedModel;
@@ -12,5 +13,5 @@ use crate::kernels::Isa;
 
 /// An engine over decoded f32 weights on [`Isa::Scalar`].
 pub fn engine(model: &PackedModel) -> Result<Engine> {
-    Engine::build(model, Isa::Scalar, true)
+    Engine::build(model, Isa::Scalar, WeightMode::Decoded)
 }

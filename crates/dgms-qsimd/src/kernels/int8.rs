@@ -223,10 +223,51 @@ pub fn conv2d_i8(
     } else if n > 0 {
         // Quantized straight from the image: no f32 im2col matrix.
         let kern = Kern::select(isa);
-        let qx = super::int8_quant::conv_quads(kern, w, input, geom);
+        let qx = super::int8_quant::conv_quads(kern, w, input, geom, 1);
         driver::gemm_quads(kern, w, &qx, n, out, epilogue);
     }
     Ok(())
+}
+
+impl ConvGeometry {
+    /// [`conv2d_i8`] of `images` images stored C x N x H x W (the engine's
+    /// layout) into O x N x out_h x out_w: one GEMM whose columns are
+    /// (image, pixel), each column quantized on its own as in
+    /// [`conv2d_i8`].
+    pub(crate) fn conv_batched_i8(
+        &self,
+        isa: Isa,
+        w: &QMatrixI8,
+        input: &[f32],
+        images: usize,
+        out: &mut [f32],
+        epilogue: &Epilogue,
+    ) -> Result<()> {
+        const OP: &str = "conv_batched_i8";
+        isa.ensure_available()?;
+        self.validate(OP)?;
+        check_len(OP, "weight columns (C*kh*kw)", w.cols(), self.patch_len())?;
+        check_len(
+            OP,
+            "input (C*N*H*W)",
+            input.len(),
+            images * self.input_len(),
+        )?;
+        let n = images * self.out_pixels();
+        check_len(OP, "output (O*N*out_h*out_w)", out.len(), w.rows() * n)?;
+        epilogue.validate(OP, w.rows(), n)?;
+        if self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0 {
+            return gemm_i8(isa, w, input, n, out, epilogue);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // Scalar gets the portable kernels (bit-identical by design).
+        let kern = Kern::select(isa);
+        let qx = super::int8_quant::conv_quads(kern, w, input, self, images);
+        driver::gemm_quads(kern, w, &qx, n, out, epilogue);
+        Ok(())
+    }
 }
 
 /// Per-column (1 / s_x, s_w * s_x) of X (`cols` x `n`), and whether no

@@ -65,18 +65,33 @@ pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads 
     Quads { q, deq, nonneg }
 }
 
-/// [`Quads`] of the im2col matrix of `input` (see [`super::im2col`]),
-/// equal to [`quantize`] of it: a column's max is the max of the
-/// per-pixel channel maxima over its window (padding adds zeros), and the
-/// rows come 4 channels at a time (4 kh kw rows: whole quads) through a
-/// small im2col buffer, in parallel over channel groups.
-pub(super) fn conv_quads(kern: Kern, w: &QMatrixI8, input: &[f32], g: &ConvGeometry) -> Quads {
-    let (hw, khw, n) = (g.h * g.w, g.kh * g.kw, g.out_pixels());
-    // Per input pixel: max |x| over the channels, and x * 0 summed (NaN
-    // iff some channel there is not finite), as `col_scales` does.
-    let (mut cm, mut cz, mut lo) = (vec![0.0f32; hw], vec![0.0f32; hw], vec![0.0f32; hw]);
-    for plane in input.chunks_exact(hw) {
-        let it = cm.iter_mut().zip(cz.iter_mut()).zip(lo.iter_mut());
+/// [`Quads`] of the im2col matrix of `images` images stored C x N x H x W
+/// (one image: CHW; see [`super::im2col`]), whose columns are (image,
+/// output pixel), equal to [`quantize`] of it: a column's max is the max
+/// of the per-pixel channel maxima over its window (padding adds zeros),
+/// and the rows come 4 channels at a time (4 kh kw rows: whole quads)
+/// through a small im2col buffer, in parallel over channel groups.
+pub(super) fn conv_quads(
+    kern: Kern,
+    w: &QMatrixI8,
+    input: &[f32],
+    g: &ConvGeometry,
+    images: usize,
+) -> Quads {
+    let (hw, khw, pixels) = (g.h * g.w, g.kh * g.kw, g.out_pixels());
+    let n = images * pixels;
+    // Per image and input pixel: max |x| over the channels, and x * 0
+    // summed (NaN iff some channel there is not finite), as `col_scales`
+    // does. Plane i of the input is channel i / images of image i % images.
+    let len = images * hw;
+    let (mut cm, mut cz, mut lo) = (vec![0.0f32; len], vec![0.0f32; len], vec![0.0f32; len]);
+    for (i, plane) in input.chunks_exact(hw).enumerate() {
+        let b = i % images;
+        let at = b * hw..(b + 1) * hw;
+        let it = cm[at.clone()]
+            .iter_mut()
+            .zip(cz[at.clone()].iter_mut())
+            .zip(lo[at].iter_mut());
         for (((m, z), lo), &v) in it.zip(plane) {
             *m = m.max(v.abs());
             *z += v * 0.0;
@@ -86,7 +101,9 @@ pub(super) fn conv_quads(kern: Kern, w: &QMatrixI8, input: &[f32], g: &ConvGeome
     let nonneg = lo.iter().all(|&v| v >= 0.0);
     let (mut inv, mut deq) = (vec![0.0f32; n], vec![0.0f32; n]);
     for (j, (iv, dq)) in inv.iter_mut().zip(deq.iter_mut()).enumerate() {
-        let (oy, ox) = (j / g.out_w(), j % g.out_w());
+        let (b, p) = (j / pixels, j % pixels);
+        let (cm, cz) = (&cm[b * hw..(b + 1) * hw], &cz[b * hw..(b + 1) * hw]);
+        let (oy, ox) = (p / g.out_w(), p % g.out_w());
         let (mut m, mut bad) = (0.0f32, false);
         for ky in 0..g.kh {
             let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
@@ -105,27 +122,38 @@ pub(super) fn conv_quads(kern: Kern, w: &QMatrixI8, input: &[f32], g: &ConvGeome
     }
     let (cols, flip) = (w.cols(), flip(kern));
     let mut q = vec![0u8; w.cols_pad() * n];
-    let zero = vec![0.0f32; n];
+    let zero = vec![0.0f32; pixels];
     // Chunk c: quads c kh kw .. (c + 1) kh kw, i.e. channels 4c .. 4c + 4;
     // `buf` (one per worker: im2col writes all of it) holds their rows.
+    // im2col of the planes (channel, image) as one multi-channel image
+    // gives row (channel, ky, kx) of image b at ((ch * images + b) khw +
+    // ky kw + kx) * pixels.
     let group = |buf: &mut Vec<f32>, (c, out): (usize, &mut [u8])| {
         let c0 = (4 * c).min(g.c);
         let cg = (g.c - c0).min(4);
         let buf = &mut buf[..cg * khw * n];
         if cg > 0 {
-            let sub = ConvGeometry { c: cg, ..*g };
-            im2col_unchecked(&input[c0 * hw..(c0 + cg) * hw], &sub, buf);
+            let sub = ConvGeometry {
+                c: cg * images,
+                ..*g
+            };
+            let planes = &input[c0 * images * hw..(c0 + cg) * images * hw];
+            im2col_unchecked(planes, &sub, buf);
         }
         for (kq, o) in out.chunks_exact_mut(4 * n).enumerate() {
-            let row = |kk: usize| {
-                let r = 4 * kq + kk;
-                if r < cg * khw && c0 * khw + r < cols {
-                    &buf[r * n..(r + 1) * n]
-                } else {
-                    &zero[..]
-                }
-            };
-            quantize_quad([row(0), row(1), row(2), row(3)], &inv, flip, o);
+            for (b, ob) in o.chunks_exact_mut(4 * pixels).enumerate() {
+                let row = |kk: usize| {
+                    let r = 4 * kq + kk;
+                    if r < cg * khw && c0 * khw + r < cols {
+                        let at = ((r / khw * images + b) * khw + r % khw) * pixels;
+                        &buf[at..at + pixels]
+                    } else {
+                        &zero[..]
+                    }
+                };
+                let inv = &inv[b * pixels..(b + 1) * pixels];
+                quantize_quad([row(0), row(1), row(2), row(3)], inv, flip, ob);
+            }
         }
     };
     let (chunk, buf_len) = (khw * 4 * n, 4 * khw * n);
@@ -232,9 +260,36 @@ mod tests {
         gemm_ref(&w, &cols_f32, n, &mut want, &Epilogue::NONE);
         for kern in [Kern::PortableOffset, Kern::Portable] {
             let mut got = vec![0.0; rows * n];
-            let qx = conv_quads(kern, &w, &input, &g);
+            let qx = conv_quads(kern, &w, &input, &g, 1);
             gemm_quads(kern, &w, &qx, n, &mut got, &Epilogue::NONE);
             same(&format!("conv {kern:?}"), &got, &want);
+        }
+        // Three images stored C x N x H x W: columns (image, pixel), each
+        // image's quantized on its own.
+        let images = 3;
+        let batch = values(&mut seed, images * g.input_len(), false);
+        let mut cols_f32 = vec![0.0; cols * images * n];
+        for b in 0..images {
+            let image: Vec<f32> = (0..g.c)
+                .flat_map(|c| {
+                    let plane = (c * images + b) * g.h * g.w;
+                    batch[plane..plane + g.h * g.w].to_vec()
+                })
+                .collect();
+            let mut one = vec![0.0; cols * n];
+            im2col_unchecked(&image, &g, &mut one);
+            for (r, row) in one.chunks_exact(n).enumerate() {
+                let at = r * images * n + b * n;
+                cols_f32[at..at + n].copy_from_slice(row);
+            }
+        }
+        let mut want = vec![0.0; rows * images * n];
+        gemm_ref(&w, &cols_f32, images * n, &mut want, &Epilogue::NONE);
+        for kern in [Kern::PortableOffset, Kern::Portable] {
+            let mut got = vec![0.0; rows * images * n];
+            let qx = conv_quads(kern, &w, &batch, &g, images);
+            gemm_quads(kern, &w, &qx, images * n, &mut got, &Epilogue::NONE);
+            same(&format!("batched conv {kern:?}"), &got, &want);
         }
     }
 }

@@ -72,6 +72,11 @@ impl ModelGen {
             self.next_k += 1;
             let mut codebook = self.rng.vec(k, -std, std);
             codebook[0] = 0.0;
+            // Zero-mean weights (indices are uniform): a nonzero mean times
+            // the all-positive inputs after a ReLU would swamp the signal,
+            // and deep random models would give every image the same logits.
+            let mean = codebook.iter().sum::<f32>() / (k - 1) as f32;
+            codebook[1..].iter_mut().for_each(|c| *c -= mean);
             let n: usize = shape.iter().product();
             let idx: Vec<u8> = (0..n)
                 .map(|_| (self.rng.next_u64() % k as u64) as u8)
