@@ -63,13 +63,18 @@ impl Row {
     }
 }
 
-/// Median wall time of `f` in milliseconds: one warm-up call, then at
-/// least 3 and at most 25 timed calls, stopping after about 0.5 s.
+/// Median wall time of `f` in milliseconds: warm-up calls for about 0.2 s
+/// (at least one: caches, page faults, rayon's threads awake), then at
+/// least 5 and at most 200 timed calls, stopping after about 1 s.
 pub fn time_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
     f()?;
+    while start.elapsed().as_secs_f64() < 0.2 {
+        f()?;
+    }
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 3 || (times.len() < 25 && start.elapsed().as_secs_f64() < 0.5) {
+    while times.len() < 5 || (times.len() < 200 && start.elapsed().as_secs_f64() < 1.0) {
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);

@@ -3,7 +3,9 @@
 //! `vpermps` reads only the low 3 index bits, so a column decodes as two
 //! permutes blended on index bit 3, which a left shift moves into the sign
 //! bit `vblendvps` tests. K <= 8 skips the second permute and the blend.
-//! 8-bit indices use `vgatherdps` on the 256-entry table.
+//! 8-bit indices use `vgatherdps` on the 256-entry table. The 4-bit GEMV,
+//! where decoding is the whole cost, decodes by byte planes and `vpshufb`
+//! instead (see [`gemv_nibble`]).
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
 //! through `Isa::Avx2`, which the public entry points check with
@@ -48,33 +50,93 @@ fn decode_half<const WIDE: bool>(v: __m256i, lo: __m256, hi: __m256) -> [__m256;
     ]
 }
 
-/// y[16] for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
+/// Activations rearranged for [`gemv_nibble`]: per line of 8 columns,
+/// `[x0 x2 x4 x6 x0 x2 x4 x6 x1 x3 x5 x7 x1 x3 x5 x7]` (the order in which
+/// the byte-plane decode yields a row's low and high nibbles, once per
+/// 128-bit lane); `x` is zero-padded to whole lines.
+pub(super) fn nibble_activations(x: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(2 * x.len());
+    for xs in x.chunks_exact(8) {
+        let even = [xs[0], xs[2], xs[4], xs[6]];
+        let odd = [xs[1], xs[3], xs[5], xs[7]];
+        for part in [even, even, odd, odd] {
+            out.extend_from_slice(&part);
+        }
+    }
+    out
+}
+
+/// y[16] for one row group of 4-bit lines, `xeo` from
+/// [`nibble_activations`].
+///
+/// Byte-plane decode (no `vpermps`): byte b of every codebook entry forms
+/// a 16-byte table that one `vpshufb` indexes with 32 nibbles at once;
+/// two rounds of byte and word interleaving of the 4 planes rebuild the
+/// f32 values exactly. In a half line (8 rows, row r in dword r) that
+/// yields, per 128-bit lane, the even (low nibble) or odd (high nibble)
+/// columns of one row, so the accumulators hold 4 partial sums per row,
+/// added at the end; activations come as vectors, never broadcast. About
+/// 3.4 shuffle or logic ops per 8 weights against 6 for the permute and
+/// blend decode.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn gemv_nibble<const WIDE: bool>(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
-    assert!(table.len() >= 16);
-    // SAFETY: table holds at least 16 f32 (asserted).
-    let (lo, hi) = unsafe {
-        (
-            _mm256_loadu_ps(table.as_ptr()),
-            _mm256_loadu_ps(table.as_ptr().add(8)),
-        )
-    };
-    // [half][column parity]: 4 independent FMA chains.
-    let mut acc = [[_mm256_setzero_ps(); 2]; 2];
-    for (line, xs) in lines.iter().zip(x.chunks_exact(8)) {
+pub(super) fn gemv_nibble(lines: &[Line], table: &[f32], xeo: &[f32]) -> [f32; 16] {
+    assert!(table.len() >= 16 && xeo.len() >= 16 * lines.len());
+    let mut bytes = [[0u8; 16]; 4];
+    for (i, v) in table[..16].iter().enumerate() {
+        for (b, plane) in v.to_bits().to_le_bytes().into_iter().zip(&mut bytes) {
+            plane[i] = b;
+        }
+    }
+    // SAFETY: each plane is 16 bytes.
+    let planes =
+        bytes.map(|p| unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(p.as_ptr().cast())) });
+    let low4 = _mm256_set1_epi8(0x0F);
+    // acc[h][k]: rows 8h + k (low lane) and 8h + k + 4 (high lane).
+    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    for (line, xs) in lines.iter().zip(xeo.chunks_exact(16)) {
+        // SAFETY: xs holds 16 f32.
+        let (xe, xo) = unsafe {
+            (
+                _mm256_loadu_ps(xs.as_ptr()),
+                _mm256_loadu_ps(xs.as_ptr().add(8)),
+            )
+        };
         for (h, acc) in acc.iter_mut().enumerate() {
             // SAFETY: a Line is 64 bytes, 64-byte aligned; half h is 32 of them.
             let v = unsafe { _mm256_load_si256(line.0.as_ptr().add(32 * h).cast()) };
-            let w = decode_half::<WIDE>(v, lo, hi);
-            for (j, wj) in w.into_iter().enumerate() {
-                acc[j % 2] = _mm256_fmadd_ps(wj, _mm256_set1_ps(xs[j]), acc[j % 2]);
+            let lo = _mm256_and_si256(v, low4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+            for (nib, x) in [(lo, xe), (hi, xo)] {
+                let p = planes.map(|t| _mm256_shuffle_epi8(t, nib));
+                let (a, b) = (
+                    _mm256_unpacklo_epi8(p[0], p[1]),
+                    _mm256_unpackhi_epi8(p[0], p[1]),
+                );
+                let (c, d) = (
+                    _mm256_unpacklo_epi8(p[2], p[3]),
+                    _mm256_unpackhi_epi8(p[2], p[3]),
+                );
+                let w = [
+                    _mm256_unpacklo_epi16(a, c),
+                    _mm256_unpackhi_epi16(a, c),
+                    _mm256_unpacklo_epi16(b, d),
+                    _mm256_unpackhi_epi16(b, d),
+                ];
+                for (acc, w) in acc.iter_mut().zip(w) {
+                    *acc = _mm256_fmadd_ps(_mm256_castsi256_ps(w), x, *acc);
+                }
             }
         }
     }
     let mut out = [0.0f32; 16];
     for (h, acc) in acc.iter().enumerate() {
-        // SAFETY: out has 16 f32, h * 8 + 8 <= 16.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), _mm256_add_ps(acc[0], acc[1])) };
+        for (k, a) in acc.iter().enumerate() {
+            let mut v = [0.0f32; 8];
+            // SAFETY: v holds 8 f32.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *a) };
+            out[8 * h + k] = (v[0] + v[1]) + (v[2] + v[3]);
+            out[8 * h + k + 4] = (v[4] + v[5]) + (v[6] + v[7]);
+        }
     }
     out
 }

@@ -35,6 +35,13 @@ pub(crate) fn gemv_q(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) {
     let mut xp = vec![0.0f32; w.cols_pad()];
     xp[..w.cols()].copy_from_slice(x);
     let (table, layout) = (w.table(), w.layout());
+    // The AVX2 4-bit kernel takes the activations rearranged once per call.
+    #[cfg(target_arch = "x86_64")]
+    let xeo = if isa == Isa::Avx2 && layout == Layout::Nibble {
+        super::avx2::nibble_activations(&xp)
+    } else {
+        Vec::new()
+    };
     let group = |g: usize| -> [f32; 16] {
         let lines = w.group(g);
         match (isa, layout) {
@@ -48,14 +55,7 @@ pub(crate) fn gemv_q(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) {
             (Isa::Avx512, Layout::Byte) => unsafe { super::avx512::gemv_byte(lines, table, &xp) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Isa::Avx2, Layout::Nibble) if w.k() > 8 => unsafe {
-                super::avx2::gemv_nibble::<true>(lines, table, &xp)
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            (Isa::Avx2, Layout::Nibble) => unsafe {
-                super::avx2::gemv_nibble::<false>(lines, table, &xp)
-            },
+            (Isa::Avx2, Layout::Nibble) => unsafe { super::avx2::gemv_nibble(lines, table, &xeo) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             (Isa::Avx2, Layout::Byte) => unsafe { super::avx2::gemv_byte(lines, table, &xp) },
