@@ -64,18 +64,26 @@ pub(crate) fn max_pool(
     let (oh, ow) = (p.out_len(h), p.out_len(w));
     for_chunks(out, oh * ow, |plane, dst| {
         let src = &input[plane * h * w..(plane + 1) * h * w];
-        for oy in 0..oh {
+        // Per output row: the window's rows reduced elementwise first (a
+        // loop that vectorises), then each output's columns of that.
+        let mut rows_max = vec![f32::NEG_INFINITY; w];
+        for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
             let y0 = (oy * p.stride).saturating_sub(p.pad);
             let y1 = (oy * p.stride + p.k).saturating_sub(p.pad).min(h);
-            for ox in 0..ow {
+            rows_max.fill(f32::NEG_INFINITY);
+            // The builder only makes windows with at least one element.
+            for row in src[y0 * w..y1.max(y0) * w].chunks_exact(w) {
+                rows_max
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(m, &v)| *m = m.max(v));
+            }
+            for (ox, o) in d.iter_mut().enumerate() {
                 let x0 = (ox * p.stride).saturating_sub(p.pad);
                 let x1 = (ox * p.stride + p.k).saturating_sub(p.pad).min(w);
-                let mut m = f32::NEG_INFINITY;
-                // The builder only makes windows with at least one element.
-                for row in src[y0 * w..y1.max(y0) * w].chunks_exact(w) {
-                    m = row[x0..x1.max(x0)].iter().fold(m, |a, &v| a.max(v));
-                }
-                dst[oy * ow + ox] = m;
+                *o = rows_max[x0..x1.max(x0)]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
             }
         }
         if let Some((scale, shift, n)) = post {
