@@ -304,6 +304,46 @@ fn parity_fixtures_agree_with_candle_on_every_isa() {
     }
 }
 
+/// (2) ResNet-50 (no fixture in the shared folder: a seeded random
+/// torchvision-layout initialisation from dgms-models, saved as
+/// safetensors) through `dgms quantize` at 64 x 64 and `dgms infer`, the
+/// engine on every ISA against candle.
+#[test]
+fn resnet50_agrees_with_candle_on_every_isa() {
+    use candle_nn::{VarBuilder, VarMap};
+    let dir = tempfile::tempdir().unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    let cfg = dgms_models::ModelConfig {
+        in_channels: 3,
+        num_classes: 20,
+        image_size: 64,
+    };
+    dgms_models::build_model("resnet50", &cfg, vb).unwrap();
+    let weights = dir.path().join("resnet50.safetensors");
+    varmap.save(&weights).unwrap();
+    // Two images of seeded noise.
+    let mut seed = 5u64;
+    let values: Vec<f32> = (0..2 * 3 * 64 * 64)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let input = Tensor::from_vec(values, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let io = dir.path().join("resnet50.io.safetensors");
+    candle_core::safetensors::save(&[("input", input)].into_iter().collect(), &io).unwrap();
+    check_fixture(
+        dir.path(),
+        "resnet50",
+        &weights,
+        &io,
+        &["--input-shape", "3,64,64"],
+    );
+}
+
 /// Writes `input` (N, C, H, W) zeros to `path`.
 fn write_input(path: &Path, dims: &[usize]) {
     let t = Tensor::zeros(dims, candle_core::DType::F32, &Device::Cpu).unwrap();

@@ -1,30 +1,59 @@
 //! The engine's int8 path ([`Precision::Int8`]) on synthetic packed models
 //! of every supported architecture: close to the reference engine (decoded
 //! f32 weights) within the int8 error, really different from the exact
-//! path, the same on every ISA, and independent of the batch it runs in.
+//! path, the same on every ISA (to 1e-5, with the stem quantized too), and
+//! independent of the batch it runs in.
 
 mod engine_util;
 
 use dgms_qsimd::engine::{reference, Engine, Precision};
-use dgms_qsimd::format::PackedModel;
+use dgms_qsimd::format::{ModelMeta, PackedLayer, PackedModel};
 use dgms_qsimd::kernels::Isa;
-use engine_util::{images, rel_diff, resnet18, resnet_cifar, vgg_small};
+use engine_util::{images, rel_diff, resnet18, resnet50, resnet_cifar, vgg_small};
 
 /// Int8 against the reference, relative to the largest logit. Every
 /// quantized layer rounds its activations to 1/254 of a column's largest
 /// magnitude and its codebook to 1/254 of the largest centre; over the
-/// random test models the measured worst case is 5e-2 (printed below);
+/// random test models the measured worst case is 4.0e-2 (printed below);
 /// a wrong scale or a misplaced column gives errors of order 1.
 const INT8_TOLERANCE: f32 = 0.1;
 
-/// ISAs against each other: the int8 sums are bit-identical across ISAs,
-/// but the f32 layers' summation order differs in the last bit, and that
-/// can flip an activation's rounding by one step (1/127 of its column's
-/// largest magnitude; measured 3.5e-3 on resnet20). Still far below the
-/// int8 error itself.
-const ISA_TOLERANCE: f32 = 1e-2;
+/// ISAs against each other with every conv quantized: the int8 sums are
+/// bit-identical across ISAs, so only the classifier's f32 summation
+/// order (and the average pool's) can separate them. With the stem in
+/// f32, its last-bit differences flip activation roundings downstream,
+/// which over ResNet-50's 53 random layers grew to 2.7e-2 (measured).
+const ISA_TOLERANCE: f32 = 1e-5;
 
-fn check(model: &PackedModel, n: usize) {
+/// `model` with the full-precision conv `stem` replaced by a quantized
+/// layer (16 levels spanning its range, one of them 0).
+fn quantize_stem(model: &PackedModel, stem: &str) -> PackedModel {
+    let name = format!("{stem}.weight");
+    let mut tensors = model.tensors.clone();
+    let t = tensors.remove(&name).expect("stem weight");
+    let (lo, hi) = t
+        .data
+        .iter()
+        .fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+    let mut codebook: Vec<f32> = (0..15).map(|i| lo + (hi - lo) * i as f32 / 14.0).collect();
+    codebook.insert(0, 0.0);
+    let nearest = |v: f32| {
+        (0..codebook.len())
+            .min_by(|&i, &j| (codebook[i] - v).abs().total_cmp(&(codebook[j] - v).abs()))
+            .unwrap() as u8
+    };
+    let idx: Vec<u8> = t.data.iter().map(|&v| nearest(v)).collect();
+    let mut layers = model.layers.clone();
+    layers.push(PackedLayer::from_indices(stem, t.shape.clone(), &idx, codebook).unwrap());
+    let meta = ModelMeta::new(
+        &model.meta.arch,
+        model.meta.input_shape.clone(),
+        model.meta.num_classes,
+    );
+    PackedModel::new(meta, layers, tensors).unwrap()
+}
+
+fn check(model: &PackedModel, stem: &str, n: usize) {
     let arch = &model.meta.arch;
     let shape: [usize; 3] = model.meta.input_shape.as_slice().try_into().unwrap();
     let x = images(n, shape, 21);
@@ -39,31 +68,35 @@ fn check(model: &PackedModel, n: usize) {
     assert!(d <= INT8_TOLERANCE, "{arch} int8 vs reference: {d}");
     // Not the exact path under another name: int8 rounding shows.
     assert!(e > 1e-6, "{arch}: int8 logits equal the exact ones ({e})");
+    let quantized = quantize_stem(model, stem);
+    let mut scalar = Engine::with_precision(&quantized, Isa::Scalar, Precision::Int8).unwrap();
+    let base = scalar.run(&x, n).unwrap();
     for isa in Isa::available() {
-        let got = Engine::with_precision(model, isa, Precision::Int8)
+        let got = Engine::with_precision(&quantized, isa, Precision::Int8)
             .unwrap()
             .run(&x, n)
             .unwrap();
         let d = rel_diff(&got, &base);
-        println!("{arch} int8 on {isa}: rel diff {d:.2e} to scalar int8");
+        println!("{arch} int8 (stem quantized) on {isa}: rel diff {d:.2e} to scalar int8");
         assert!(d <= ISA_TOLERANCE, "{arch} int8 on {isa}: {d}");
     }
 }
 
 #[test]
 fn resnet_cifar_int8_is_close_to_reference() {
-    check(&resnet_cifar(3, [3, 32, 32], 10, 1), 3);
-    check(&resnet_cifar(3, [1, 28, 28], 10, 2), 2);
+    check(&resnet_cifar(3, [3, 32, 32], 10, 1), "conv1", 3);
+    check(&resnet_cifar(3, [1, 28, 28], 10, 2), "conv1", 2);
 }
 
 #[test]
 fn vgg_small_int8_is_close_to_reference() {
-    check(&vgg_small(16, 10, 5), 2);
+    check(&vgg_small(16, 10, 5), "features.0", 2);
 }
 
 #[test]
-fn resnet18_int8_is_close_to_reference() {
-    check(&resnet18(32, 10, 8), 2);
+fn resnet_imagenet_int8_is_close_to_reference() {
+    check(&resnet18(32, 10, 8), "conv1", 2);
+    check(&resnet50(32, 10, 13), "conv1", 2);
 }
 
 /// Activations are quantized per output pixel, so an image's logits do not

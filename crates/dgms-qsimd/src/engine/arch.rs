@@ -1,6 +1,6 @@
 //! The supported architectures, layer by layer, with the parameter names of
 //! `dgms-models` (the DGMS authors' for the CIFAR models, torchvision's for
-//! ResNet-18).
+//! ResNet-18 and ResNet-50).
 
 use crate::error::{QsimdError, Result};
 
@@ -8,7 +8,9 @@ use super::build::{Act, Builder, ConvSpec};
 use super::ops::Pool;
 
 /// Architectures [`super::Engine`] runs (`meta.arch`).
-pub const SUPPORTED_ARCHS: [&str; 5] = ["resnet20", "resnet32", "resnet56", "vggsmall", "resnet18"];
+pub const SUPPORTED_ARCHS: [&str; 6] = [
+    "resnet20", "resnet32", "resnet56", "vggsmall", "resnet18", "resnet50",
+];
 
 /// Adds the ops of `arch` after the input `x`; returns the logits
 /// (`classes` x 1 x 1 per image).
@@ -18,7 +20,8 @@ pub(crate) fn build(b: &mut Builder, arch: &str, x: Act, classes: usize) -> Resu
         "resnet32" => resnet_cifar(b, x, 5, classes),
         "resnet56" => resnet_cifar(b, x, 9, classes),
         "vggsmall" => vgg_small(b, x, classes),
-        "resnet18" => resnet18(b, x, classes),
+        "resnet18" => resnet_imagenet(b, x, false, [2, 2, 2, 2], classes),
+        "resnet50" => resnet_imagenet(b, x, true, [3, 4, 6, 3], classes),
         _ => Err(QsimdError::UnknownArch {
             arch: arch.to_string(),
             supported: SUPPORTED_ARCHS.join(", "),
@@ -114,10 +117,48 @@ fn vgg_small(b: &mut Builder, mut x: Act, classes: usize) -> Result<Act> {
     b.linear(flat, "classifier", classes)
 }
 
-/// torchvision ResNet-18: 7x7/2 stem, 3x3/2 max-pool, four stages of two
-/// basic blocks (64/128/256/512 planes, projection shortcut `downsample`
-/// where the shape changes), global average pool, `fc`.
-fn resnet18(b: &mut Builder, x: Act, classes: usize) -> Result<Act> {
+/// A torchvision bottleneck: conv1 1x1-bn1-relu, conv2 3x3 (the block's
+/// stride)-bn2-relu, conv3 1x1 to 4 x `planes`-bn3, + shortcut, relu (live
+/// while the shortcut is made: `x`, the conv1 and conv2 outputs).
+fn bottleneck(
+    b: &mut Builder,
+    x: Act,
+    prefix: &str,
+    planes: usize,
+    stride: usize,
+    shortcut: impl FnOnce(&mut Builder, Act, &[usize]) -> Result<Act>,
+) -> Result<Act> {
+    let name = |s: &str| format!("{prefix}.{s}");
+    let (c1, bn1, c2, bn2) = (name("conv1"), name("bn1"), name("conv2"), name("bn2"));
+    let (c3, bn3) = (name("conv3"), name("bn3"));
+    let h1 = b.conv(
+        x,
+        ConvSpec::bn(&c1, planes, 1, 1, &bn1).relu(),
+        None,
+        &[x.slot],
+    )?;
+    let h2 = b.conv(
+        h1,
+        ConvSpec::bn(&c2, planes, 3, stride, &bn2).relu(),
+        None,
+        &[x.slot],
+    )?;
+    let short = shortcut(b, x, &[h2.slot])?;
+    let spec = ConvSpec::bn(&c3, 4 * planes, 1, 1, &bn3).relu();
+    b.conv(h2, spec, Some(short), &[])
+}
+
+/// torchvision ResNet-18/34 (basic blocks) and 50/101/152 (bottlenecks,
+/// stride on the 3x3): 7x7/2 stem, 3x3/2 max-pool, four stages of
+/// `blocks` blocks (64/128/256/512 planes, projection shortcut
+/// `downsample` where the shape changes), global average pool, `fc`.
+fn resnet_imagenet(
+    b: &mut Builder,
+    x: Act,
+    bottlenecks: bool,
+    blocks: [usize; 4],
+    classes: usize,
+) -> Result<Act> {
     let x = b.conv(x, ConvSpec::bn("conv1", 64, 7, 2, "bn1").relu(), None, &[])?;
     let p = Pool {
         k: 3,
@@ -125,21 +166,27 @@ fn resnet18(b: &mut Builder, x: Act, classes: usize) -> Result<Act> {
         pad: 1,
     };
     let mut x = b.max_pool(x, "maxpool", p, None, &[])?;
-    for (s, planes) in [64, 128, 256, 512].into_iter().enumerate() {
-        for i in 0..2 {
+    for (s, (planes, n)) in [64, 128, 256, 512].into_iter().zip(blocks).enumerate() {
+        let out_c = if bottlenecks { 4 * planes } else { planes };
+        for i in 0..n {
             let stride = if s > 0 && i == 0 { 2 } else { 1 };
             let prefix = format!("layer{}.{i}", s + 1);
             let (conv, bn) = (
                 format!("{prefix}.downsample.0"),
                 format!("{prefix}.downsample.1"),
             );
-            x = basic_block(b, x, &prefix, planes, stride, |b, x, live| {
-                if stride != 1 || x.c != planes {
-                    b.conv(x, ConvSpec::bn(&conv, planes, 1, stride, &bn), None, live)
+            let shortcut = |b: &mut Builder, x: Act, live: &[usize]| {
+                if stride != 1 || x.c != out_c {
+                    b.conv(x, ConvSpec::bn(&conv, out_c, 1, stride, &bn), None, live)
                 } else {
                     Ok(x)
                 }
-            })?;
+            };
+            x = if bottlenecks {
+                bottleneck(b, x, &prefix, planes, stride, shortcut)?
+            } else {
+                basic_block(b, x, &prefix, planes, stride, shortcut)?
+            };
         }
     }
     let pooled = b.global_avg_pool(x);

@@ -3,9 +3,9 @@
 //!
 //! [`Engine::new`] builds the layer graph of `meta.arch` (one of
 //! [`SUPPORTED_ARCHS`]: the CIFAR ResNet-20/32/56 with option-A shortcuts,
-//! VGG-Small, torchvision's ResNet-18), checking that every tensor the
-//! architecture needs is present with the right shape and that the file
-//! holds nothing else. Quantized layers become the kernels' [`QMatrix`]
+//! VGG-Small, torchvision's ResNet-18 and ResNet-50), checking that every
+//! tensor the architecture needs is present with the right shape and that
+//! the file holds nothing else. Quantized layers become the kernels' [`QMatrix`]
 //! (O x C*kh*kw, decoded inside the kernels); full-precision ones are used
 //! as f32. Folded batch norm, conv bias, the residual add and the ReLU are
 //! fused into the convolution's output stage: `y = relu(conv(x)*scale +

@@ -161,32 +161,59 @@ pub fn vgg_small(size: usize, classes: usize, seed: u64) -> PackedModel {
 
 /// torchvision ResNet-18 on `size` x `size` inputs.
 pub fn resnet18(size: usize, classes: usize, seed: u64) -> PackedModel {
+    resnet_imagenet("resnet18", false, [2, 2, 2, 2], size, classes, seed)
+}
+
+/// torchvision ResNet-50 (bottlenecks, stride on the 3x3) on `size` x
+/// `size` inputs.
+pub fn resnet50(size: usize, classes: usize, seed: u64) -> PackedModel {
+    resnet_imagenet("resnet50", true, [3, 4, 6, 3], size, classes, seed)
+}
+
+fn resnet_imagenet(
+    arch: &str,
+    bottlenecks: bool,
+    blocks: [usize; 4],
+    size: usize,
+    classes: usize,
+    seed: u64,
+) -> PackedModel {
     let mut g = ModelGen::new(seed);
     g.weight("conv1", vec![64, 3, 7, 7], false);
     g.bn("bn1", 64);
     let mut in_planes = 64;
-    for (s, planes) in [64, 128, 256, 512].into_iter().enumerate() {
-        for i in 0..2 {
+    for (s, (planes, n)) in [64, 128, 256, 512].into_iter().zip(blocks).enumerate() {
+        let out = if bottlenecks { 4 * planes } else { planes };
+        for i in 0..n {
             let p = format!("layer{}.{i}", s + 1);
             let stride = if s > 0 && i == 0 { 2 } else { 1 };
-            g.weight(&format!("{p}.conv1"), vec![planes, in_planes, 3, 3], true);
-            g.bn(&format!("{p}.bn1"), planes);
-            g.weight(&format!("{p}.conv2"), vec![planes, planes, 3, 3], true);
-            g.bn(&format!("{p}.bn2"), planes);
-            if stride != 1 || in_planes != planes {
+            let convs: Vec<(usize, usize, usize)> = if bottlenecks {
+                vec![
+                    (planes, in_planes, 1),
+                    (planes, planes, 3),
+                    (out, planes, 1),
+                ]
+            } else {
+                vec![(planes, in_planes, 3), (planes, planes, 3)]
+            };
+            for (j, (o, c, k)) in convs.into_iter().enumerate() {
+                g.weight(&format!("{p}.conv{}", j + 1), vec![o, c, k, k], true);
+                g.bn(&format!("{p}.bn{}", j + 1), o);
+            }
+            if stride != 1 || in_planes != out {
                 g.weight(
                     &format!("{p}.downsample.0"),
-                    vec![planes, in_planes, 1, 1],
+                    vec![out, in_planes, 1, 1],
                     true,
                 );
-                g.bn(&format!("{p}.downsample.1"), planes);
+                g.bn(&format!("{p}.downsample.1"), out);
             }
-            in_planes = planes;
+            in_planes = out;
         }
     }
-    g.weight("fc", vec![classes, 512], false);
+    g.weight("fc", vec![classes, in_planes], false);
     g.bias("fc", classes);
-    g.finish("resnet18", [3, size, size], classes)
+    g.finish(arch, [3, size, size], classes)
 }
 
 /// `n` random images of `shape`.
