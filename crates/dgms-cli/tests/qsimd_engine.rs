@@ -264,8 +264,8 @@ fn check_fixture(dir: &Path, name: &str, weights: &Path, io: &Path, extra: &[&st
 }
 
 /// (2, 3) The parity fixtures at K = 16: resnet20 from the repository,
-/// resnet18 (.pth, no data: 3x224x224 by default) and vggsmall from the
-/// shared folder when present.
+/// resnet18 (.pth, no data: 3x224x224 by default), mobilenet_v2 and
+/// vggsmall from the shared folder when present.
 #[test]
 fn parity_fixtures_agree_with_candle_on_every_isa() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,6 +283,7 @@ fn parity_fixtures_agree_with_candle_on_every_isa() {
     };
     for (name, file, extra) in [
         ("resnet18", "resnet18.pth", &[][..]),
+        ("mobilenet_v2", "mobilenet_v2.safetensors", &[][..]),
         (
             "vggsmall",
             "vggsmall.safetensors",

@@ -68,6 +68,7 @@ fn bench_gemm(c: &mut Criterion) {
         let epi = Epilogue {
             shift: Some(&shift),
             relu: true,
+            relu6: false,
             ..Epilogue::NONE
         };
         let mut g = c.benchmark_group(format!("gemm_{rows}x{cols}x{n}"));
@@ -122,6 +123,7 @@ fn bench_int8(c: &mut Criterion) {
     let epi = Epilogue {
         shift: Some(&shift),
         relu: true,
+        relu6: false,
         ..Epilogue::NONE
     };
     let w = matrix(rows, cols, 16);

@@ -9,7 +9,7 @@ use dgms_qsimd::engine::{reference, Engine, SUPPORTED_ARCHS};
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::QsimdError;
-use engine_util::{images, rel_diff, resnet18, resnet50, resnet_cifar, vgg_small};
+use engine_util::{images, mobilenet_v2, rel_diff, resnet18, resnet50, resnet_cifar, vgg_small};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -67,6 +67,13 @@ fn resnet18_matches_reference() {
 }
 
 #[test]
+fn mobilenet_v2_matches_reference() {
+    check_against_reference(&mobilenet_v2(32, 10, 15), 2);
+    // 36 -> 18 -> 9 -> 5 -> 3 -> 2: odd maps through the strided depthwise.
+    check_against_reference(&mobilenet_v2(36, 5, 16), 1);
+}
+
+#[test]
 fn resnet50_matches_reference() {
     check_against_reference(&resnet50(32, 10, 13), 2);
     // 40 -> 20 -> 10 -> 5 -> 3 -> 2: odd maps through the strided 3x3s.
@@ -77,8 +84,16 @@ fn resnet50_matches_reference() {
 fn every_arch_is_covered() {
     for arch in SUPPORTED_ARCHS {
         assert!(
-            ["resnet20", "resnet32", "resnet56", "vggsmall", "resnet18", "resnet50"]
-                .contains(&arch),
+            [
+                "resnet20",
+                "resnet32",
+                "resnet56",
+                "vggsmall",
+                "resnet18",
+                "resnet50",
+                "mobilenet_v2",
+            ]
+            .contains(&arch),
             "{arch} has no test"
         );
     }

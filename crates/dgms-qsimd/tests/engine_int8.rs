@@ -9,7 +9,7 @@ mod engine_util;
 use dgms_qsimd::engine::{reference, Engine, Precision};
 use dgms_qsimd::format::{ModelMeta, PackedLayer, PackedModel};
 use dgms_qsimd::kernels::Isa;
-use engine_util::{images, rel_diff, resnet18, resnet50, resnet_cifar, vgg_small};
+use engine_util::{images, mobilenet_v2, rel_diff, resnet18, resnet50, resnet_cifar, vgg_small};
 
 /// Int8 against the reference, relative to the largest logit. Every
 /// quantized layer rounds its activations to 1/254 of a column's largest
@@ -24,6 +24,11 @@ const INT8_TOLERANCE: f32 = 0.1;
 /// f32, its last-bit differences flip activation roundings downstream,
 /// which over ResNet-50's 53 random layers grew to 2.7e-2 (measured).
 const ISA_TOLERANCE: f32 = 1e-5;
+
+/// The same for MobileNetV2, whose depthwise convs stay on the exact f32
+/// path between int8 layers (there is no int8 depthwise kernel), so the
+/// stem's problem recurs in every block: measured 1.6e-2.
+const ISA_TOLERANCE_F32_INSIDE: f32 = 5e-2;
 
 /// `model` with the full-precision conv `stem` replaced by a quantized
 /// layer (16 levels spanning its range, one of them 0).
@@ -53,7 +58,7 @@ fn quantize_stem(model: &PackedModel, stem: &str) -> PackedModel {
     PackedModel::new(meta, layers, tensors).unwrap()
 }
 
-fn check(model: &PackedModel, stem: &str, n: usize) {
+fn check(model: &PackedModel, stem: &str, n: usize, isa_tolerance: f32) {
     let arch = &model.meta.arch;
     let shape: [usize; 3] = model.meta.input_shape.as_slice().try_into().unwrap();
     let x = images(n, shape, 21);
@@ -78,25 +83,45 @@ fn check(model: &PackedModel, stem: &str, n: usize) {
             .unwrap();
         let d = rel_diff(&got, &base);
         println!("{arch} int8 (stem quantized) on {isa}: rel diff {d:.2e} to scalar int8");
-        assert!(d <= ISA_TOLERANCE, "{arch} int8 on {isa}: {d}");
+        assert!(d <= isa_tolerance, "{arch} int8 on {isa}: {d}");
     }
 }
 
 #[test]
 fn resnet_cifar_int8_is_close_to_reference() {
-    check(&resnet_cifar(3, [3, 32, 32], 10, 1), "conv1", 3);
-    check(&resnet_cifar(3, [1, 28, 28], 10, 2), "conv1", 2);
+    check(
+        &resnet_cifar(3, [3, 32, 32], 10, 1),
+        "conv1",
+        3,
+        ISA_TOLERANCE,
+    );
+    check(
+        &resnet_cifar(3, [1, 28, 28], 10, 2),
+        "conv1",
+        2,
+        ISA_TOLERANCE,
+    );
 }
 
 #[test]
 fn vgg_small_int8_is_close_to_reference() {
-    check(&vgg_small(16, 10, 5), "features.0", 2);
+    check(&vgg_small(16, 10, 5), "features.0", 2, ISA_TOLERANCE);
 }
 
 #[test]
 fn resnet_imagenet_int8_is_close_to_reference() {
-    check(&resnet18(32, 10, 8), "conv1", 2);
-    check(&resnet50(32, 10, 13), "conv1", 2);
+    check(&resnet18(32, 10, 8), "conv1", 2, ISA_TOLERANCE);
+    check(&resnet50(32, 10, 13), "conv1", 2, ISA_TOLERANCE);
+}
+
+#[test]
+fn mobilenet_v2_int8_is_close_to_reference() {
+    check(
+        &mobilenet_v2(32, 10, 15),
+        "features.0.0",
+        2,
+        ISA_TOLERANCE_F32_INSIDE,
+    );
 }
 
 /// Activations are quantized per output pixel, so an image's logits do not

@@ -74,6 +74,7 @@ fn perf_report() {
         let mut y = vec![0.0f32; rows * n];
         let epi = Epilogue {
             relu: true,
+            relu6: false,
             ..Epilogue::NONE
         };
         let flop = 2.0 * (rows * cols * n) as f64;

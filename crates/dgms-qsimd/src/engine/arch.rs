@@ -1,6 +1,6 @@
 //! The supported architectures, layer by layer, with the parameter names of
 //! `dgms-models` (the DGMS authors' for the CIFAR models, torchvision's for
-//! ResNet-18 and ResNet-50).
+//! ResNet-18, ResNet-50 and MobileNetV2).
 
 use crate::error::{QsimdError, Result};
 
@@ -8,8 +8,14 @@ use super::build::{Act, Builder, ConvSpec};
 use super::ops::Pool;
 
 /// Architectures [`super::Engine`] runs (`meta.arch`).
-pub const SUPPORTED_ARCHS: [&str; 6] = [
-    "resnet20", "resnet32", "resnet56", "vggsmall", "resnet18", "resnet50",
+pub const SUPPORTED_ARCHS: [&str; 7] = [
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "vggsmall",
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
 ];
 
 /// Adds the ops of `arch` after the input `x`; returns the logits
@@ -22,6 +28,7 @@ pub(crate) fn build(b: &mut Builder, arch: &str, x: Act, classes: usize) -> Resu
         "vggsmall" => vgg_small(b, x, classes),
         "resnet18" => resnet_imagenet(b, x, false, [2, 2, 2, 2], classes),
         "resnet50" => resnet_imagenet(b, x, true, [3, 4, 6, 3], classes),
+        "mobilenet_v2" => mobilenet_v2(b, x, classes),
         _ => Err(QsimdError::UnknownArch {
             arch: arch.to_string(),
             supported: SUPPORTED_ARCHS.join(", "),
@@ -191,4 +198,58 @@ fn resnet_imagenet(
     }
     let pooled = b.global_avg_pool(x);
     b.linear(pooled, "fc", classes)
+}
+
+/// torchvision MobileNetV2's inverted-residual settings: expansion t,
+/// output channels c, blocks n, first stride s.
+const MOBILENET_V2_SETTINGS: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+/// torchvision MobileNetV2: `features.0` 3x3/2 conv to 32 + batch norm +
+/// ReLU6; inverted residual blocks `features.1` to `features.17`
+/// (`conv.0` 1x1 expansion + ReLU6 unless t = 1, a 3x3 depthwise + ReLU6,
+/// a linear 1x1 projection, + the input when the stride is 1 and the
+/// channels match); `features.18` 1x1 to 1280 + ReLU6; global average
+/// pool; `classifier.1`.
+fn mobilenet_v2(b: &mut Builder, x: Act, classes: usize) -> Result<Act> {
+    let mut x = b.conv(
+        x,
+        ConvSpec::bn("features.0.0", 32, 3, 2, "features.0.1").relu6(),
+        None,
+        &[],
+    )?;
+    let mut index = 1;
+    for (t, c, n, s) in MOBILENET_V2_SETTINGS {
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            let p = format!("features.{index}.conv");
+            let input = x;
+            let mut j = 0;
+            let mut h = x;
+            if t != 1 {
+                let (conv, bn) = (format!("{p}.0.0"), format!("{p}.0.1"));
+                let spec = ConvSpec::bn(&conv, x.c * t, 1, 1, &bn).relu6();
+                h = b.conv(h, spec, None, &[input.slot])?;
+                j = 1;
+            }
+            let (dw, dw_bn) = (format!("{p}.{j}.0"), format!("{p}.{j}.1"));
+            h = b.depthwise(h, &dw, stride, &dw_bn, &[input.slot])?;
+            let (proj, proj_bn) = (format!("{p}.{}", j + 1), format!("{p}.{}", j + 2));
+            let residual = (stride == 1 && input.c == c).then_some(input);
+            x = b.conv(h, ConvSpec::bn(&proj, c, 1, 1, &proj_bn), residual, &[])?;
+            index += 1;
+        }
+    }
+    let last = format!("features.{index}");
+    let (conv, bn) = (format!("{last}.0"), format!("{last}.1"));
+    let x = b.conv(x, ConvSpec::bn(&conv, 1280, 1, 1, &bn).relu6(), None, &[])?;
+    let pooled = b.global_avg_pool(x);
+    b.linear(pooled, "classifier.1", classes)
 }

@@ -9,7 +9,7 @@ use crate::error::{QsimdError, Result};
 use crate::format::PackedModel;
 use crate::kernels::{ConvGeometry, QMatrix, QMatrixI8};
 
-use super::graph::{Conv, Kind, Op, Weights};
+use super::graph::{Conv, Depthwise, Kind, Op, Weights};
 use super::ops::Pool;
 use super::Precision;
 
@@ -51,6 +51,8 @@ pub(crate) struct ConvSpec<'a> {
     /// Batch norm applied to the output (`BN.scale`, `BN.shift`).
     pub bn: Option<&'a str>,
     pub relu: bool,
+    /// ReLU6 instead (MobileNetV2).
+    pub relu6: bool,
 }
 
 impl<'a> ConvSpec<'a> {
@@ -65,11 +67,19 @@ impl<'a> ConvSpec<'a> {
             bias: false,
             bn: Some(bn),
             relu: false,
+            relu6: false,
         }
     }
 
     pub fn relu(self) -> Self {
         Self { relu: true, ..self }
+    }
+
+    pub fn relu6(self) -> Self {
+        Self {
+            relu6: true,
+            ..self
+        }
     }
 }
 
@@ -302,10 +312,60 @@ impl<'m> Builder<'m> {
             scale,
             shift,
             relu: spec.relu,
+            relu6: spec.relu6,
             residual: residual.map(|r| r.slot),
         };
         self.cols_len = self.cols_len.max(conv.cols_len());
         Ok(self.push(name, Kind::Conv(Box::new(conv)), &x, out))
+    }
+
+    /// A depthwise 3x3 convolution `name` (weight [C, 1, 3, 3], pad 1) with
+    /// batch norm `bn` and ReLU6. Its weights stay on the exact path in
+    /// int8 mode (there is no int8 depthwise kernel).
+    pub fn depthwise(
+        &mut self,
+        x: Act,
+        name: &str,
+        stride: usize,
+        bn: &str,
+        live: &[usize],
+    ) -> Result<Act> {
+        let geom = ConvGeometry {
+            c: x.c,
+            h: x.h,
+            w: x.w,
+            kh: 3,
+            kw: 3,
+            stride,
+            pad: 1,
+        };
+        geom.validate("depthwise")
+            .map_err(|_| self.err(name, format!("input {}x{}x{} is too small", x.c, x.h, x.w)))?;
+        let mode = self.mode;
+        if mode == WeightMode::Packed(Precision::Int8) {
+            self.mode = WeightMode::Packed(Precision::Exact);
+        }
+        let w = self.weights(name, &[x.c, 1, 3, 3]);
+        self.mode = mode;
+        let w = w?;
+        let (scale, shift) = self.bn(bn, x.c)?;
+        let mut keep = live.to_vec();
+        keep.push(x.slot);
+        let (oh, ow) = (geom.out_h(), geom.out_w());
+        let out = Act {
+            slot: self.alloc(x.c * oh * ow, &keep),
+            c: x.c,
+            h: oh,
+            w: ow,
+        };
+        let dw = Depthwise {
+            w,
+            geom,
+            scale,
+            shift,
+            relu6: true,
+        };
+        Ok(self.push(name, Kind::Depthwise(Box::new(dw)), &x, out))
     }
 
     /// Max-pooling, then optionally batch norm `post_bn` and ReLU.

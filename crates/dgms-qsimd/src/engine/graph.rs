@@ -5,7 +5,8 @@
 
 use crate::error::Result;
 use crate::kernels::{
-    gemm, gemm_f32, gemm_i8, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix, QMatrixI8,
+    depthwise3x3, gemm, gemm_f32, gemm_i8, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix,
+    QMatrixI8,
 };
 
 use super::ops::{self, Pool};
@@ -78,6 +79,7 @@ pub(crate) struct Conv {
     pub scale: Option<Vec<f32>>,
     pub shift: Option<Vec<f32>>,
     pub relu: bool,
+    pub relu6: bool,
     pub residual: Option<usize>,
 }
 
@@ -99,10 +101,73 @@ impl Conv {
     }
 }
 
+/// A depthwise 3x3 convolution (pad 1, stride 1 or 2) with its fused
+/// output stage `dst = relu6?(conv(src) * scale + shift)`; the weights are
+/// C x 9 (always the exact path: there is no int8 depthwise kernel).
+#[derive(Debug)]
+pub(crate) struct Depthwise {
+    pub w: Weights,
+    /// Geometry of one image.
+    pub geom: ConvGeometry,
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub relu6: bool,
+}
+
+impl Depthwise {
+    /// One image (C x H x W) into `out` (C x out_h x out_w).
+    fn run_image(&self, isa: Isa, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let epi = Epilogue {
+            scale: Some(&self.scale),
+            shift: Some(&self.shift),
+            relu6: self.relu6,
+            ..Epilogue::NONE
+        };
+        match &self.w {
+            Weights::Quant(q) => depthwise3x3(isa, q, x, &self.geom, out, &epi),
+            Weights::Dense { data, .. } => {
+                ops::depthwise3x3_dense(data, x, &self.geom, out);
+                let n = self.geom.out_pixels();
+                epi.apply(out, n, 0..self.geom.c, 0..n, n);
+                Ok(())
+            }
+            // The builder never makes one (no int8 depthwise kernel).
+            Weights::QuantI8(_) => unreachable!("int8 depthwise weights"),
+        }
+    }
+
+    /// `n` images in the engine's C x N x H x W layout. One image is
+    /// already CHW; a batch goes through per-image copies.
+    fn run(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        if n == 1 {
+            return self.run_image(isa, x, out);
+        }
+        let (c, hw, ohw) = (
+            self.geom.c,
+            self.geom.h * self.geom.w,
+            self.geom.out_pixels(),
+        );
+        let (mut img, mut res) = (vec![0.0f32; c * hw], vec![0.0f32; c * ohw]);
+        for b in 0..n {
+            for ch in 0..c {
+                let src = (ch * n + b) * hw;
+                img[ch * hw..(ch + 1) * hw].copy_from_slice(&x[src..src + hw]);
+            }
+            self.run_image(isa, &img, &mut res)?;
+            for ch in 0..c {
+                let dst = (ch * n + b) * ohw;
+                out[dst..dst + ohw].copy_from_slice(&res[ch * ohw..(ch + 1) * ohw]);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What an op computes.
 #[derive(Debug)]
 pub(crate) enum Kind {
     Conv(Box<Conv>),
+    Depthwise(Box<Depthwise>),
     /// Max-pool each plane of h x w; optionally then `relu(v*scale + shift)`.
     MaxPool {
         h: usize,
@@ -191,6 +256,7 @@ fn run_op(op: &Op, isa: Isa, ws: &mut Workspace, n: usize, out: &mut [f32]) -> R
                 shift: conv.shift.as_deref(),
                 residual,
                 relu: conv.relu,
+                relu6: conv.relu6,
             };
             let cols_n = n * conv.geom.out_pixels();
             if conv.is_pointwise() {
@@ -199,6 +265,7 @@ fn run_op(op: &Op, isa: Isa, ws: &mut Workspace, n: usize, out: &mut [f32]) -> R
                 conv.w.conv(isa, &conv.geom, src, n, out, &epi)
             }
         }
+        Kind::Depthwise(dw) => dw.run(isa, src, n, out),
         Kind::MaxPool { h, w, pool, post } => {
             let post = post.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice(), n));
             ops::max_pool(src, (*h, *w), *pool, post, out);

@@ -3,12 +3,13 @@
 //!
 //! [`Engine::new`] builds the layer graph of `meta.arch` (one of
 //! [`SUPPORTED_ARCHS`]: the CIFAR ResNet-20/32/56 with option-A shortcuts,
-//! VGG-Small, torchvision's ResNet-18 and ResNet-50), checking that every
-//! tensor the architecture needs is present with the right shape and that
-//! the file holds nothing else. Quantized layers become the kernels' [`QMatrix`]
-//! (O x C*kh*kw, decoded inside the kernels); full-precision ones are used
-//! as f32. Folded batch norm, conv bias, the residual add and the ReLU are
-//! fused into the convolution's output stage: `y = relu(conv(x)*scale +
+//! VGG-Small, torchvision's ResNet-18, ResNet-50 and MobileNetV2), checking
+//! that every tensor the architecture needs is present with the right
+//! shape and that the file holds nothing else. Quantized layers become the
+//! kernels' [`QMatrix`] (O x C*kh*kw, decoded inside the kernels);
+//! full-precision ones are used as f32. Folded batch norm, conv bias, the
+//! residual add and the ReLU (or ReLU6) are fused into the convolution's
+//! output stage: `y = relu(conv(x)*scale +
 //! shift + shortcut)`.
 //!
 //! [`Engine::with_precision`] with [`Precision::Int8`] runs the quantized
@@ -274,6 +275,7 @@ impl Engine {
 fn op_weight_bytes(op: &Op) -> usize {
     match &op.kind {
         graph::Kind::Conv(c) => c.w.bytes(),
+        graph::Kind::Depthwise(d) => d.w.bytes(),
         graph::Kind::Linear { w, .. } => w.bytes(),
         _ => 0,
     }

@@ -16,6 +16,8 @@ pub struct Epilogue<'a> {
     pub residual: Option<&'a [f32]>,
     /// Clamp negative outputs to 0 last.
     pub relu: bool,
+    /// Clamp outputs to [0, 6] last (ReLU6, MobileNetV2).
+    pub relu6: bool,
 }
 
 impl<'a> Epilogue<'a> {
@@ -25,11 +27,16 @@ impl<'a> Epilogue<'a> {
         shift: None,
         residual: None,
         relu: false,
+        relu6: false,
     };
 
     /// Whether applying it changes nothing.
     pub fn is_identity(&self) -> bool {
-        self.scale.is_none() && self.shift.is_none() && self.residual.is_none() && !self.relu
+        self.scale.is_none()
+            && self.shift.is_none()
+            && self.residual.is_none()
+            && !self.relu
+            && !self.relu6
     }
 
     /// Checks the lengths against an output of `rows` x `n`.
@@ -80,6 +87,31 @@ impl<'a> Epilogue<'a> {
             if self.relu {
                 out.iter_mut().for_each(|v| *v = v.max(0.0));
             }
+            if self.relu6 {
+                out.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Epilogue;
+
+    #[test]
+    fn relu6_clamps_to_zero_and_six_after_scale_shift_and_residual() {
+        let (scale, shift, res) = ([2.0], [1.0], [0.5, 0.5, 0.5]);
+        let epi = Epilogue {
+            scale: Some(&scale),
+            shift: Some(&shift),
+            residual: Some(&res),
+            relu6: true,
+            ..Epilogue::NONE
+        };
+        assert!(!epi.is_identity());
+        let mut y = [-3.0, 1.0, 4.0];
+        epi.apply(&mut y, 3, 0..1, 0..3, 3);
+        // 2x + 1 + 0.5: -4.5, 3.5, 9.5 -> 0, 3.5, 6.
+        assert_eq!(y, [0.0, 3.5, 6.0]);
     }
 }

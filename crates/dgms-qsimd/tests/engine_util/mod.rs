@@ -216,6 +216,47 @@ fn resnet_imagenet(
     g.finish(arch, [3, size, size], classes)
 }
 
+/// torchvision MobileNetV2 on `size` x `size` inputs (depthwise weights
+/// quantized, as SPEC section 3's default does).
+pub fn mobilenet_v2(size: usize, classes: usize, seed: u64) -> PackedModel {
+    const SETTINGS: [(usize, usize, usize, usize); 7] = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ];
+    let mut g = ModelGen::new(seed);
+    g.weight("features.0.0", vec![32, 3, 3, 3], false);
+    g.bn("features.0.1", 32);
+    let (mut inp, mut index) = (32, 1);
+    for (t, c, n, _) in SETTINGS {
+        for _ in 0..n {
+            let p = format!("features.{index}.conv");
+            let hidden = inp * t;
+            let mut j = 0;
+            if t != 1 {
+                g.weight(&format!("{p}.0.0"), vec![hidden, inp, 1, 1], true);
+                g.bn(&format!("{p}.0.1"), hidden);
+                j = 1;
+            }
+            g.weight(&format!("{p}.{j}.0"), vec![hidden, 1, 3, 3], true);
+            g.bn(&format!("{p}.{j}.1"), hidden);
+            g.weight(&format!("{p}.{}", j + 1), vec![c, hidden, 1, 1], true);
+            g.bn(&format!("{p}.{}", j + 2), c);
+            inp = c;
+            index += 1;
+        }
+    }
+    g.weight(&format!("features.{index}.0"), vec![1280, inp, 1, 1], true);
+    g.bn(&format!("features.{index}.1"), 1280);
+    g.weight("classifier.1", vec![classes, 1280], false);
+    g.bias("classifier.1", classes);
+    g.finish("mobilenet_v2", [3, size, size], classes)
+}
+
 /// `n` random images of `shape`.
 pub fn images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
     Rng::new(seed).vec(n * shape.iter().product::<usize>(), -1.0, 1.0)

@@ -93,6 +93,7 @@ impl EpiParts {
             shift: self.shift.as_deref(),
             residual: self.residual.as_deref(),
             relu: self.relu,
+            relu6: false,
         }
     }
 
