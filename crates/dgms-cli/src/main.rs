@@ -16,6 +16,21 @@ use dgms_cli::train::trainer::train_until;
 use dgms_qsimd::engine::Precision;
 use dgms_qsimd::kernels::Isa;
 
+/// `println!` for the command's results that ends the process quietly
+/// when stdout is closed (`dgms infer ... | head -1`) instead of
+/// panicking, and returns other write errors.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(anyhow::Error::from(e).context("writing to stdout"));
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "dgms",
@@ -253,7 +268,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(args) => {
             let cfg = args.config(8, 0.1);
             let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            say!("{}", serde_json::to_string_pretty(&outcome)?);
         }
         Command::Dgms {
             train: args,
@@ -265,7 +280,7 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
             }
             let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            say!("{}", serde_json::to_string_pretty(&outcome)?);
         }
         Command::Harden {
             checkpoint,
@@ -274,7 +289,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let report = phases::harden(&checkpoint, &out, recalibrate_bn)?;
             print!("{}", report.to_table());
-            println!("wrote {}", out.display());
+            say!("wrote {}", out.display());
         }
         Command::Eval {
             checkpoint,
@@ -282,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
             max_eval,
         } => {
             let result = phases::eval(&checkpoint, data.as_deref(), max_eval)?;
-            println!("{}", serde_json::to_string_pretty(&result)?);
+            say!("{}", serde_json::to_string_pretty(&result)?);
         }
         Command::Report { checkpoint, json } => {
             let report = phases::report(&checkpoint)?;
@@ -292,7 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                     &path,
                     serde_json::to_string_pretty(&report)?.as_bytes(),
                 )?;
-                println!("wrote {}", path.display());
+                say!("wrote {}", path.display());
             }
         }
         Command::Quantize {
@@ -314,7 +329,7 @@ fn run(cli: Cli) -> Result<()> {
             let (report, quantized, data_set) =
                 phases::quantize(&model, &weights, &data, &mixture.settings(), &out)?;
             print!("{}", report.to_table());
-            println!("wrote {}", out.display());
+            say!("wrote {}", out.display());
             if eval {
                 let tally = dgms_cli::train::session::evaluate(
                     quantized.net.as_ref(),
@@ -322,7 +337,7 @@ fn run(cli: Cli) -> Result<()> {
                     data_set.kind,
                 )
                 .context("evaluating the quantized model")?;
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&phases::EvalResult::from(tally))?
                 );
@@ -331,7 +346,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export { checkpoint, out } => {
             let summary = export::export_packed(&checkpoint, &out)?;
             print!("{summary}");
-            println!("wrote {}", out.display());
+            say!("wrote {}", out.display());
         }
         Command::Infer {
             packed,
@@ -364,7 +379,7 @@ fn run(cli: Cli) -> Result<()> {
                 EngineKind::Qsimd => format!("qsimd {precision} ({isa})"),
                 EngineKind::Candle => "candle".to_string(),
             };
-            println!(
+            say!(
                 "{what}: {} images, {} classes; time per batch: {:.3} ms (median of {} runs, min {:.3} ms)",
                 outcome.images,
                 outcome.classes,
@@ -372,7 +387,7 @@ fn run(cli: Cli) -> Result<()> {
                 sorted.len(),
                 sorted[0]
             );
-            println!("wrote {}", out.display());
+            say!("wrote {}", out.display());
         }
     }
     Ok(())
@@ -406,7 +421,7 @@ fn quantize_packed(
         export::quantize_packed(model, weights, &shape, &mixture.settings(), out)?;
     print!("{}", report.to_table());
     print!("{summary}");
-    println!("wrote {}", out.display());
+    say!("wrote {}", out.display());
     if let (true, ShapeSource::Data(source)) = (eval, &shape) {
         let data_set = dgms_cli::train::session::Data::load(source)?;
         let tally = dgms_cli::train::session::evaluate(
@@ -415,7 +430,7 @@ fn quantize_packed(
             data_set.kind,
         )
         .context("evaluating the quantized model")?;
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&phases::EvalResult::from(tally))?
         );

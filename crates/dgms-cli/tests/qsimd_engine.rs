@@ -477,4 +477,26 @@ fn export_sizes_and_errors() {
         "{err}"
     );
     assert!(!logits.exists());
+
+    // A closed stdout (`dgms infer ... | head -1`) ends the run quietly:
+    // no panic, exit status 0, the logits written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dgms"))
+        .args([
+            "infer",
+            "--packed",
+            out.to_str().unwrap(),
+            "--input",
+            input_s,
+        ])
+        .args(["--out", logits.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(logits.exists());
 }

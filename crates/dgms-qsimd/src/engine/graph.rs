@@ -3,7 +3,7 @@
 //! different one; the builder picks the slots so that nothing still needed
 //! is overwritten, and sizes every slot for the largest value it holds.
 
-use crate::error::Result;
+use crate::error::{QsimdError, Result};
 use crate::kernels::{
     depthwise3x3, gemm, gemm_f32, gemm_i8, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix,
     QMatrixI8,
@@ -132,7 +132,10 @@ impl Depthwise {
                 Ok(())
             }
             // The builder never makes one (no int8 depthwise kernel).
-            Weights::QuantI8(_) => unreachable!("int8 depthwise weights"),
+            Weights::QuantI8(_) => Err(QsimdError::InvalidGeometry {
+                op: "depthwise",
+                reason: "int8 weights (the depthwise kernel is exact only)".into(),
+            }),
         }
     }
 
