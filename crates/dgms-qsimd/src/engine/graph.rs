@@ -126,7 +126,9 @@ impl Depthwise {
         match &self.w {
             Weights::Quant(q) => depthwise3x3(isa, q, x, &self.geom, out, &epi),
             Weights::Dense { data, .. } => {
-                ops::depthwise3x3_dense(data, x, &self.geom, out);
+                // The scalar oracle's loop, on the f32 taps.
+                let tap = |ch: usize, t: usize| data[ch * 9 + t];
+                crate::kernels::depthwise3x3_loop(tap, x, &self.geom, out);
                 let n = self.geom.out_pixels();
                 epi.apply(out, n, 0..self.geom.c, 0..n, n);
                 Ok(())

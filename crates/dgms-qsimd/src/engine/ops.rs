@@ -10,8 +10,6 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::ConvGeometry;
-
 /// Below this many output values an op runs on the calling thread: rayon's
 /// fork-join costs more than the copy.
 const PAR_MIN: usize = 1 << 15;
@@ -93,37 +91,6 @@ pub(crate) fn max_pool(
             dst.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
         }
     });
-}
-
-/// Depthwise 3x3 convolution (pad 1, `g.stride`) of one CHW image with
-/// f32 weights `w` (C x 9): the reference engine's and full-precision
-/// layers' path (no epilogue).
-pub(crate) fn depthwise3x3_dense(w: &[f32], input: &[f32], g: &ConvGeometry, out: &mut [f32]) {
-    let (h, wd, oh, ow) = (g.h, g.w, g.out_h(), g.out_w());
-    for ((plane, taps), dst) in input
-        .chunks_exact(h * wd)
-        .zip(w.chunks_exact(9))
-        .zip(out.chunks_exact_mut(oh * ow))
-    {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = 0.0f32;
-                for ky in 0..3 {
-                    let iy = (oy * g.stride + ky).wrapping_sub(1);
-                    if iy >= h {
-                        continue;
-                    }
-                    for kx in 0..3 {
-                        let ix = (ox * g.stride + kx).wrapping_sub(1);
-                        if ix < wd {
-                            acc += taps[ky * 3 + kx] * plane[iy * wd + ix];
-                        }
-                    }
-                }
-                dst[oy * ow + ox] = acc;
-            }
-        }
-    }
 }
 
 /// Mean of each plane of `hw` values: C x N planes give the C x N matrix a

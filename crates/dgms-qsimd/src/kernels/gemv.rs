@@ -12,7 +12,7 @@ pub(crate) const PAR_MIN_WEIGHTS: usize = 1 << 16;
 
 /// Runs `f(first_row, rows_out)` over chunks of `y` (`unit` rows each a
 /// multiple of), in parallel when the problem is big enough.
-fn split_rows<F>(y: &mut [f32], unit: usize, weights: usize, f: F)
+pub(super) fn split_rows<F>(y: &mut [f32], unit: usize, weights: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {

@@ -3,30 +3,11 @@
 //! each group's i32 sums turned into f32 by the same stage as the scalar
 //! reference.
 
-use rayon::prelude::*;
-
-use super::gemv::PAR_MIN_WEIGHTS;
+use super::gemv::split_rows;
 use super::int8::{quant, vec_scales, Kern};
 use super::int8_gemm::unoffset;
 use super::int8_matrix::QMatrixI8;
 use super::matrix::{Layout, GROUP_ROWS};
-
-/// Runs `f(first_row, rows_out)` over chunks of `y` (multiples of `unit`
-/// rows), in parallel when the problem is big enough.
-fn split_rows<F>(y: &mut [f32], unit: usize, weights: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    let units = y.len().div_ceil(unit);
-    if weights < PAR_MIN_WEIGHTS || units < 2 {
-        f(0, y);
-        return;
-    }
-    let per = units.div_ceil(rayon::current_num_threads() * 4).max(1) * unit;
-    y.par_chunks_mut(per)
-        .enumerate()
-        .for_each(|(i, ys)| f(i * per, ys));
-}
 
 /// y = W x for validated shapes on an available SIMD ISA.
 pub(super) fn gemv(kern: Kern, w: &QMatrixI8, x: &[f32], y: &mut [f32]) {

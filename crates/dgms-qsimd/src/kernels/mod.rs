@@ -60,6 +60,7 @@ pub use int8::{conv2d_i8, gemm_i8, gemv_i8};
 pub use int8_matrix::{QMatrixI8, MAX_COLS_I8};
 pub use isa::{Isa, ISA_ENV_VAR};
 pub use matrix::{DenseMatrix, Layout, QMatrix};
+pub(crate) use scalar::depthwise3x3_loop;
 
 use crate::error::Result;
 use conv::check_len;

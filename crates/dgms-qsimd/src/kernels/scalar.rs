@@ -119,7 +119,23 @@ pub fn depthwise3x3_direct(
     epilogue: &Epilogue,
 ) -> Result<()> {
     let n = super::depthwise::check("depthwise3x3_direct", w, input, g, out, epilogue)?;
+    depthwise3x3_loop(|ch, tap| w.at(ch, tap), input, g, out);
+    epilogue.apply(out, n, 0..g.c, 0..n, n);
+    Ok(())
+}
+
+/// The direct depthwise 3x3 sums (pad 1, `g.stride`; no epilogue) with
+/// tap `ky * 3 + kx` of channel `ch` from `weight(ch, tap)`: the oracle
+/// above, and the engine's path for f32 depthwise weights. Shapes checked
+/// by the caller.
+pub(crate) fn depthwise3x3_loop(
+    weight: impl Fn(usize, usize) -> f32,
+    input: &[f32],
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
     let (oh, ow) = (g.out_h(), g.out_w());
+    let n = oh * ow;
     for ch in 0..g.c {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -132,13 +148,11 @@ pub fn depthwise3x3_direct(
                             continue;
                         }
                         let v = input[(ch * g.h + iy as usize) * g.w + ix as usize];
-                        s += w.at(ch, ky * 3 + kx) * v;
+                        s += weight(ch, ky * 3 + kx) * v;
                     }
                 }
                 out[ch * n + oy * ow + ox] = s;
             }
         }
     }
-    epilogue.apply(out, n, 0..g.c, 0..n, n);
-    Ok(())
 }
