@@ -1,5 +1,6 @@
 //! Hardening: every weight becomes the index of its most likely component,
-//! and the layer keeps a table of K values (index 0 = the zero component).
+//! and the layer keeps a table of K values (index 0 = the zero component);
+//! see `docs/METHOD.md#hardening`.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +81,7 @@ impl HardenedLayer {
             .collect()
     }
 
-    /// The SPEC section 5 figures of this layer.
+    /// The report figures of this layer (`docs/METHOD.md#report`).
     pub fn report(&self) -> LayerReport {
         LayerReport::new(&self.name, &self.shape, self.k(), self.len(), self.zeros())
     }

@@ -1,4 +1,5 @@
-//! Mixture parameters of a layer from its pretrained weights (SPEC section 2).
+//! Mixture parameters of a layer from its pretrained weights
+//! (`docs/METHOD.md#initialisation`).
 //!
 //! One exact 1-D k-means ([`crate::kmeans`]) per layer; the cluster closest
 //! to 0 becomes the zero component, cluster fractions become the mixing
@@ -16,7 +17,7 @@ use crate::params::{MixtureParams, DEFAULT_TAU};
 /// How the widths sigma (and sigma_0) are initialised.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum SigmaInit {
-    /// The SPEC formula: the cluster's sample standard deviation about its
+    /// The method's formula: the cluster's sample standard deviation about its
     /// centre (about 0 for the zero cluster), see [`init_params`].
     #[default]
     Cluster,
@@ -25,7 +26,8 @@ pub enum SigmaInit {
 }
 
 impl SigmaInit {
-    /// The SPEC's "empirical" option: every width 0.01.
+    /// The "empirical" option of `docs/METHOD.md#initialisation`: every
+    /// width 0.01.
     pub fn empirical() -> Self {
         Self::Empirical(0.01)
     }
@@ -90,7 +92,8 @@ pub struct InitOutcome {
     pub kmeans: KMeans1d,
 }
 
-/// Initialises one layer's mixture from its weights (SPEC section 2).
+/// Initialises one layer's mixture from its weights
+/// (`docs/METHOD.md#initialisation`).
 ///
 /// - k-means with K clusters; the non-empty cluster with the smallest
 ///   |centre| becomes component 0 (mean 0), the other K-1 centres become

@@ -27,7 +27,9 @@
 //! ```
 //!
 //! Everything is computed in f64 (see [`Prepared`]); parameter gradients,
-//! sums over every weight, accumulate in f64 too.
+//! sums over every weight, accumulate in f64 too. The derivation and the
+//! numerical choices are in `docs/METHOD.md#gradients` and
+//! `docs/METHOD.md#numerics`.
 
 use num_traits::Float;
 use rayon::prelude::*;

@@ -198,7 +198,7 @@ pub fn zero_cluster(result: &KMeans1d) -> usize {
 }
 
 /// The table of values the weights harden to: the centres, ascending, with
-/// the zero cluster's centre replaced by 0 (SPEC section 2).
+/// the zero cluster's centre replaced by 0 (`docs/METHOD.md#initialisation`).
 pub fn zero_table(result: &KMeans1d) -> Vec<f64> {
     let mut table = result.centres.clone();
     table[zero_cluster(result)] = 0.0;

@@ -13,7 +13,10 @@
 //!   table of K values ([`harden`]);
 //! - initialisation from pretrained weights with an exact 1-D k-means
 //!   ([`init`], [`kmeans`]);
-//! - the SPEC section 5 report ([`report`]).
+//! - the report of sparsity, bits and compression ([`report`]).
+//!
+//! The method, its formulas and the choices made where it leaves room are
+//! described in the repository's `docs/METHOD.md`.
 //!
 //! All mixture math runs in log space, so a weight far from every mean goes
 //! to its most likely component instead of collapsing to the average of the

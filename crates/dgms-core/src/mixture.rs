@@ -13,7 +13,8 @@ use crate::params::{check_finite_weights, MixtureParams, PackedLayout};
 /// How a mixture's tensors are created.
 #[derive(Clone, Debug)]
 pub struct MixtureOptions {
-    /// Train the temperature tau as well (off by default, as in the SPEC).
+    /// Train the temperature tau as well (off by default, see
+    /// `docs/METHOD.md#mixture`).
     pub train_tau: bool,
     /// dtype of the parameters; must match the weights' (f32 or f64).
     pub dtype: DType,
@@ -89,8 +90,9 @@ impl GaussianMixture {
         })
     }
 
-    /// Initialises a mixture from a layer's pretrained weights (SPEC
-    /// section 2): k-means, zero component, pi and sigma.
+    /// Initialises a mixture from a layer's pretrained weights
+    /// (`docs/METHOD.md#initialisation`): k-means, zero component, pi and
+    /// sigma.
     pub fn from_weights(
         name: impl Into<String>,
         weights: &Tensor,
@@ -198,7 +200,8 @@ impl GaussianMixture {
     /// step: every sigma (and tau, when trained) below [`SIGMA_FLOOR`] is
     /// set to it. Plain SGD on sigma can overshoot to <= 0 (its gradient
     /// grows like 1/(tau sigma)), where the density is undefined; the
-    /// reference has no such guard. Returns how many values were clamped.
+    /// reference has no such guard (`docs/METHOD.md#reference-flaws`).
+    /// Returns how many values were clamped.
     pub fn project(&self) -> Result<usize> {
         let mut vars = vec![&self.sigma, &self.sigma_zero];
         if self.train_tau {

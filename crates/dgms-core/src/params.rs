@@ -7,7 +7,7 @@ use crate::error::{CoreError, Result};
 /// Largest K supported: hard indices are stored as `u8`.
 pub const MAX_COMPONENTS: usize = 256;
 
-/// Default temperature of the assignment softmax (SPEC section 1).
+/// Default temperature of the assignment softmax (`docs/METHOD.md#mixture`).
 pub const DEFAULT_TAU: f32 = 0.01;
 
 /// The values of one layer's mixture, component 0 being the zero component.

@@ -1,5 +1,5 @@
-//! The SPEC section 5 report: sparsity, bits and compression, per layer and
-//! for the whole model.
+//! The report: sparsity, bits and compression, per layer and for the whole
+//! model (`docs/METHOD.md#report`).
 //!
 //! - `bits` is the reference's b = floor(log2 K); `index_bits` is
 //!   ceil(log2 K), what a packed index really takes (they differ only when K

@@ -1,4 +1,5 @@
-//! Tests of the 1-D k-means and the mixture initialisation (SPEC section 2):
+//! Tests of the 1-D k-means and the mixture initialisation
+//! (`docs/METHOD.md#initialisation`):
 //! fixed points, optimality against a brute-force dynamic programme,
 //! determinism, the init formulas and their fallbacks, and errors.
 

@@ -1,4 +1,5 @@
-//! The SPEC section 5 figures: sparsity, bits and compression ratio.
+//! The report figures (`docs/METHOD.md#report`): sparsity, bits and
+//! compression ratio.
 
 use candle_core::{Device, Tensor};
 use dgms_core::report::{bits_ceil, bits_floor};

@@ -1,0 +1,21 @@
+//! # dgms-test-support
+//!
+//! What the dgms test suites share instead of copying (a dev-dependency
+//! only; never published):
+//!
+//! - [`rng`]: seeded generators. [`rng::SplitMix64`] and [`rng::Lcg64`]
+//!   for crates that keep `rand` out of their dependencies, and
+//!   [`rng::chacha`] for tests of crates that use `rand` anyway. Each
+//!   reproduces, number for number, the generator it replaces.
+//! - [`compare`]: relative errors (max |got - expected| / max |expected|).
+//! - [`fixtures`]: locating fixtures in the repository and in the shared
+//!   folder beside it (`../shared`); a missing shared fixture skips its test
+//!   with a note, or fails it when `DGMS_REQUIRE_FIXTURES=1`.
+//! - [`tensors`]: candle tensors to host vectors, and their relative error.
+//! - [`varmap`]: names and shapes of a `candle_nn::VarMap`.
+
+pub mod compare;
+pub mod fixtures;
+pub mod rng;
+pub mod tensors;
+pub mod varmap;
