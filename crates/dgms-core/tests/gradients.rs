@@ -12,8 +12,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::{host, random_params, random_weights, rel_err};
+use common::{random_params, random_weights};
 use dgms_core::{GaussianMixture, MixtureOptions, MixtureParams};
+use dgms_test_support::compare::rel_err;
+use dgms_test_support::tensors::to_f64_vec as host;
 
 /// Soft weights and every gradient of L = sum(soft * g), via the fused or
 /// the composed path. Order: soft, weight, then the mixture's trainable vars.

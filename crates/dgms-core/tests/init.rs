@@ -6,13 +6,13 @@
 use dgms_core::init::init_layers;
 use dgms_core::kmeans::{kmeans_sorted, sse_with_zero, zero_cluster, SortedWeights};
 use dgms_core::{init_params, kmeans_1d, CoreError, InitConfig, KMeans1d, KMeansConfig, SigmaInit};
+use dgms_test_support::rng::chacha;
 use proptest::prelude::*;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 /// `n` normal weights with standard deviation `scale` (Box-Muller).
 fn normal(n: usize, scale: f32, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = chacha(seed);
     let mut one = move || {
         let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
         ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32 * scale
@@ -157,7 +157,7 @@ proptest! {
 fn eight_restarts_usually_find_the_optimum() {
     let (cases, mut plain_misses, mut zero_misses) = (1000u64, 0, 0);
     for case in 0..cases {
-        let mut rng = ChaCha8Rng::seed_from_u64(case);
+        let mut rng = chacha(case);
         let (k, uniform) = (rng.random_range(2..=5), rng.random::<bool>());
         let n = rng.random_range(k..=60);
         let w: Vec<f32> = match uniform {

@@ -2,11 +2,9 @@
 //! weights tend to hard ones as tau -> 0, and scaling every pi leaves the
 //! mixture unchanged.
 
-mod common;
-
 use candle_core::{Device, Tensor};
-use common::host;
 use dgms_core::{GaussianMixture, MixtureOptions, MixtureParams};
+use dgms_test_support::tensors::to_f64_vec as host;
 use proptest::prelude::*;
 
 fn mixture_strategy() -> impl Strategy<Value = (MixtureParams, Vec<f32>)> {

@@ -11,43 +11,20 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use dgms_core::{init_params, GaussianMixture, InitConfig, MixtureOptions, MixtureParams};
+use dgms_test_support::compare::rel_err_masked as rel_err;
+use dgms_test_support::fixtures::{dir_from_env, repo_fixture};
+use dgms_test_support::tensors::to_f64_vec as vec_f64;
 
 const SOFT_TOL: f64 = 1e-4;
 const PARAM_GRAD_TOL: f64 = 2e-4;
 const SSE_SLACK: f64 = 1.0001;
 
+/// `$DGMS_REFERENCE_DIR`, else the repository's `fixtures/reference` (always
+/// present: a missing or empty folder fails the test, it never skips).
 fn reference_dir() -> PathBuf {
-    match std::env::var_os("DGMS_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/reference"),
-    }
-}
-
-fn vec_f64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .and_then(|t| t.to_dtype(DType::F64))
-        .and_then(|t| t.to_vec1())
-        .expect("tensor to host")
-}
-
-/// max |got - expected| / max |expected| over the entries where `mask` holds.
-fn rel_err(got: &[f64], expected: &[f64], mask: &[bool]) -> f64 {
-    assert_eq!(got.len(), expected.len(), "length mismatch");
-    let mut max_diff: f64 = 0.0;
-    let mut max_ref: f64 = 0.0;
-    for ((g, e), &m) in got.iter().zip(expected).zip(mask) {
-        if m {
-            max_diff = max_diff.max((g - e).abs());
-            max_ref = max_ref.max(e.abs());
-        }
-    }
-    if max_ref == 0.0 {
-        max_diff
-    } else {
-        max_diff / max_ref
-    }
+    dir_from_env("DGMS_REFERENCE_DIR", repo_fixture("fixtures/reference"))
 }
 
 fn metadata_k(path: &Path) -> usize {

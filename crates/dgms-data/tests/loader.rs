@@ -3,12 +3,12 @@
 use dgms_data::{
     Augment, DataError, DataSource, Dataset, DatasetKind, Loader, LoaderConfig, Mode, Normalize,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use dgms_test_support::rng::chacha;
+use rand::Rng;
 
 /// 50 random 3 x 8 x 8 images, all pixels non-zero.
 fn synthetic(n: usize) -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut rng = chacha(11);
     let images = (0..n * 3 * 64)
         .map(|_| rng.random_range(1..=255u8))
         .collect();
