@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::error::{QsimdError, Result};
 use crate::format::PackedModel;
-use crate::kernels::{ConvGeometry, QMatrix, QMatrixI8};
+use crate::kernels::{Activation, ConvGeometry, QMatrix, QMatrixI8};
 
 use super::graph::{Conv, Depthwise, Kind, Op, Weights};
 use super::ops::Pool;
@@ -51,7 +51,7 @@ pub(crate) struct ConvSpec<'a> {
     /// Batch norm applied to the output (`BN.scale`, `BN.shift`).
     pub bn: Option<&'a str>,
     pub relu: bool,
-    /// ReLU6 instead (MobileNetV2).
+    /// ReLU6 instead (MobileNetV2); wins over `relu`.
     pub relu6: bool,
 }
 
@@ -79,6 +79,16 @@ impl<'a> ConvSpec<'a> {
         Self {
             relu6: true,
             ..self
+        }
+    }
+
+    /// The one activation of the fused output stage (ReLU6 clamps what
+    /// ReLU would, so it wins when both are set).
+    pub fn activation(&self) -> Activation {
+        match (self.relu, self.relu6) {
+            (_, true) => Activation::Relu6,
+            (true, false) => Activation::Relu,
+            (false, false) => Activation::None,
         }
     }
 }
@@ -311,8 +321,7 @@ impl<'m> Builder<'m> {
             geom,
             scale,
             shift,
-            relu: spec.relu,
-            relu6: spec.relu6,
+            activation: spec.activation(),
             residual: residual.map(|r| r.slot),
         };
         self.cols_len = self.cols_len.max(conv.cols_len());
@@ -363,7 +372,7 @@ impl<'m> Builder<'m> {
             geom,
             scale,
             shift,
-            relu6: true,
+            activation: Activation::Relu6,
         };
         Ok(self.push(name, Kind::Depthwise(Box::new(dw)), &x, out))
     }

@@ -3,11 +3,13 @@
 //! each group's i32 sums turned into f32 by the same stage as the scalar
 //! reference.
 
-use super::gemv::split_rows;
-use super::int8::{quant, vec_scales, Kern};
-use super::int8_gemm::unoffset;
-use super::int8_matrix::QMatrixI8;
-use super::matrix::{Layout, GROUP_ROWS};
+use super::gemm::unoffset;
+use super::kern::{Family, Kern};
+use super::matrix::QMatrixI8;
+use super::quant::{quant, vec_scales};
+use super::simd;
+use crate::kernels::exact::gemv::split_rows;
+use crate::kernels::layout::{Layout, GROUP_ROWS};
 
 /// y = W x for validated shapes on an available SIMD ISA.
 pub(super) fn gemv(kern: Kern, w: &QMatrixI8, x: &[f32], y: &mut [f32]) {
@@ -32,70 +34,68 @@ pub(super) fn gemv(kern: Kern, w: &QMatrixI8, x: &[f32], y: &mut [f32]) {
     let (layout, table, sums) = (w.layout(), w.table(), w.row_sums());
     let group = |g: usize| -> [i32; 16] {
         let lines = w.group(g);
-        match (kern, layout) {
+        match (kern.family(), layout) {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the public entry point checked isa.ensure_available()
-            // and Kern::select picked the kernel from the detected features.
-            (Kern::Avx2, Layout::Nibble) => unsafe {
+            // SAFETY: `kern` came from Kern::select on a CheckedIsa (the
+            // ISA is on this CPU) and its dot-product feature tests.
+            (Family::Avx2, Layout::Nibble) => unsafe {
                 if nonneg {
-                    super::int8_avx2::gemv_nibble::<true>(lines, table, &xa, &xs)
+                    simd::avx2::gemv_nibble::<true>(lines, table, &xa, &xs)
                 } else {
-                    super::int8_avx2::gemv_nibble::<false>(lines, table, &xa, &xs)
+                    simd::avx2::gemv_nibble::<false>(lines, table, &xa, &xs)
                 }
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Kern::Avx2, Layout::Byte) => unsafe {
+            (Family::Avx2, Layout::Byte) => unsafe {
                 if nonneg {
-                    super::int8_avx2::gemv_byte::<true>(lines, &xa, &xs)
+                    simd::avx2::gemv_byte::<true>(lines, &xa, &xs)
                 } else {
-                    super::int8_avx2::gemv_byte::<false>(lines, &xa, &xs)
+                    simd::avx2::gemv_byte::<false>(lines, &xa, &xs)
                 }
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above (VNNI detected).
-            (Kern::Avx512Vnni, Layout::Nibble) => unsafe {
-                super::int8_avx512::gemv_nibble_vnni(lines, table, &xa)
+            (Family::Avx512Vnni, Layout::Nibble) => unsafe {
+                simd::avx512::gemv_nibble_vnni(lines, table, &xa)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above (VNNI detected).
-            (Kern::Avx512Vnni, Layout::Byte) => unsafe {
-                super::int8_avx512::gemv_byte_vnni(lines, &xa)
+            (Family::Avx512Vnni, Layout::Byte) => unsafe {
+                simd::avx512::gemv_byte_vnni(lines, &xa)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Kern::Avx512Bw, Layout::Nibble) => unsafe {
+            (Family::Avx512Bw, Layout::Nibble) => unsafe {
                 if nonneg {
-                    super::int8_avx512::gemv_nibble_bw::<true>(lines, table, &xa, &xs)
+                    simd::avx512::gemv_nibble_bw::<true>(lines, table, &xa, &xs)
                 } else {
-                    super::int8_avx512::gemv_nibble_bw::<false>(lines, table, &xa, &xs)
+                    simd::avx512::gemv_nibble_bw::<false>(lines, table, &xa, &xs)
                 }
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Kern::Avx512Bw, Layout::Byte) => unsafe {
+            (Family::Avx512Bw, Layout::Byte) => unsafe {
                 if nonneg {
-                    super::int8_avx512::gemv_byte_bw::<true>(lines, &xa, &xs)
+                    simd::avx512::gemv_byte_bw::<true>(lines, &xa, &xs)
                 } else {
-                    super::int8_avx512::gemv_byte_bw::<false>(lines, &xa, &xs)
+                    simd::avx512::gemv_byte_bw::<false>(lines, &xa, &xs)
                 }
             },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above (dotprod detected).
-            (Kern::NeonDot, Layout::Nibble) => unsafe {
-                super::int8_neon::gemv_nibble_dot(lines, table, &xs)
+            (Family::NeonDot, Layout::Nibble) => unsafe {
+                simd::neon::gemv_nibble_dot(lines, table, &xs)
             },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above (dotprod detected).
-            (Kern::NeonDot, Layout::Byte) => unsafe { super::int8_neon::gemv_byte_dot(lines, &xs) },
+            (Family::NeonDot, Layout::Byte) => unsafe { simd::neon::gemv_byte_dot(lines, &xs) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            (Kern::Neon, Layout::Nibble) => unsafe {
-                super::int8_neon::gemv_nibble(lines, table, &xs)
-            },
+            (Family::Neon, Layout::Nibble) => unsafe { simd::neon::gemv_nibble(lines, table, &xs) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            (Kern::Neon, Layout::Byte) => unsafe { super::int8_neon::gemv_byte(lines, &xs) },
+            (Family::Neon, Layout::Byte) => unsafe { simd::neon::gemv_byte(lines, &xs) },
             _ => portable_group(w, g, &xs, offset),
         }
     };

@@ -14,11 +14,12 @@
 
 use rayon::prelude::*;
 
-use super::epilogue::Epilogue;
-use super::int8::Kern;
-use super::int8_matrix::QMatrixI8;
-use super::int8_quant::{quantize, Quads};
-use super::matrix::{Layout, Line, GROUP_ROWS};
+use super::kern::{Family, Kern};
+use super::matrix::QMatrixI8;
+use super::quant::{quantize, Quads};
+use super::simd;
+use crate::kernels::epilogue::Epilogue;
+use crate::kernels::layout::{Layout, Line, GROUP_ROWS};
 
 /// Inner-dimension slice (a multiple of 8): the B tile (KC x NR bytes)
 /// stays in L1, the A block (64 x KC bytes) in L2.
@@ -43,13 +44,13 @@ pub(super) fn unoffset(acc: i32, row_sum: i32, offset: bool) -> i32 {
 
 /// (MR, NR) of the kernel family's micro-kernel.
 fn tile(kern: Kern) -> (usize, usize) {
-    match kern {
+    match kern.family() {
         #[cfg(target_arch = "x86_64")]
-        Kern::Avx2 => (super::int8_avx2::MR, super::int8_avx2::NR),
+        Family::Avx2 => (simd::avx2::MR, simd::avx2::NR),
         #[cfg(target_arch = "x86_64")]
-        Kern::Avx512Vnni | Kern::Avx512Bw => (super::int8_avx512::MR, super::int8_avx512::NR),
+        Family::Avx512Vnni | Family::Avx512Bw => (simd::avx512::MR, simd::avx512::NR),
         #[cfg(target_arch = "aarch64")]
-        Kern::NeonDot | Kern::Neon => (super::int8_neon::MR, super::int8_neon::NR),
+        Family::NeonDot | Family::Neon => (simd::neon::MR, simd::neon::NR),
         _ => (PORTABLE_MR, PORTABLE_NR),
     }
 }
@@ -68,18 +69,19 @@ fn decode(kern: Kern, w: &QMatrixI8, g: usize, k0: usize, kc: usize, out: &mut [
         return;
     }
     let (lines, table) = (&w.group(g)[k0 / 8..(k0 + kc) / 8], w.table());
-    match kern {
+    match kern.family() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
-        Kern::Avx2 => unsafe { super::int8_avx2::decode_nibble(lines, table, out) },
+        // SAFETY: `kern` came from Kern::select on a CheckedIsa: the ISA is
+        // on this CPU.
+        Family::Avx2 => unsafe { simd::avx2::decode_nibble(lines, table, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Kern::Avx512Vnni | Kern::Avx512Bw => unsafe {
-            super::int8_avx512::decode_nibble(lines, table, out)
+        Family::Avx512Vnni | Family::Avx512Bw => unsafe {
+            simd::avx512::decode_nibble(lines, table, out)
         },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above.
-        Kern::NeonDot | Kern::Neon => unsafe { super::int8_neon::decode_nibble(lines, table, out) },
+        Family::NeonDot | Family::Neon => unsafe { simd::neon::decode_nibble(lines, table, out) },
         _ => decode_portable(lines, table, out),
     }
 }
@@ -140,34 +142,35 @@ fn ukernel(
 ) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = nonneg;
-    match kern {
+    match kern.family() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
-        Kern::Avx2 => unsafe {
+        // SAFETY: `kern` came from Kern::select on a CheckedIsa: the ISA is
+        // on this CPU.
+        Family::Avx2 => unsafe {
             if nonneg {
-                super::int8_avx2::ukernel::<true>(kq, a, b, c, ldc, acc_in)
+                simd::avx2::ukernel::<true>(kq, a, b, c, ldc, acc_in)
             } else {
-                super::int8_avx2::ukernel::<false>(kq, a, b, c, ldc, acc_in)
+                simd::avx2::ukernel::<false>(kq, a, b, c, ldc, acc_in)
             }
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, and Kern::select detected VNNI.
-        Kern::Avx512Vnni => unsafe { super::int8_avx512::ukernel_vnni(kq, a, b, c, ldc, acc_in) },
+        Family::Avx512Vnni => unsafe { simd::avx512::ukernel_vnni(kq, a, b, c, ldc, acc_in) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Kern::Avx512Bw => unsafe {
+        Family::Avx512Bw => unsafe {
             if nonneg {
-                super::int8_avx512::ukernel_bw::<true>(kq, a, b, c, ldc, acc_in)
+                simd::avx512::ukernel_bw::<true>(kq, a, b, c, ldc, acc_in)
             } else {
-                super::int8_avx512::ukernel_bw::<false>(kq, a, b, c, ldc, acc_in)
+                simd::avx512::ukernel_bw::<false>(kq, a, b, c, ldc, acc_in)
             }
         },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above, and Kern::select detected dotprod.
-        Kern::NeonDot => unsafe { super::int8_neon::ukernel_dot(kq, a, b, c, ldc, acc_in) },
+        Family::NeonDot => unsafe { simd::neon::ukernel_dot(kq, a, b, c, ldc, acc_in) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above.
-        Kern::Neon => unsafe { super::int8_neon::ukernel(kq, a, b, c, ldc, acc_in) },
+        Family::Neon => unsafe { simd::neon::ukernel(kq, a, b, c, ldc, acc_in) },
         _ => ukernel_portable(kq, a, b, c, ldc, acc_in, kern.offset()),
     }
 }
