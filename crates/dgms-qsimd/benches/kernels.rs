@@ -202,10 +202,9 @@ fn cpu_time(pool: &rayon::ThreadPool, iters: u64, f: &mut (dyn FnMut() + Send)) 
     })
 }
 
-/// Single-thread throughput of the exact kernels in thread CPU time (what
-/// `tests/kernels_perf.rs` printed before): GEMV 4096 x 4096 at K = 16, 4
-/// and 256, and the ResNet GEMM shapes with a ReLU epilogue, bit-packed
-/// against f32. Flat sampling with long samples keeps the 10 ms clock
+/// Single-thread throughput of the exact kernels in thread CPU time: GEMV
+/// 4096 x 4096 at K = 16, 4 and 256, and the ResNet GEMM shapes with a
+/// ReLU epilogue, bit-packed against f32. Flat sampling with long samples keeps the 10 ms clock
 /// ticks small against each sample.
 fn bench_cpu_1thread(c: &mut Criterion) {
     let pool = rayon::ThreadPoolBuilder::new()
