@@ -1,4 +1,4 @@
-//! Convolution geometry, im2col, and conv2d on top of [`super::gemm`].
+//! Convolution geometry, im2col, and conv2d on top of [`super::gemm`](mod@super::gemm).
 
 use rayon::prelude::*;
 

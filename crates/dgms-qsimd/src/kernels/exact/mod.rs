@@ -4,7 +4,7 @@
 //!
 //! - [`scalar`]: the oracle, plain loops in index order; `Isa::Scalar`
 //!   runs it and the tests hold every SIMD kernel to it.
-//! - [`gemv`], [`gemm`], [`conv`], [`depthwise`]: the drivers (threading,
+//! - [`gemv`](mod@gemv), [`gemm`](mod@gemm), [`conv`], [`depthwise`]: the drivers (threading,
 //!   blocking, packing) that call the ISA kernels.
 //! - [`simd`]: the AVX2, AVX-512 and NEON kernels, one file per ISA.
 
@@ -36,7 +36,7 @@ pub fn gemv(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// y = W x for a full-precision matrix, threaded like [`gemv`]: the f32
+/// y = W x for a full-precision matrix, threaded like [`gemv`](fn@gemv): the f32
 /// baseline, and the kernel for layers kept in f32.
 pub fn gemv_f32(isa: Isa, w: &DenseMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
     let isa = isa.check()?;
@@ -66,7 +66,7 @@ pub fn gemm(
     Ok(())
 }
 
-/// [`gemm`] for a full-precision matrix on the same micro-kernels: the f32
+/// [`gemm`](fn@gemm) for a full-precision matrix on the same micro-kernels: the f32
 /// baseline, and the kernel for convolutions kept in f32.
 pub fn gemm_f32(
     isa: Isa,

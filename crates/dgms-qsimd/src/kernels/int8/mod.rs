@@ -1,7 +1,7 @@
 //! The int8 fast path: int8 weights x dynamically quantized int8
 //! activations, accumulated exactly in i32.
 //!
-//! - Weights: [`QMatrixI8`](matrix::QMatrixI8), one scale per layer, s_w = max|c_k| / 127.
+//! - Weights: [`QMatrixI8`], one scale per layer, s_w = max|c_k| / 127.
 //! - Activations: symmetric, s_x = max|x| / 127 over the whole vector
 //!   ([`gemv_i8`]) or over each column of X, i.e. each output pixel
 //!   ([`gemm_i8`], [`conv2d_i8`]); q_x = round-half-even(x / s_x) in
@@ -59,7 +59,7 @@ use matrix::QMatrixI8;
 
 /// y = W x with int8 weights and int8 activations (`x`: cols, `y`: rows):
 /// x is quantized with one scale s_x = max|x| / 127, the products summed
-/// exactly in i32, the sums scaled by s_w s_x. Against [`crate::kernels::gemv`] on
+/// exactly in i32, the sums scaled by s_w s_x. Against [`crate::kernels::gemv`](fn@crate::kernels::gemv) on
 /// the same codebook, output r is off by at most
 /// sum over c of (|w_rc| s_x + |x_c| s_w + s_w s_x / 2) / 2. Every ISA gives
 /// the same result, bit for bit.

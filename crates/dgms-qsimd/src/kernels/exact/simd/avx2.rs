@@ -66,7 +66,7 @@ pub(crate) fn nibble_activations(x: &[f32]) -> Vec<f32> {
     out
 }
 
-/// y[16] for one row group of 4-bit lines, `xeo` from
+/// `y[16]` for one row group of 4-bit lines, `xeo` from
 /// [`nibble_activations`].
 ///
 /// Byte-plane decode (no `vpermps`): byte b of every codebook entry forms
@@ -156,7 +156,7 @@ fn gather_half(v: __m256i, table: &[f32]) -> [__m256; 4] {
     idx.map(|i| unsafe { _mm256_i32gather_ps::<4>(table.as_ptr(), i) })
 }
 
-/// y[16] for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
+/// `y[16]` for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let mut acc = [[_mm256_setzero_ps(); 2]; 2];

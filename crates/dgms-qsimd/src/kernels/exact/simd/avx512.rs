@@ -24,7 +24,7 @@ macro_rules! nibble_col {
     };
 }
 
-/// y[16] for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
+/// `y[16]` for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     assert!(table.len() >= 16);
@@ -69,7 +69,7 @@ fn gather_byte<const SH: u32>(v: __m512i, table: &[f32]) -> __m512 {
     unsafe { _mm512_i32gather_ps::<4>(idx, table.as_ptr()) }
 }
 
-/// y[16] for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
+/// `y[16]` for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let mut acc = [_mm512_setzero_ps(); 8];

@@ -92,7 +92,7 @@ fn store16(acc: &[[float32x4_t; 4]; 2]) -> [f32; 16] {
     out
 }
 
-/// y[16] for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
+/// `y[16]` for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
 #[target_feature(enable = "neon")]
 pub(crate) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let p = planes(table);
@@ -109,7 +109,7 @@ pub(crate) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16]
     store16(&acc)
 }
 
-/// y[16] for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
+/// `y[16]` for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
 #[target_feature(enable = "neon")]
 pub(crate) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let mut acc = [[vdupq_n_f32(0.0); 4]; 2];

@@ -8,7 +8,7 @@
 //! activation negative) pass the activations as the u8 operand directly.
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! with the `Kernels` chosen from a `CheckedIsa` for `Isa::Avx2`.
+//! with the `Kern` chosen from a `CheckedIsa` for `Isa::Avx2`.
 
 use std::arch::x86_64::*;
 
@@ -77,7 +77,7 @@ fn store16(acc: [[__m256i; 2]; 2]) -> [i32; 16] {
     out
 }
 
-/// acc[16] of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
+/// `acc[16]` of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
 /// both zero-padded to 8 per line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn gemv_nibble<const NONNEG: bool>(
@@ -115,7 +115,7 @@ pub(crate) fn gemv_nibble<const NONNEG: bool>(
     store16(acc)
 }
 
-/// acc[16] of one row group of 8-bit lines; `xa`, `xs` zero-padded to 4
+/// `acc[16]` of one row group of 8-bit lines; `xa`, `xs` zero-padded to 4
 /// per line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn gemv_byte<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[u8]) -> [i32; 16] {

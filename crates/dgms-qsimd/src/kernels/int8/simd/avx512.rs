@@ -9,8 +9,8 @@
 //!   `NONNEG` variants (no activation negative) skip it.
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! with the `Kernels` chosen from a `CheckedIsa` for `Isa::Avx512`, the
-//! VNNI ones only when `Kernels::select` detected VNNI.
+//! with the `Kern` chosen from a `CheckedIsa` for `Isa::Avx512`, the
+//! VNNI ones only when `Kern::select` detected VNNI.
 
 use std::arch::x86_64::*;
 
@@ -77,7 +77,7 @@ fn store16(a: __m512i, b: __m512i) -> [i32; 16] {
     out
 }
 
-/// acc[16] (activations offset by 128) of one row group of 4-bit lines;
+/// `acc[16]` (activations offset by 128) of one row group of 4-bit lines;
 /// `xu` = q_x + 128, padded to 8 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 pub(crate) fn gemv_nibble_vnni(lines: &[Line], table: &[i8; 16], xu: &[u8]) -> [i32; 16] {
@@ -93,7 +93,7 @@ pub(crate) fn gemv_nibble_vnni(lines: &[Line], table: &[i8; 16], xu: &[u8]) -> [
     store16(acc[0], acc[1])
 }
 
-/// acc[16] (activations offset by 128) of one row group of 8-bit lines;
+/// `acc[16]` (activations offset by 128) of one row group of 8-bit lines;
 /// `xu` padded to 4 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 pub(crate) fn gemv_byte_vnni(lines: &[Line], xu: &[u8]) -> [i32; 16] {
@@ -106,7 +106,7 @@ pub(crate) fn gemv_byte_vnni(lines: &[Line], xu: &[u8]) -> [i32; 16] {
     store16(acc[0], acc[1])
 }
 
-/// acc[16] of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
+/// `acc[16]` of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
 /// both padded to 8 per line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) fn gemv_nibble_bw<const NONNEG: bool>(
@@ -134,7 +134,7 @@ pub(crate) fn gemv_nibble_bw<const NONNEG: bool>(
     store16(acc[0], acc[1])
 }
 
-/// acc[16] of one row group of 8-bit lines; `xa`, `xs` padded to 4 per
+/// `acc[16]` of one row group of 8-bit lines; `xa`, `xs` padded to 4 per
 /// line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) fn gemv_byte_bw<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[u8]) -> [i32; 16] {

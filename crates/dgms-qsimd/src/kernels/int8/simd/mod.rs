@@ -1,6 +1,6 @@
 //! The int8 path's ISA kernels, one file per instruction set. Every
 //! function is `#[target_feature]` and reached only through a driver that
-//! holds an [`super::Kernels`] choice, itself made from a
+//! holds an [`super::kern::Kern`] choice, itself made from a
 //! [`crate::kernels::CheckedIsa`] (and, for the dot-product variants, a
 //! run-time feature test). What each file provides: GEMV over 4-bit and
 //! int8 lines, decoding of 4-bit lines into int8 panels and the GEMM

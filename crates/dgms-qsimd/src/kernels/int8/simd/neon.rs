@@ -8,8 +8,8 @@
 //!   and one final `addp` joins the halves.
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! with the `Kernels` chosen from a `CheckedIsa` for `Isa::Neon`, the
-//! `dotprod` ones only when `Kernels::select` detected it.
+//! with the `Kern` chosen from a `CheckedIsa` for `Isa::Neon`, the
+//! `dotprod` ones only when `Kern::select` detected it.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -94,7 +94,7 @@ fn store16(acc: [int32x4_t; 4]) -> [i32; 16] {
     out
 }
 
-/// acc[16] of one row group of 4-bit lines; `xs` = q_x, padded to 8 per
+/// `acc[16]` of one row group of 4-bit lines; `xs` = q_x, padded to 8 per
 /// line.
 #[target_feature(enable = "neon")]
 pub(crate) fn gemv_nibble(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i32; 16] {
@@ -130,7 +130,7 @@ pub(crate) fn gemv_nibble_dot(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i
     store16([0, 1, 2, 3].map(|m| vaddq_s32(acc[0][m], acc[1][m])))
 }
 
-/// acc[16] of one row group of 8-bit lines; `xs` padded to 4 per line.
+/// `acc[16]` of one row group of 8-bit lines; `xs` padded to 4 per line.
 #[target_feature(enable = "neon")]
 pub(crate) fn gemv_byte(lines: &[Line], xs: &[u8]) -> [i32; 16] {
     assert!(xs.len() >= 4 * lines.len());
