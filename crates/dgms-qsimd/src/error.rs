@@ -35,12 +35,29 @@ pub enum QsimdError {
     /// A `__metadata__` entry is missing, unknown or malformed.
     #[error("metadata `{key}`: {reason}")]
     Metadata { key: String, reason: String },
+    /// A `__metadata__` entry that is not the JSON it should be (or a
+    /// value that cannot be encoded as JSON); `source` says where.
+    #[error("metadata `{key}`: {reason}: {source}")]
+    MetadataJson {
+        key: String,
+        reason: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The file declares a `format_version` this reader does not know.
     #[error("unsupported format_version {found} (this reader supports {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
     /// A quantized layer is inconsistent (shape, K, bits, codebook, indices).
     #[error("layer {layer}: {reason}")]
     Layer { layer: String, reason: String },
+    /// A quantized layer is inconsistent because of `source` (e.g. a K no
+    /// index width holds, or a codebook tensor that is not F32).
+    #[error("layer {layer}: {source}")]
+    InLayer {
+        layer: String,
+        #[source]
+        source: Box<QsimdError>,
+    },
     /// A codebook size outside `2..=256`.
     #[error("K = {k} is outside the supported range 2..=256")]
     InvalidK { k: usize },
@@ -106,6 +123,16 @@ pub enum QsimdError {
         arch: String,
         layer: String,
         reason: String,
+    },
+    /// A layer of the architecture could not be built (an inconsistent
+    /// quantized layer or tensor, a map too small for its kernel) or run
+    /// (a kernel refused its arguments); `source` is the error it met.
+    #[error("{arch}: {layer}: {source}")]
+    InGraph {
+        arch: String,
+        layer: String,
+        #[source]
+        source: Box<QsimdError>,
     },
     /// The input handed to the engine does not match the model.
     #[error("input: {reason}")]

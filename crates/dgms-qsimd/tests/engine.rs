@@ -149,6 +149,35 @@ fn unknown_arch_is_an_error() {
 }
 
 #[test]
+fn build_errors_keep_their_cause() {
+    // A hand-edited layer with indices beyond K: the engine's error names
+    // the layer and keeps the format's error as its source.
+    let mut m = resnet_cifar(3, [3, 8, 8], 10, 21);
+    let layer = m
+        .layers
+        .iter_mut()
+        .find(|l| l.name == "layer1.0.conv1")
+        .unwrap();
+    layer.packed.fill(0xFF);
+    layer.k = 9;
+    layer.codebook.truncate(9);
+    let err = Engine::new(&m, Isa::Scalar).unwrap_err();
+    assert!(
+        matches!(&err, QsimdError::InGraph { layer, .. } if layer == "layer1.0.conv1"),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).expect("a source");
+    // Boxed (the enum nests itself); the box displays as its content.
+    let cause = source
+        .downcast_ref::<Box<QsimdError>>()
+        .expect("a QsimdError");
+    assert!(
+        matches!(**cause, QsimdError::IndexOutOfRange { k: 9, .. }),
+        "{cause:?}"
+    );
+}
+
+#[test]
 fn missing_and_misshapen_tensors_are_named() {
     let base = resnet_cifar(3, [3, 8, 8], 10, 21);
 

@@ -272,8 +272,12 @@ fn fuzz_seeds_are_current() {
     }
 }
 
+/// Not a check: the generator of the committed seeds, kept beside
+/// [`fuzz_seeds_are_current`] so both use [`seed_models`]. Run it by hand
+/// after a format change (fuzz/README.md):
+/// `cargo test -p dgms-qsimd --test format -- --ignored write_fuzz_seeds`.
 #[test]
-#[ignore = "regenerates the committed fuzz seeds"]
+#[ignore = "generator, not a check: rewrites crates/dgms-qsimd/fuzz/seeds/read_packed (run by hand after a format change)"]
 fn write_fuzz_seeds() {
     std::fs::create_dir_all(seed_dir()).unwrap();
     for (name, m) in seed_models() {

@@ -1,15 +1,17 @@
-//! Turning a [`PackedModel`] into the engine's program: tensor lookups with
-//! shape checks (every error names the layer), weight conversion, fusion of
-//! batch norm / bias / residual / ReLU into the producing op, and slot
-//! assignment.
+//! Turning a [`PackedModel`] into the engine's program: fusion of batch
+//! norm / bias / residual / ReLU into the producing op, and slot
+//! assignment. The tensor lookups with their shape checks (every error
+//! names the layer) are in [`lookup`].
+
+mod lookup;
 
 use std::collections::BTreeSet;
 
-use crate::error::{QsimdError, Result};
+use crate::error::Result;
 use crate::format::PackedModel;
-use crate::kernels::{ConvGeometry, QMatrix, QMatrixI8};
+use crate::kernels::{Activation, ConvGeometry};
 
-use super::graph::{Conv, Depthwise, Kind, Op, Weights};
+use super::graph::{Conv, Depthwise, Kind, Op};
 use super::ops::Pool;
 use super::Precision;
 
@@ -51,7 +53,7 @@ pub(crate) struct ConvSpec<'a> {
     /// Batch norm applied to the output (`BN.scale`, `BN.shift`).
     pub bn: Option<&'a str>,
     pub relu: bool,
-    /// ReLU6 instead (MobileNetV2).
+    /// ReLU6 instead (MobileNetV2); wins over `relu`.
     pub relu6: bool,
 }
 
@@ -81,6 +83,16 @@ impl<'a> ConvSpec<'a> {
             ..self
         }
     }
+
+    /// The one activation of the fused output stage (ReLU6 clamps what
+    /// ReLU would, so it wins when both are set).
+    pub fn activation(&self) -> Activation {
+        match (self.relu, self.relu6) {
+            (_, true) => Activation::Relu6,
+            (true, false) => Activation::Relu,
+            (false, false) => Activation::None,
+        }
+    }
 }
 
 /// Builds the op list of one model.
@@ -104,14 +116,6 @@ impl<'m> Builder<'m> {
             ops: Vec::new(),
             slot_lens: Vec::new(),
             cols_len: 0,
-        }
-    }
-
-    pub fn err(&self, layer: &str, reason: impl Into<String>) -> QsimdError {
-        QsimdError::Graph {
-            arch: self.model.meta.arch.clone(),
-            layer: layer.to_string(),
-            reason: reason.into(),
         }
     }
 
@@ -147,104 +151,6 @@ impl<'m> Builder<'m> {
         out
     }
 
-    /// The weight `name` of `shape` ([O, ...]): the quantized layer `name`,
-    /// or else the full-precision tensor `name.weight`.
-    fn weights(&mut self, name: &str, shape: &[usize]) -> Result<Weights> {
-        let (rows, cols) = (shape[0], shape[1..].iter().product::<usize>());
-        let fp_name = format!("{name}.weight");
-        let model = self.model;
-        let layer = model.layers.iter().find(|l| l.name == name);
-        let fp = model.tensors.get(&fp_name);
-        let w = match (layer, fp) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(
-                    name,
-                    format!("both a quantized layer and a full-precision tensor {fp_name}"),
-                ))
-            }
-            (None, None) => {
-                return Err(self.err(
-                    name,
-                    format!(
-                        "missing: expected a quantized layer `{name}` or a full-precision tensor `{fp_name}` of shape {shape:?}"
-                    ),
-                ))
-            }
-            (Some(l), None) => {
-                // A hand-built layer could be inconsistent; unpacking it
-                // unchecked could panic.
-                l.validate().map_err(|e| self.err(name, e.to_string()))?;
-                if l.shape != shape {
-                    return Err(self.err(
-                        name,
-                        format!("quantized weight has shape {:?}, expected {shape:?}", l.shape),
-                    ));
-                }
-                let bad = |e: QsimdError| self.err(name, e.to_string());
-                match self.mode {
-                    WeightMode::Decoded => Weights::Dense {
-                        data: l.decode(),
-                        rows,
-                        cols,
-                    },
-                    WeightMode::Packed(Precision::Exact) => Weights::Quant(
-                        QMatrix::new(rows, cols, &l.indices(), &l.codebook).map_err(bad)?,
-                    ),
-                    WeightMode::Packed(Precision::Int8) => Weights::QuantI8(
-                        QMatrixI8::new(rows, cols, &l.indices(), &l.codebook).map_err(bad)?,
-                    ),
-                }
-            }
-            (None, Some(t)) => {
-                t.validate(&fp_name)
-                    .map_err(|e| self.err(name, e.to_string()))?;
-                if t.shape != shape {
-                    return Err(self.err(
-                        name,
-                        format!("{fp_name} has shape {:?}, expected {shape:?}", t.shape),
-                    ));
-                }
-                Weights::Dense {
-                    data: t.data.clone(),
-                    rows,
-                    cols,
-                }
-            }
-        };
-        self.used.insert(name.to_string());
-        self.used.insert(fp_name);
-        Ok(w)
-    }
-
-    /// The full-precision tensor `name` of `shape`.
-    fn fp(&mut self, layer: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let model = self.model;
-        let t = model.tensors.get(name).ok_or_else(|| {
-            self.err(
-                layer,
-                format!("missing full-precision tensor `{name}` of shape {shape:?}"),
-            )
-        })?;
-        t.validate(name)
-            .map_err(|e| self.err(layer, e.to_string()))?;
-        if t.shape != shape {
-            return Err(self.err(
-                layer,
-                format!("{name} has shape {:?}, expected {shape:?}", t.shape),
-            ));
-        }
-        self.used.insert(name.to_string());
-        Ok(t.data.clone())
-    }
-
-    /// Folded batch norm `bn`: (scale, shift) of `c` channels.
-    fn bn(&mut self, bn: &str, c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok((
-            self.fp(bn, &format!("{bn}.scale"), &[c])?,
-            self.fp(bn, &format!("{bn}.shift"), &[c])?,
-        ))
-    }
-
     /// Adds a convolution of `x`; `residual` (same shape as the output) is
     /// added before the ReLU; `live` are the slots still needed afterwards.
     pub fn conv(
@@ -264,8 +170,7 @@ impl<'m> Builder<'m> {
             stride: spec.stride,
             pad: spec.pad,
         };
-        geom.validate("conv")
-            .map_err(|_| self.err(name, format!("input {}x{}x{} is too small", x.c, x.h, x.w)))?;
+        geom.validate("conv").map_err(|e| self.cause(name, e))?;
         let w = self.weights(name, &[spec.out_c, x.c, spec.k, spec.k])?;
         let bias = if spec.bias {
             Some(self.fp(name, &format!("{name}.bias"), &[spec.out_c])?)
@@ -311,8 +216,7 @@ impl<'m> Builder<'m> {
             geom,
             scale,
             shift,
-            relu: spec.relu,
-            relu6: spec.relu6,
+            activation: spec.activation(),
             residual: residual.map(|r| r.slot),
         };
         self.cols_len = self.cols_len.max(conv.cols_len());
@@ -340,7 +244,7 @@ impl<'m> Builder<'m> {
             pad: 1,
         };
         geom.validate("depthwise")
-            .map_err(|_| self.err(name, format!("input {}x{}x{} is too small", x.c, x.h, x.w)))?;
+            .map_err(|e| self.cause(name, e))?;
         let mode = self.mode;
         if mode == WeightMode::Packed(Precision::Int8) {
             self.mode = WeightMode::Packed(Precision::Exact);
@@ -363,7 +267,7 @@ impl<'m> Builder<'m> {
             geom,
             scale,
             shift,
-            relu6: true,
+            activation: Activation::Relu6,
         };
         Ok(self.push(name, Kind::Depthwise(Box::new(dw)), &x, out))
     }
@@ -476,27 +380,5 @@ impl<'m> Builder<'m> {
             w: 1,
         };
         Ok(self.push(name, Kind::Linear { w, bias }, &x, out))
-    }
-
-    /// Errors if the model holds a layer or tensor the graph did not use:
-    /// a sign of a file made for another architecture or configuration.
-    pub fn check_all_used(&self) -> Result<()> {
-        let unused = self
-            .model
-            .layers
-            .iter()
-            .map(|l| &l.name)
-            .chain(self.model.tensors.keys())
-            .find(|n| !self.used.contains(n.as_str()));
-        match unused {
-            Some(n) => Err(self.err(
-                n,
-                format!(
-                    "the model holds `{n}`, which {} does not use (a file for another architecture?)",
-                    self.model.meta.arch
-                ),
-            )),
-            None => Ok(()),
-        }
     }
 }

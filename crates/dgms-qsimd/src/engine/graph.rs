@@ -5,8 +5,8 @@
 
 use crate::error::{QsimdError, Result};
 use crate::kernels::{
-    depthwise3x3, gemm, gemm_f32, gemm_i8, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix,
-    QMatrixI8,
+    depthwise3x3, gemm, gemm_f32, gemm_i8, Activation, ConvGeometry, DenseMatrix, Epilogue, Isa,
+    QMatrix, QMatrixI8,
 };
 
 use super::ops::{self, Pool};
@@ -70,7 +70,7 @@ impl Weights {
 }
 
 /// A convolution with its fused output stage:
-/// `dst = relu?(conv(src) * scale + shift + residual)`.
+/// `dst = activation(conv(src) * scale + shift + residual)`.
 #[derive(Debug)]
 pub(crate) struct Conv {
     pub w: Weights,
@@ -78,8 +78,7 @@ pub(crate) struct Conv {
     pub geom: ConvGeometry,
     pub scale: Option<Vec<f32>>,
     pub shift: Option<Vec<f32>>,
-    pub relu: bool,
-    pub relu6: bool,
+    pub activation: Activation,
     pub residual: Option<usize>,
 }
 
@@ -102,7 +101,7 @@ impl Conv {
 }
 
 /// A depthwise 3x3 convolution (pad 1, stride 1 or 2) with its fused
-/// output stage `dst = relu6?(conv(src) * scale + shift)`; the weights are
+/// output stage `dst = activation(conv(src) * scale + shift)`; the weights are
 /// C x 9 (always the exact path: there is no int8 depthwise kernel).
 #[derive(Debug)]
 pub(crate) struct Depthwise {
@@ -111,7 +110,7 @@ pub(crate) struct Depthwise {
     pub geom: ConvGeometry,
     pub scale: Vec<f32>,
     pub shift: Vec<f32>,
-    pub relu6: bool,
+    pub activation: Activation,
 }
 
 impl Depthwise {
@@ -120,8 +119,8 @@ impl Depthwise {
         let epi = Epilogue {
             scale: Some(&self.scale),
             shift: Some(&self.shift),
-            relu6: self.relu6,
-            ..Epilogue::NONE
+            residual: None,
+            activation: self.activation,
         };
         match &self.w {
             Weights::Quant(q) => depthwise3x3(isa, q, x, &self.geom, out, &epi),
@@ -260,8 +259,7 @@ fn run_op(op: &Op, isa: Isa, ws: &mut Workspace, n: usize, out: &mut [f32]) -> R
                 scale: conv.scale.as_deref(),
                 shift: conv.shift.as_deref(),
                 residual,
-                relu: conv.relu,
-                relu6: conv.relu6,
+                activation: conv.activation,
             };
             let cols_n = n * conv.geom.out_pixels();
             if conv.is_pointwise() {

@@ -259,10 +259,10 @@ impl Engine {
         self.ws.reserve(&self.slot_lens, self.cols_len, m);
         ops::nchw_to_cnhw(input, (m, c, h * w), &mut self.ws.slots[0][..input.len()]);
         for op in &self.ops {
-            graph::execute(op, self.isa, &mut self.ws, m).map_err(|e| QsimdError::Graph {
+            graph::execute(op, self.isa, &mut self.ws, m).map_err(|e| QsimdError::InGraph {
                 arch: self.arch.clone(),
                 layer: op.name.clone(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         }
         let classes = self.num_classes;

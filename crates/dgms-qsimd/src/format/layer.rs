@@ -316,7 +316,7 @@ fn check_header(name: &str, shape: &[usize], k: usize) -> Result<(usize, u32)> {
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| overflow(name, shape))?;
-    let bits = bitpack::bits_for_k(k).map_err(|e| layer_err(name, e.to_string()))?;
+    let bits = bitpack::bits_for_k(k).map_err(|e| in_layer(name, e))?;
     packed_len(n, bits).ok_or_else(|| overflow(name, shape))?;
     Ok((n, bits))
 }
@@ -350,6 +350,14 @@ pub(crate) fn layer_err(name: &str, reason: String) -> QsimdError {
     QsimdError::Layer {
         layer: name.to_string(),
         reason,
+    }
+}
+
+/// The error `source` of layer `name`, kept as the cause.
+pub(crate) fn in_layer(name: &str, source: QsimdError) -> QsimdError {
+    QsimdError::InLayer {
+        layer: name.to_string(),
+        source: Box::new(source),
     }
 }
 

@@ -99,6 +99,15 @@ pub struct LayerMeta {
     pub bits: u32,
 }
 
+/// A JSON error in metadata `key`, kept as the cause.
+fn meta_json_err(key: &str, reason: String, source: serde_json::Error) -> QsimdError {
+    QsimdError::MetadataJson {
+        key: key.to_string(),
+        reason,
+        source,
+    }
+}
+
 fn meta_err(key: &str, reason: &str) -> QsimdError {
     QsimdError::Metadata {
         key: key.to_string(),
@@ -131,7 +140,7 @@ pub(crate) fn encode(meta: &ModelMeta, layers: &[LayerMeta]) -> Result<BTreeMap<
 }
 
 fn to_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| meta_err(key, &format!("cannot encode as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| meta_json_err(key, "cannot encode as JSON".into(), e))
 }
 
 /// Parses and checks the `__metadata__` map (see the module docs of
@@ -191,13 +200,11 @@ pub(crate) fn decode(map: Option<&HashMap<String, String>>) -> Result<(ModelMeta
     let arch = get("arch")?.to_string();
     let input_shape_s = get("input_shape")?;
     let input_shape: Vec<usize> = serde_json::from_str(input_shape_s).map_err(|e| {
-        meta_err(
-            "input_shape",
-            &format!(
-                "is {}, expected a JSON array of dimensions such as [1,28,28]: {e}",
-                quote(input_shape_s)
-            ),
-        )
+        let reason = format!(
+            "is {}, expected a JSON array of dimensions such as [1,28,28]",
+            quote(input_shape_s)
+        );
+        meta_json_err("input_shape", reason, e)
     })?;
     let classes = get("num_classes")?;
     let num_classes = parse_canonical(classes).ok_or_else(|| {
@@ -215,12 +222,9 @@ pub(crate) fn decode(map: Option<&HashMap<String, String>>) -> Result<(ModelMeta
     meta.validate()?;
     let layers_s = get("layers")?;
     let layers: Vec<LayerMeta> = serde_json::from_str(layers_s).map_err(|e| {
-        meta_err(
-            "layers",
-            &format!(
-                "expected a JSON array of {{\"name\", \"shape\", \"k\", \"bits\"}} objects: {e}"
-            ),
-        )
+        let reason =
+            "expected a JSON array of {\"name\", \"shape\", \"k\", \"bits\"} objects".to_string();
+        meta_json_err("layers", reason, e)
     })?;
     Ok((meta, layers))
 }

@@ -13,7 +13,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use super::bitpack::{bits_for_k, packed_len};
-use super::layer::{layer_err, tensor_err, FpTensor, PackedLayer};
+use super::layer::{in_layer, layer_err, tensor_err, FpTensor, PackedLayer};
 use super::meta::{self, quote, LayerMeta};
 use super::model::{PackedModel, QUANTIZED_SUFFIXES};
 use crate::error::{QsimdError, Result};
@@ -95,7 +95,7 @@ fn read_layer(lm: &LayerMeta, md: &Metadata, data: &[u8]) -> Result<PackedLayer>
             "the layer name in metadata `layers` is empty".into(),
         ));
     }
-    let bits = bits_for_k(lm.k).map_err(|e| layer_err(name, e.to_string()))?;
+    let bits = bits_for_k(lm.k).map_err(|e| in_layer(name, e))?;
     if lm.bits != bits {
         return Err(layer_err(
             name,
@@ -164,8 +164,7 @@ fn read_layer(lm: &LayerMeta, md: &Metadata, data: &[u8]) -> Result<PackedLayer>
             ),
         ));
     }
-    let codebook =
-        f32_values(&cb_name, cb_info, data).map_err(|e| layer_err(name, e.to_string()))?;
+    let codebook = f32_values(&cb_name, cb_info, data).map_err(|e| in_layer(name, e))?;
     let packed = slice(&idx_name, idx_info, data)?.to_vec();
     PackedLayer::from_packed(name.clone(), lm.shape.clone(), codebook, packed)
 }

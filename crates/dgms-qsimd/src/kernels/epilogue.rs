@@ -1,9 +1,33 @@
 //! The output stage fused into GEMM / convolution: folded batch norm,
-//! residual add and ReLU.
+//! residual add and the activation (ReLU or ReLU6).
 
 use crate::error::{QsimdError, Result};
 
-/// `y = relu(acc * scale[row] + shift[row] + residual[row, col])`, each
+/// The activation applied last in an [`Epilogue`]: one of them, so an
+/// output stage cannot ask for both ReLU and ReLU6.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// y = v.
+    #[default]
+    None,
+    /// Clamp negative outputs to 0.
+    Relu,
+    /// Clamp outputs to [0, 6] (MobileNetV2).
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation to every value of `out`.
+    fn apply(self, out: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => out.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Relu6 => out.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        }
+    }
+}
+
+/// `y = act(acc * scale[row] + shift[row] + residual[row, col])`, each
 /// part optional. `scale`/`shift` have one entry per output row (channel),
 /// `residual` is laid out like the output (rows x n).
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,10 +38,8 @@ pub struct Epilogue<'a> {
     pub shift: Option<&'a [f32]>,
     /// Added after scale and shift, rows x n row-major.
     pub residual: Option<&'a [f32]>,
-    /// Clamp negative outputs to 0 last.
-    pub relu: bool,
-    /// Clamp outputs to [0, 6] last (ReLU6, MobileNetV2).
-    pub relu6: bool,
+    /// Applied last.
+    pub activation: Activation,
 }
 
 impl<'a> Epilogue<'a> {
@@ -26,8 +48,7 @@ impl<'a> Epilogue<'a> {
         scale: None,
         shift: None,
         residual: None,
-        relu: false,
-        relu6: false,
+        activation: Activation::None,
     };
 
     /// Whether applying it changes nothing.
@@ -35,8 +56,7 @@ impl<'a> Epilogue<'a> {
         self.scale.is_none()
             && self.shift.is_none()
             && self.residual.is_none()
-            && !self.relu
-            && !self.relu6
+            && self.activation == Activation::None
     }
 
     /// Checks the lengths against an output of `rows` x `n`.
@@ -84,19 +104,14 @@ impl<'a> Epilogue<'a> {
                 let res = &res[r * n + cols.start..r * n + cols.end];
                 out.iter_mut().zip(res).for_each(|(v, &e)| *v += e);
             }
-            if self.relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
-            if self.relu6 {
-                out.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-            }
+            self.activation.apply(out);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Epilogue;
+    use super::{Activation, Epilogue};
 
     #[test]
     fn relu6_clamps_to_zero_and_six_after_scale_shift_and_residual() {
@@ -105,8 +120,7 @@ mod tests {
             scale: Some(&scale),
             shift: Some(&shift),
             residual: Some(&res),
-            relu6: true,
-            ..Epilogue::NONE
+            activation: Activation::Relu6,
         };
         assert!(!epi.is_identity());
         let mut y = [-3.0, 1.0, 4.0];

@@ -104,16 +104,50 @@ impl Isa {
         }
     }
 
-    /// Errors unless this CPU can run `self`; every public kernel calls it
-    /// first, so no `#[target_feature]` code runs on a CPU without it.
+    /// Errors unless this CPU can run `self`.
     pub fn ensure_available(self) -> Result<()> {
+        self.check().map(|_| ())
+    }
+
+    /// The token that proves this CPU can run `self`, or
+    /// [`QsimdError::IsaUnavailable`]. Every public kernel entry point
+    /// calls it first and hands the token to its driver, so no
+    /// `#[target_feature]` code runs on a CPU without the feature.
+    pub fn check(self) -> Result<CheckedIsa> {
         if self.is_available() {
-            Ok(())
+            Ok(CheckedIsa(self))
         } else {
             Err(QsimdError::IsaUnavailable {
                 isa: self.name().to_string(),
             })
         }
+    }
+}
+
+/// An [`Isa`] that this CPU was checked to run. Its field is private to
+/// this module, so [`Isa::check`] (and [`CheckedIsa::scalar`], which
+/// needs no check) is the only way to get one: a driver taking a
+/// `CheckedIsa` may run the ISA's `#[target_feature]` kernels, and the
+/// `// SAFETY:` comments at those calls rest on this type, not on a
+/// convention about what the caller did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CheckedIsa(Isa);
+
+impl CheckedIsa {
+    /// The portable kernels, which every CPU runs.
+    pub fn scalar() -> CheckedIsa {
+        CheckedIsa(Isa::Scalar)
+    }
+
+    /// The ISA that was checked.
+    pub fn isa(self) -> Isa {
+        self.0
+    }
+}
+
+impl fmt::Display for CheckedIsa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

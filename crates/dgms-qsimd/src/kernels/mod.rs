@@ -20,129 +20,91 @@
 //! [`QMatrixI8`]) quantizes the activations on the fly (per vector, or per
 //! output pixel) and sums exactly in i32; [`gemv_i8`] states its error
 //! bound against the exact kernels.
+//!
+//! # Layout
+//!
+//! Each path keeps its scalar reference beside its drivers and its SIMD
+//! twins:
+//!
+//! ```text
+//! kernels/
+//!   isa.rs          Isa, and CheckedIsa: the proof that the CPU has it
+//!   epilogue.rs     the fused output stage (scale, shift, residual, ReLU/ReLU6)
+//!   layout.rs       the 64-byte line layout both weight matrices use
+//!   checks.rs       the argument checks of every entry point
+//!   exact/          f32 activations x decoded codebook (or f32 weights)
+//!     matrix.rs     QMatrix, DenseMatrix
+//!     scalar.rs     the oracle: gemv, gemm, conv2d_direct, depthwise3x3_direct
+//!     gemv.rs       row-split GEMV driver
+//!     gemm/         cache-blocked GEMM driver (packing, decoding, im2col from images)
+//!     conv.rs       ConvGeometry, im2col, conv2d (a GEMM)
+//!     depthwise.rs  depthwise 3x3 (one loop compiled per ISA)
+//!     simd/         avx2.rs, avx512.rs, neon.rs
+//!   int8/           int8 weights x per-column int8 activations, i32 sums
+//!     matrix.rs     QMatrixI8
+//!     quant.rs      the quantization every ISA shares
+//!     scalar.rs     the reference: gemv, gemm
+//!     gemv.rs, gemm.rs  drivers
+//!     kern.rs       which int8 kernels an ISA runs (dot-product features)
+//!     simd/         avx2.rs, avx512.rs, neon.rs
+//! ```
+//!
+//! # ISA contract
+//!
+//! Which ISA implements what (`-`: falls back to the scalar code of the
+//! same path; every SIMD result is tested against the scalar reference on
+//! odd shapes):
+//!
+//! | kernel | Scalar | AVX2 + FMA | AVX-512 F/BW/VL | NEON |
+//! |---|---|---|---|---|
+//! | `gemv` (4/8-bit) | `exact/scalar.rs` | `gemv_nibble` (`vpshufb` planes), `gemv_byte` (gather) | `gemv_nibble`, `gemv_byte` | `gemv_nibble`, `gemv_byte` (`tbl`) |
+//! | `gemv_f32` | `exact/scalar.rs` | `dot` | `dot` | `dot` |
+//! | `gemm`, `gemm_f32`, `conv2d` | `exact/scalar.rs` (conv: im2col + gemm) | decode + 16x6 micro-kernel (tails 1-5) + transpose | decode + 16x12 micro-kernel (AVX2 transpose, row packing) | decode + 16x4 micro-kernel |
+//! | `depthwise3x3` | `depthwise3x3_direct` | one loop under `avx2,fma` | under `avx512f,bw,vl` | under `neon` |
+//! | `gemv_i8` | `int8/scalar.rs` | `vpmaddubsw` | VNNI `vpdpbusd`, else BW `vpmaddubsw` | `sdot` if `dotprod`, else `smull` + `sadalp` |
+//! | `gemm_i8`, `conv2d_i8` | `int8/scalar.rs` (conv: im2col + gemm) | 4x16 micro-kernel | 8x32 (VNNI or BW) | 4x8 (`sdot` or `smull`) |
+//!
+//! The int8 results are bit-identical on every ISA (same quantization,
+//! exact i32 sums); the exact path's differ from the oracle by summation
+//! order only.
+//!
+//! What each public entry point checks before any kernel runs (errors are
+//! [`QsimdError`](crate::QsimdError) variants naming the op and argument):
+//!
+//! | entry point | checks |
+//! |---|---|
+//! | every kernel taking an `Isa` | the CPU has it ([`Isa::check`] -> `IsaUnavailable`) |
+//! | `gemv`, `gemv_f32`, `gemv_i8` | `x` = cols, `y` = rows |
+//! | `gemm`, `gemm_f32`, `gemm_i8` | `x` = cols x n, `y` = rows x n, epilogue lengths |
+//! | `conv2d`, `conv2d_i8`, `reference::conv2d_direct` | geometry valid, weight cols = C kh kw, input, output, epilogue |
+//! | `depthwise3x3`, `reference::depthwise3x3_direct` | 3x3, pad 1, stride 1 or 2, weight C x 9, input, output, epilogue |
+//! | `im2col` | geometry, input, output |
+//! | `QMatrix::new`, `QMatrixI8::new` | nonempty, one index per weight, 1..=256 finite entries, index < K (int8: cols <= `MAX_COLS_I8`) |
+//!
+//! The check of the ISA is a type fact inside the crate: [`Isa::check`]
+//! returns a [`CheckedIsa`], the only value the drivers accept, and the
+//! int8 drivers take a kernel choice that only a `CheckedIsa` yields. The
+//! `// SAFETY:` comment at every `#[target_feature]` call rests on that.
 
-mod conv;
-mod depthwise;
+mod checks;
 mod epilogue;
-mod gemm;
-mod gemv;
+mod exact;
 mod int8;
-mod int8_gemm;
-mod int8_gemv;
-mod int8_matrix;
-mod int8_quant;
 mod isa;
-mod matrix;
+mod layout;
 pub mod reference {
     //! Scalar reference implementations (what `Isa::Scalar` runs, and the
     //! oracle the SIMD kernels are tested against).
-    pub use super::scalar::{conv2d_direct, depthwise3x3_direct};
+    pub use super::exact::scalar::{conv2d_direct, depthwise3x3_direct};
 }
-mod scalar;
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
-#[cfg(target_arch = "x86_64")]
-mod int8_avx2;
-#[cfg(target_arch = "x86_64")]
-mod int8_avx512;
-#[cfg(target_arch = "aarch64")]
-mod int8_neon;
-#[cfg(target_arch = "aarch64")]
-mod neon;
-
-pub use conv::{conv2d, im2col, ConvGeometry};
-pub use depthwise::depthwise3x3;
-pub use epilogue::Epilogue;
+pub use epilogue::{Activation, Epilogue};
+pub use exact::conv::{conv2d, im2col, ConvGeometry};
+pub use exact::depthwise::depthwise3x3;
+pub use exact::matrix::{DenseMatrix, QMatrix};
+pub(crate) use exact::scalar::depthwise3x3_loop;
+pub use exact::{gemm, gemm_f32, gemv, gemv_f32};
+pub use int8::matrix::{QMatrixI8, MAX_COLS_I8};
 pub use int8::{conv2d_i8, gemm_i8, gemv_i8};
-pub use int8_matrix::{QMatrixI8, MAX_COLS_I8};
-pub use isa::{Isa, ISA_ENV_VAR};
-pub use matrix::{DenseMatrix, Layout, QMatrix};
-pub(crate) use scalar::depthwise3x3_loop;
-
-use crate::error::Result;
-use conv::check_len;
-
-/// y = W x with the decoded weights of `w` (`x`: cols, `y`: rows).
-pub fn gemv(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
-    isa.ensure_available()?;
-    check_len("gemv", "x (cols)", x.len(), w.cols())?;
-    check_len("gemv", "y (rows)", y.len(), w.rows())?;
-    if isa == Isa::Scalar {
-        scalar::gemv(w, x, y);
-    } else {
-        gemv::gemv_q(isa, w, x, y);
-    }
-    Ok(())
-}
-
-/// y = W x for a full-precision matrix, threaded like [`gemv`]: the f32
-/// baseline, and the kernel for layers kept in f32.
-pub fn gemv_f32(isa: Isa, w: &DenseMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
-    isa.ensure_available()?;
-    check_len("gemv_f32", "x (cols)", x.len(), w.cols())?;
-    check_len("gemv_f32", "y (rows)", y.len(), w.rows())?;
-    if isa == Isa::Scalar {
-        scalar::gemv(w, x, y);
-    } else {
-        gemv::gemv_dense(isa, w, x, y);
-    }
-    Ok(())
-}
-
-/// Y = epilogue(W X): `w` rows x cols, `x` cols x n and `y` rows x n, all
-/// row-major (e.g. X an im2col matrix with n output pixels).
-pub fn gemm(
-    isa: Isa,
-    w: &QMatrix,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    epilogue: &Epilogue,
-) -> Result<()> {
-    isa.ensure_available()?;
-    check_gemm("gemm", w.rows(), w.cols(), x, n, y, epilogue)?;
-    if isa == Isa::Scalar {
-        scalar::gemm(w, x, n, y, epilogue);
-    } else {
-        gemm::gemm(isa, &gemm::Source::Quant(w), x, n, y, epilogue);
-    }
-    Ok(())
-}
-
-/// [`gemm`] for a full-precision matrix on the same micro-kernels: the f32
-/// baseline, and the kernel for convolutions kept in f32.
-pub fn gemm_f32(
-    isa: Isa,
-    w: &DenseMatrix,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    epilogue: &Epilogue,
-) -> Result<()> {
-    isa.ensure_available()?;
-    check_gemm("gemm_f32", w.rows(), w.cols(), x, n, y, epilogue)?;
-    if isa == Isa::Scalar {
-        scalar::gemm(w, x, n, y, epilogue);
-    } else {
-        gemm::gemm(isa, &gemm::Source::Dense(*w), x, n, y, epilogue);
-    }
-    Ok(())
-}
-
-fn check_gemm(
-    op: &'static str,
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-    y: &[f32],
-    epilogue: &Epilogue,
-) -> Result<()> {
-    let (xl, yl) = (cols.checked_mul(n), rows.checked_mul(n));
-    check_len(op, "x (cols * n)", x.len(), xl.unwrap_or(usize::MAX))?;
-    check_len(op, "y (rows * n)", y.len(), yl.unwrap_or(usize::MAX))?;
-    epilogue.validate(op, rows, n)
-}
+pub use isa::{CheckedIsa, Isa, ISA_ENV_VAR};
+pub use layout::Layout;

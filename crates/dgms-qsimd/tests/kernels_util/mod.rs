@@ -2,7 +2,7 @@
 //! matrices and epilogues, the ISAs to test, and the tolerance check.
 #![allow(dead_code)]
 
-use dgms_qsimd::kernels::{Epilogue, Isa, QMatrix};
+use dgms_qsimd::kernels::{Activation, Epilogue, Isa, QMatrix};
 
 /// Codebook sizes the property tests draw from (4-bit and 8-bit layouts,
 /// 2- and 3-bit tables, and the boundaries 16/17 and 256).
@@ -74,7 +74,7 @@ pub struct EpiParts {
     pub scale: Option<Vec<f32>>,
     pub shift: Option<Vec<f32>>,
     pub residual: Option<Vec<f32>>,
-    pub relu: bool,
+    pub activation: Activation,
 }
 
 impl EpiParts {
@@ -83,7 +83,11 @@ impl EpiParts {
             scale: (mask & 1 != 0).then(|| rng.vec(rows)),
             shift: (mask & 2 != 0).then(|| rng.vec(rows)),
             residual: (mask & 4 != 0).then(|| rng.vec(rows * n)),
-            relu: mask & 8 != 0,
+            activation: if mask & 8 != 0 {
+                Activation::Relu
+            } else {
+                Activation::None
+            },
         }
     }
 
@@ -92,8 +96,7 @@ impl EpiParts {
             scale: self.scale.as_deref(),
             shift: self.shift.as_deref(),
             residual: self.residual.as_deref(),
-            relu: self.relu,
-            relu6: false,
+            activation: self.activation,
         }
     }
 

@@ -8,19 +8,18 @@
 //! activation negative) pass the activations as the u8 operand directly.
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! through `Isa::Avx2`, which the public entry points check with
-//! `Isa::ensure_available` first.
+//! with the `Kern` chosen from a `CheckedIsa` for `Isa::Avx2`.
 
 use std::arch::x86_64::*;
 
-use super::matrix::Line;
+use crate::kernels::layout::Line;
 
 /// Micro-tile rows.
-pub(super) const MR: usize = 4;
+pub(crate) const MR: usize = 4;
 /// Micro-tile vectors along n (8 columns each).
 const NV: usize = 2;
 /// Micro-tile columns.
-pub(super) const NR: usize = 8 * NV;
+pub(crate) const NR: usize = 8 * NV;
 
 /// The 4 bytes at `s[i..i + 4]` as one dword (to broadcast): one
 /// bounds check and one load, not four.
@@ -78,10 +77,10 @@ fn store16(acc: [[__m256i; 2]; 2]) -> [i32; 16] {
     out
 }
 
-/// acc[16] of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
+/// `acc[16]` of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
 /// both zero-padded to 8 per line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn gemv_nibble<const NONNEG: bool>(
+pub(crate) fn gemv_nibble<const NONNEG: bool>(
     lines: &[Line],
     table: &[i8; 16],
     xa: &[u8],
@@ -116,10 +115,10 @@ pub(super) fn gemv_nibble<const NONNEG: bool>(
     store16(acc)
 }
 
-/// acc[16] of one row group of 8-bit lines; `xa`, `xs` zero-padded to 4
+/// `acc[16]` of one row group of 8-bit lines; `xa`, `xs` zero-padded to 4
 /// per line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn gemv_byte<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_byte<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[u8]) -> [i32; 16] {
     assert!(xa.len() >= 4 * lines.len() && xs.len() >= 4 * lines.len());
     // [half][line parity].
     let mut acc = [[_mm256_setzero_si256(); 2]; 2];
@@ -138,7 +137,7 @@ pub(super) fn gemv_byte<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[u8]
 /// Decodes 4-bit lines into `[k/4][16][4]` int8 rows (`out`: 128 bytes per
 /// line: the low nibbles' 64, then the high nibbles').
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
+pub(crate) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
     assert!(out.len() >= 128 * lines.len());
     let t = load_table(table);
     for (c, line) in lines.iter().enumerate() {
@@ -158,7 +157,7 @@ pub(super) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
 /// `a[q * 64 + 4 i]` (row i, k 4q..4q + 4), `b` a packed `[q][NR][4]`
 /// int8 panel (`NONNEG`: no value negative), `c` rows `ldc` apart.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn ukernel<const NONNEG: bool>(
+pub(crate) fn ukernel<const NONNEG: bool>(
     kq: usize,
     a: &[u8],
     b: &[u8],

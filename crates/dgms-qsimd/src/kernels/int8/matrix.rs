@@ -3,7 +3,7 @@
 //! The codebook is mapped to int8 with one per-layer scale
 //! s_w = max|c_k| / 127 (q_k = round(c_k / s_w), so an entry 0.0 stays 0 and
 //! -128 never occurs). Rows are grouped by 16 into runs of 64-byte [`Line`]s
-//! as in [`super::QMatrix`]: dword `l` of a line belongs to row `16g + l`.
+//! as in [`QMatrix`]: dword `l` of a line belongs to row `16g + l`.
 //! The bytes of a dword are 4 consecutive columns, which is what the
 //! dot-product instructions (`vpmaddubsw`, `vpdpbusd`, `sdot`) reduce:
 //! - 4-bit layout (K <= 16): a line holds 8 columns; byte `b` has column
@@ -16,8 +16,10 @@
 //! Columns are padded to a multiple of 8 and rows to a multiple of 16 with
 //! weight 0.
 
-use super::matrix::{Layout, Line, QMatrix, COL_ALIGN, GROUP_ROWS};
+use super::quant::{quant, scales};
 use crate::error::{QsimdError, Result};
+use crate::kernels::exact::matrix::QMatrix;
+use crate::kernels::layout::{validate_indices, Layout, Line, COL_ALIGN, GROUP_ROWS};
 
 /// Most columns an int8 matrix may have: |sum of q_w q_x| <= cols * 127^2
 /// must fit the i32 accumulators (131072 * 16129 < 2^31).
@@ -56,13 +58,10 @@ impl QMatrixI8 {
                 reason: format!("{cols} columns exceed {MAX_COLS_I8} (i32 accumulators)"),
             });
         }
-        let k = super::matrix::validate_indices(OP, rows, cols, indices, codebook)?;
+        let k = validate_indices(OP, rows, cols, indices, codebook)?;
         let max = codebook.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let (inv, scale) = super::int8::scales(max, false, 1.0);
-        let qcb: Vec<i8> = codebook
-            .iter()
-            .map(|&c| super::int8::quant(c, inv))
-            .collect();
+        let (inv, scale) = scales(max, false, 1.0);
+        let qcb: Vec<i8> = codebook.iter().map(|&c| quant(c, inv)).collect();
         let mut table = [0i8; 16];
         for (t, &q) in table.iter_mut().zip(&qcb) {
             *t = q;

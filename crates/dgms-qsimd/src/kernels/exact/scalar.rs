@@ -2,10 +2,11 @@
 //! index order, written to be obviously right. `Isa::Scalar` runs these,
 //! and the tests hold every SIMD kernel to them.
 
-use super::conv::{check_len, ConvGeometry};
-use super::epilogue::Epilogue;
+use super::conv::ConvGeometry;
 use super::matrix::{DenseMatrix, QMatrix};
 use crate::error::Result;
+use crate::kernels::checks::{check_conv, check_depthwise};
+use crate::kernels::epilogue::Epilogue;
 
 /// Row-major decoded weights of either matrix kind.
 pub(crate) trait Weights: Sync {
@@ -67,7 +68,7 @@ pub(crate) fn gemm<W: Weights>(w: &W, x: &[f32], n: usize, y: &mut [f32], epi: &
 }
 
 /// Direct convolution from the definition (no im2col), the oracle for
-/// [`super::conv2d`]: `out[o, oy, ox] = epilogue(sum over ci, ky, kx of
+/// [`crate::kernels::conv2d`]: `out[o, oy, ox] = epilogue(sum over ci, ky, kx of
 /// w[o, (ci*kh + ky)*kw + kx] * input[ci, oy*s + ky - pad, ox*s + kx - pad])`.
 pub fn conv2d_direct(
     w: &QMatrix,
@@ -76,13 +77,14 @@ pub fn conv2d_direct(
     out: &mut [f32],
     epilogue: &Epilogue,
 ) -> Result<()> {
-    const OP: &str = "conv2d_direct";
-    g.validate(OP)?;
-    check_len(OP, "weight columns (C*kh*kw)", w.cols(), g.patch_len())?;
-    check_len(OP, "input (C*H*W)", input.len(), g.input_len())?;
-    let n = g.out_pixels();
-    check_len(OP, "output (O*out_h*out_w)", out.len(), w.rows() * n)?;
-    epilogue.validate(OP, w.rows(), n)?;
+    let n = check_conv(
+        "conv2d_direct",
+        (w.rows(), w.cols()),
+        input,
+        g,
+        out,
+        epilogue,
+    )?;
     let (oh, ow) = (g.out_h(), g.out_w());
     for o in 0..w.rows() {
         for oy in 0..oh {
@@ -110,7 +112,7 @@ pub fn conv2d_direct(
 }
 
 /// Direct depthwise 3x3 convolution (pad 1, stride 1 or 2) from the
-/// definition, the oracle for [`super::depthwise3x3`].
+/// definition, the oracle for [`crate::kernels::depthwise3x3`].
 pub fn depthwise3x3_direct(
     w: &QMatrix,
     input: &[f32],
@@ -118,7 +120,8 @@ pub fn depthwise3x3_direct(
     out: &mut [f32],
     epilogue: &Epilogue,
 ) -> Result<()> {
-    let n = super::depthwise::check("depthwise3x3_direct", w, input, g, out, epilogue)?;
+    let dims = (w.rows(), w.cols());
+    let n = check_depthwise("depthwise3x3_direct", dims, input, g, out, epilogue)?;
     depthwise3x3_loop(|ch, tap| w.at(ch, tap), input, g, out);
     epilogue.apply(out, n, 0..g.c, 0..n, n);
     Ok(())

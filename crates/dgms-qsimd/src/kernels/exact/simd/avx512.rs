@@ -5,18 +5,18 @@
 //! the 256-entry table (L1-resident).
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! through `Isa::Avx512`, which the public entry points check with
-//! `Isa::ensure_available` first.
+//! with a `CheckedIsa` for `Isa::Avx512`, which only `Isa::check`
+//! makes.
 
 use std::arch::x86_64::*;
 
-use super::matrix::Line;
+use crate::kernels::layout::Line;
 
 /// Micro-tile rows: one 16-row group, decoded into a `[k][16]` panel
 /// (one zmm per k).
-pub(super) const MR: usize = 16;
+pub(crate) const MR: usize = 16;
 /// Micro-tile columns: 12 zmm accumulators, one broadcast B value each.
-pub(super) const NR: usize = 12;
+pub(crate) const NR: usize = 12;
 
 macro_rules! nibble_col {
     ($v:ident, $cb:ident, $sh:literal) => {
@@ -24,9 +24,9 @@ macro_rules! nibble_col {
     };
 }
 
-/// y[16] for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
+/// `y[16]` for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
+pub(crate) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     assert!(table.len() >= 16);
     // SAFETY: table holds at least 16 f32 (asserted).
     let cb = unsafe { _mm512_loadu_ps(table.as_ptr()) };
@@ -69,9 +69,9 @@ fn gather_byte<const SH: u32>(v: __m512i, table: &[f32]) -> __m512 {
     unsafe { _mm512_i32gather_ps::<4>(idx, table.as_ptr()) }
 }
 
-/// y[16] for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
+/// `y[16]` for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
+pub(crate) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let mut acc = [_mm512_setzero_ps(); 8];
     for (pair, xs) in lines.chunks(2).zip(x.chunks(8)) {
         for (h, (line, xh)) in pair.iter().zip(xs.chunks_exact(4)).enumerate() {
@@ -97,7 +97,7 @@ fn store_col(out: &mut [f32], k: usize, v: __m512) {
 
 /// Decodes 4-bit lines (8 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
+pub(crate) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
     assert!(table.len() >= 16);
     // SAFETY: table holds at least 16 f32 (asserted).
     let cb = unsafe { _mm512_loadu_ps(table.as_ptr()) };
@@ -122,7 +122,7 @@ pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
 
 /// Decodes 8-bit lines (4 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
+pub(crate) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
     for (c, line) in lines.iter().enumerate() {
         // SAFETY: a Line is 64 bytes, 64-byte aligned.
         let v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
@@ -143,7 +143,7 @@ pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
 /// j of the tile (16 rows) is `c[j * ldc..j * ldc + 16]`. Per k: one A
 /// load, NR broadcasts, NR FMAs.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
+pub(crate) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
     assert!(a.len() >= kc * MR);
     assert!(b.len() >= kc * NR && c.len() >= (NR - 1) * ldc + MR);
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
@@ -174,7 +174,7 @@ pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize
 
 /// Dot product of two equal-length f32 slices (the f32 GEMV baseline).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     let mut acc = [_mm512_setzero_ps(); 4];

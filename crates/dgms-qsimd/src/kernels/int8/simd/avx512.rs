@@ -9,19 +9,19 @@
 //!   `NONNEG` variants (no activation negative) skip it.
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! through `Isa::Avx512` (checked by `Isa::ensure_available` in the public
-//! entry points), the VNNI ones only after `Kern::select` detected VNNI.
+//! with the `Kern` chosen from a `CheckedIsa` for `Isa::Avx512`, the
+//! VNNI ones only when `Kern::select` detected VNNI.
 
 use std::arch::x86_64::*;
 
-use super::matrix::Line;
+use crate::kernels::layout::Line;
 
 /// Micro-tile rows.
-pub(super) const MR: usize = 8;
+pub(crate) const MR: usize = 8;
 /// Micro-tile vectors along n (16 columns each).
 const NV: usize = 2;
 /// Micro-tile columns.
-pub(super) const NR: usize = 16 * NV;
+pub(crate) const NR: usize = 16 * NV;
 
 /// The 4 bytes at `s[i..i + 4]` as one dword (to broadcast): one
 /// bounds check and one load, not four.
@@ -77,10 +77,10 @@ fn store16(a: __m512i, b: __m512i) -> [i32; 16] {
     out
 }
 
-/// acc[16] (activations offset by 128) of one row group of 4-bit lines;
+/// `acc[16]` (activations offset by 128) of one row group of 4-bit lines;
 /// `xu` = q_x + 128, padded to 8 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(super) fn gemv_nibble_vnni(lines: &[Line], table: &[i8; 16], xu: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_nibble_vnni(lines: &[Line], table: &[i8; 16], xu: &[u8]) -> [i32; 16] {
     assert!(xu.len() >= 8 * lines.len());
     let t = load_table(table);
     let mut acc = [_mm512_setzero_si512(); 2];
@@ -93,10 +93,10 @@ pub(super) fn gemv_nibble_vnni(lines: &[Line], table: &[i8; 16], xu: &[u8]) -> [
     store16(acc[0], acc[1])
 }
 
-/// acc[16] (activations offset by 128) of one row group of 8-bit lines;
+/// `acc[16]` (activations offset by 128) of one row group of 8-bit lines;
 /// `xu` padded to 4 per line.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(super) fn gemv_byte_vnni(lines: &[Line], xu: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_byte_vnni(lines: &[Line], xu: &[u8]) -> [i32; 16] {
     assert!(xu.len() >= 4 * lines.len());
     let mut acc = [_mm512_setzero_si512(); 2];
     for (c, line) in lines.iter().enumerate() {
@@ -106,10 +106,10 @@ pub(super) fn gemv_byte_vnni(lines: &[Line], xu: &[u8]) -> [i32; 16] {
     store16(acc[0], acc[1])
 }
 
-/// acc[16] of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
+/// `acc[16]` of one row group of 4-bit lines; `xa` = |q_x|, `xs` = q_x,
 /// both padded to 8 per line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn gemv_nibble_bw<const NONNEG: bool>(
+pub(crate) fn gemv_nibble_bw<const NONNEG: bool>(
     lines: &[Line],
     table: &[i8; 16],
     xa: &[u8],
@@ -134,10 +134,10 @@ pub(super) fn gemv_nibble_bw<const NONNEG: bool>(
     store16(acc[0], acc[1])
 }
 
-/// acc[16] of one row group of 8-bit lines; `xa`, `xs` padded to 4 per
+/// `acc[16]` of one row group of 8-bit lines; `xa`, `xs` padded to 4 per
 /// line. `NONNEG`: no q_x is negative.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn gemv_byte_bw<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_byte_bw<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[u8]) -> [i32; 16] {
     assert!(xa.len() >= 4 * lines.len() && xs.len() >= 4 * lines.len());
     let mut acc = [_mm512_setzero_si512(); 2];
     for (c, line) in lines.iter().enumerate() {
@@ -155,7 +155,7 @@ pub(super) fn gemv_byte_bw<const NONNEG: bool>(lines: &[Line], xa: &[u8], xs: &[
 /// Decodes 4-bit lines into `[k/4][16][4]` int8 rows (`out`: 128 bytes per
 /// line: the low nibbles' 64, then the high nibbles').
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
+pub(crate) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
     assert!(out.len() >= 128 * lines.len());
     let t = load_table(table);
     for (c, line) in lines.iter().enumerate() {
@@ -202,7 +202,7 @@ fn load_b(b: &[u8], q: usize) -> [__m512i; NV] {
 /// C[MR x NR] (+)= A B over `kq` k quads with `b` holding q_x + 128:
 /// `a` holds int8 weights at `a[q * 64 + 4 i]` (row i, k 4q..4q + 4).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(super) fn ukernel_vnni(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
+pub(crate) fn ukernel_vnni(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
     if kq == 0 {
         return;
     }
@@ -223,7 +223,7 @@ pub(super) fn ukernel_vnni(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: us
 /// C[MR x NR] (+)= A B over `kq` k quads with `b` holding q_x (int8;
 /// `NONNEG`: none negative).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) fn ukernel_bw<const NONNEG: bool>(
+pub(crate) fn ukernel_bw<const NONNEG: bool>(
     kq: usize,
     a: &[u8],
     b: &[u8],

@@ -1,13 +1,97 @@
-//! Activation quantization for the int8 GEMM: X (or a convolution's
-//! im2col matrix, without building it in f32) to per-column scales and
-//! `[k/4][n][4]` byte quads. Shares `quant` and `scales` with the scalar
-//! reference, so every ISA sees the same int8 activations.
+//! Quantization shared by every ISA and the scalar reference: the
+//! rounding ([`quant`]), the scales of a vector or of each column of X,
+//! and, for the int8 GEMM, X (or a convolution's im2col matrix, without
+//! building it in f32) as per-column scales and `[k/4][n][4]` byte quads.
+//! Sharing it is what makes every ISA see the same int8 activations.
 
 use rayon::prelude::*;
 
-use super::conv::{im2col_unchecked, ConvGeometry};
-use super::int8::{col_scales, quant, scales, Kern};
-use super::int8_matrix::QMatrixI8;
+use super::kern::Kern;
+use super::matrix::QMatrixI8;
+use crate::kernels::exact::conv::{im2col_unchecked, ConvGeometry};
+
+/// Largest quantized magnitude: symmetric, so -128 never occurs and |q|
+/// and -q fit an i8 (the sign tricks of the SIMD kernels rely on it).
+pub(crate) const QMAX: f32 = 127.0;
+
+/// round-half-even(v * inv), clamped to [-QMAX, QMAX]. Plain f32 ops (no
+/// `round`, a libm call on baseline x86-64): the loops using it vectorise,
+/// and every ISA gets the same values.
+#[inline(always)]
+pub(crate) fn quant(v: f32, inv: f32) -> i8 {
+    // Adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    // NaN (only in a non-finite column, whose outputs are NaN) gives 0.
+    let t = (v * inv).clamp(-QMAX, QMAX);
+    ((t + MAGIC).to_bits() as i32 - 0x4B40_0000) as i8
+}
+
+/// (1 / s, s_w * s) for a tensor or column whose max magnitude is `m`,
+/// with s = m / QMAX; `bad` if it holds a non-finite value.
+pub(crate) fn scales(m: f32, bad: bool, s_w: f32) -> (f32, f32) {
+    if bad || !m.is_finite() {
+        (0.0, f32::NAN)
+    } else if m < f32::MIN_POSITIVE {
+        // Also keeps QMAX / m finite.
+        (0.0, 0.0)
+    } else {
+        (QMAX / m, s_w * (m / QMAX))
+    }
+}
+
+/// `scales` of a whole vector, and whether no value is negative (then
+/// every finite value quantizes to 0..=127: a valid u8 operand).
+pub(crate) fn vec_scales(x: &[f32], s_w: f32) -> (f32, f32, bool) {
+    let (mut m, mut z, mut lo) = (0.0f32, 0.0f32, 0.0f32);
+    for &v in x {
+        m = m.max(v.abs());
+        // NaN exactly when some value is NaN or infinite.
+        z += v * 0.0;
+        lo = lo.min(v);
+    }
+    let (inv, deq) = scales(m, z.is_nan(), s_w);
+    (inv, deq, lo >= 0.0)
+}
+
+/// Per-column (1 / s_x, s_w * s_x) of X (`cols` x `n`), and whether no
+/// value is negative. X is read in row order (streaming), in parallel row
+/// chunks for large X.
+pub(crate) fn col_scales(x: &[f32], n: usize, s_w: f32) -> (Vec<f32>, Vec<f32>, bool) {
+    // Per column: max |x|, sum of x * 0 (NaN iff a value is not finite)
+    // and min(0, min x).
+    let scan = |rows: &[f32]| {
+        let (mut m, mut z, mut lo) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+        for row in rows.chunks_exact(n) {
+            let it = m.iter_mut().zip(z.iter_mut()).zip(lo.iter_mut());
+            for (((m, z), lo), &v) in it.zip(row) {
+                *m = m.max(v.abs());
+                *z += v * 0.0;
+                *lo = lo.min(v);
+            }
+        }
+        (m, z, lo)
+    };
+    let (m, z, lo) = if x.len() >= 1 << 16 {
+        let per = (x.len() / n).div_ceil(rayon::current_num_threads()).max(1) * n;
+        let parts: Vec<_> = x.par_chunks(per).map(scan).collect();
+        let mut it = parts.into_iter();
+        let first = it.next().unwrap_or_else(|| scan(&[]));
+        it.fold(first, |(mut m, mut z, mut lo), (pm, pz, pl)| {
+            m.iter_mut().zip(pm).for_each(|(a, b)| *a = a.max(b));
+            z.iter_mut().zip(pz).for_each(|(a, b)| *a += b);
+            lo.iter_mut().zip(pl).for_each(|(a, b)| *a = a.min(b));
+            (m, z, lo)
+        })
+    } else {
+        scan(x)
+    };
+    let (inv, deq) = m
+        .iter()
+        .zip(&z)
+        .map(|(&m, z)| scales(m, z.is_nan(), s_w))
+        .unzip();
+    (inv, deq, lo.iter().all(|&v| v >= 0.0))
+}
 
 /// Activations quantized per column of X (`cols` x `n`): `q[k/4][n][4]`
 /// bytes, the 4 bytes of column j being the 4 consecutive k one lane
@@ -66,7 +150,7 @@ pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads 
 }
 
 /// [`Quads`] of the im2col matrix of `images` images stored C x N x H x W
-/// (one image: CHW; see [`super::im2col`]), whose columns are (image,
+/// (one image: CHW; see [`crate::kernels::im2col`]), whose columns are (image,
 /// output pixel), equal to [`quantize`] of it: a column's max is the max
 /// of the per-pixel channel maxima over its window (padding adds zeros),
 /// and the rows come 4 channels at a time (4 kh kw rows: whole quads)
@@ -168,128 +252,4 @@ pub(super) fn conv_quads(
             .for_each(|job| group(&mut buf, job));
     }
     Quads { q, deq, nonneg }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The VNNI offset convention (u8 activations, row-sum correction,
-    //! padded columns) through the real drivers with portable kernels that
-    //! use it, on any CPU, against the scalar reference; codebook entry 0
-    //! is nonzero so that padding matters.
-    use super::*;
-    use crate::kernels::epilogue::Epilogue;
-    use crate::kernels::int8::{gemm_ref, gemv_ref};
-    use crate::kernels::int8_gemm::{gemm, gemm_quads};
-    use crate::kernels::int8_gemv::gemv;
-
-    fn values(seed: &mut u64, len: usize, nonneg: bool) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                let v = (*seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
-                if nonneg {
-                    v.abs()
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
-
-    fn same(what: &str, got: &[f32], want: &[f32]) {
-        let eq = got
-            .iter()
-            .zip(want)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(eq, "{what}: {got:?} != {want:?}");
-    }
-
-    #[test]
-    fn offset_kernels_match_reference() {
-        let mut seed = 1u64;
-        let shapes = [
-            (1, 1, 1, 2),
-            (17, 13, 5, 5),
-            (33, 70, 19, 16),
-            (20, 9, 40, 17),
-        ];
-        let big = [(40, 600, 33, 200), (16, 1030, 3, 16), (70, 200, 300, 16)];
-        for (rows, cols, n, k) in shapes.into_iter().chain(big) {
-            let cb: Vec<f32> = (0..k)
-                .map(|i| 0.25 + (i as f32 * 0.37) % 1.5 - 0.7)
-                .collect();
-            let idx: Vec<u8> = values(&mut seed, rows * cols, true)
-                .iter()
-                .map(|v| ((v * k as f32) as usize).min(k - 1) as u8)
-                .collect();
-            let w = QMatrixI8::new(rows, cols, &idx, &cb).unwrap();
-            assert_ne!(w.codebook_i8()[0], 0);
-            for (kern, nonneg) in [(Kern::PortableOffset, false), (Kern::PortableOffset, true)]
-                .into_iter()
-                .chain([(Kern::Portable, false)])
-            {
-                let what = format!("{kern:?} {rows}x{cols}x{n} K={k} nonneg={nonneg}");
-                let x = values(&mut seed, cols * n, nonneg);
-                let (mut got, mut want) = (vec![0.0; rows], vec![0.0; rows]);
-                gemv(kern, &w, &x[..cols], &mut got);
-                gemv_ref(&w, &x[..cols], &mut want);
-                same(&format!("gemv {what}"), &got, &want);
-                let (mut got, mut want) = (vec![0.0; rows * n], vec![0.0; rows * n]);
-                gemm(kern, &w, &x, n, &mut got, &Epilogue::NONE);
-                gemm_ref(&w, &x, n, &mut want, &Epilogue::NONE);
-                same(&format!("gemm {what}"), &got, &want);
-            }
-        }
-        // A convolution quantized from the image, against im2col + reference.
-        let g = ConvGeometry {
-            c: 6,
-            h: 5,
-            w: 4,
-            kh: 3,
-            kw: 2,
-            stride: 1,
-            pad: 1,
-        };
-        let (rows, cols, n) = (9, g.patch_len(), g.out_pixels());
-        let idx: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 5) as u8).collect();
-        let w = QMatrixI8::new(rows, cols, &idx, &[0.5, -1.0, 0.25, 2.0, -0.125]).unwrap();
-        let input = values(&mut seed, g.input_len(), false);
-        let mut cols_f32 = vec![0.0; cols * n];
-        im2col_unchecked(&input, &g, &mut cols_f32);
-        let mut want = vec![0.0; rows * n];
-        gemm_ref(&w, &cols_f32, n, &mut want, &Epilogue::NONE);
-        for kern in [Kern::PortableOffset, Kern::Portable] {
-            let mut got = vec![0.0; rows * n];
-            let qx = conv_quads(kern, &w, &input, &g, 1);
-            gemm_quads(kern, &w, &qx, n, &mut got, &Epilogue::NONE);
-            same(&format!("conv {kern:?}"), &got, &want);
-        }
-        // Three images stored C x N x H x W: columns (image, pixel), each
-        // image's quantized on its own.
-        let images = 3;
-        let batch = values(&mut seed, images * g.input_len(), false);
-        let mut cols_f32 = vec![0.0; cols * images * n];
-        for b in 0..images {
-            let image: Vec<f32> = (0..g.c)
-                .flat_map(|c| {
-                    let plane = (c * images + b) * g.h * g.w;
-                    batch[plane..plane + g.h * g.w].to_vec()
-                })
-                .collect();
-            let mut one = vec![0.0; cols * n];
-            im2col_unchecked(&image, &g, &mut one);
-            for (r, row) in one.chunks_exact(n).enumerate() {
-                let at = r * images * n + b * n;
-                cols_f32[at..at + n].copy_from_slice(row);
-            }
-        }
-        let mut want = vec![0.0; rows * images * n];
-        gemm_ref(&w, &cols_f32, images * n, &mut want, &Epilogue::NONE);
-        for kern in [Kern::PortableOffset, Kern::Portable] {
-            let mut got = vec![0.0; rows * images * n];
-            let qx = conv_quads(kern, &w, &batch, &g, images);
-            gemm_quads(kern, &w, &qx, images * n, &mut got, &Epilogue::NONE);
-            same(&format!("batched conv {kern:?}"), &got, &want);
-        }
-    }
 }

@@ -1,14 +1,14 @@
 //! Dispatch to the ISAs' micro-kernels, packing routines and transposes.
 
-use super::super::isa::Isa;
-use super::super::matrix::{COL_ALIGN, GROUP_ROWS};
 #[cfg(target_arch = "aarch64")]
-use super::super::neon;
+use super::super::simd::neon;
 #[cfg(target_arch = "x86_64")]
-use super::super::{avx2, avx512};
+use super::super::simd::{avx2, avx512};
 use super::image::{self, Image};
 use super::pack as packing;
 use super::{KC, NC};
+use crate::kernels::isa::{CheckedIsa, Isa};
+use crate::kernels::layout::{COL_ALIGN, GROUP_ROWS};
 
 // Every micro-kernel computes one 16-row group.
 #[cfg(target_arch = "x86_64")]
@@ -18,8 +18,8 @@ const _: () = assert!(neon::MR == GROUP_ROWS);
 const _: () = assert!(NC.is_multiple_of(12) && KC.is_multiple_of(COL_ALIGN));
 
 /// NR of the ISA's micro-kernel.
-pub(super) fn tile_nr(isa: Isa) -> usize {
-    match isa {
+pub(super) fn tile_nr(isa: CheckedIsa) -> usize {
+    match isa.isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => avx512::NR,
         #[cfg(target_arch = "x86_64")]
@@ -57,7 +57,7 @@ fn ukernel_portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, 
 /// first `cols` columns matter (an AVX2 tail panel computes only those).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn ukernel(
-    isa: Isa,
+    isa: CheckedIsa,
     kc: usize,
     a: &[f32],
     b: &[f32],
@@ -68,9 +68,9 @@ pub(super) fn ukernel(
 ) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = cols;
-    match isa {
+    match isa.isa() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
+        // SAFETY: `isa` is a CheckedIsa: Isa::check found the ISA on this CPU.
         Isa::Avx512 => unsafe { avx512::ukernel(kc, a, b, c, ldc, acc_in) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above (for every arm).
@@ -119,7 +119,7 @@ fn pack_nr<const NR: usize>(
 
 /// Packs B rows `k0..k0 + kc`, columns `cols` with the ISA's NR.
 pub(super) fn pack(
-    isa: Isa,
+    isa: CheckedIsa,
     b: &BSrc,
     k_rows: usize,
     ks: (usize, usize),
@@ -127,7 +127,7 @@ pub(super) fn pack(
     s: (&mut [f32], &[usize]),
     out: &mut [f32],
 ) {
-    match isa {
+    match isa.isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => pack_nr::<{ avx512::NR }>(b, k_rows, ks, cols, s, out),
         #[cfg(target_arch = "x86_64")]
@@ -139,13 +139,13 @@ pub(super) fn pack(
 }
 
 /// `out[l * tw + j] = c[j * ldc + l]` for 16 rows l and `tw` columns j.
-pub(super) fn transpose(isa: Isa, c: &[f32], ldc: usize, out: &mut [f32], tw: usize) {
+pub(super) fn transpose(isa: CheckedIsa, c: &[f32], ldc: usize, out: &mut [f32], tw: usize) {
     // Columns done with SIMD; the rest are copied one by one.
     #[cfg(target_arch = "x86_64")]
-    let j = if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+    let j = if matches!(isa.isa(), Isa::Avx2 | Isa::Avx512) {
         for j in (0..tw / 8 * 8).step_by(8) {
-            // SAFETY: Avx2 and Avx512 both require AVX2 and FMA, and the
-            // public entry point checked isa.ensure_available().
+            // SAFETY: `isa` is a CheckedIsa for Avx2 or Avx512, and
+            // Isa::check requires AVX2 and FMA for both.
             unsafe { avx2::transpose_16x8(&c[j * ldc..], ldc, &mut out[j..], tw) };
         }
         tw / 8 * 8

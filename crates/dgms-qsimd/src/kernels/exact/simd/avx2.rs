@@ -8,19 +8,19 @@
 //! instead (see [`gemv_nibble`]).
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! through `Isa::Avx2`, which the public entry points check with
-//! `Isa::ensure_available` first.
+//! with a `CheckedIsa` for `Isa::Avx2` or `Isa::Avx512` (whose check
+//! includes AVX2 and FMA), which only `Isa::check` makes.
 
 use std::arch::x86_64::*;
 
-use super::matrix::Line;
+use crate::kernels::layout::Line;
 
 /// Micro-tile rows: one 16-row group, decoded into a `[k][16]` panel
 /// (two ymm per k: rows 0-7 and 8-15).
-pub(super) const MR: usize = 16;
+pub(crate) const MR: usize = 16;
 /// Micro-tile columns: 2 x 6 = 12 accumulators, 2 A vectors and one
 /// broadcast B value fill 15 of the 16 ymm registers.
-pub(super) const NR: usize = 6;
+pub(crate) const NR: usize = 6;
 
 /// The 8 columns of one half line (8 rows), decoded.
 #[target_feature(enable = "avx2,fma")]
@@ -54,7 +54,7 @@ fn decode_half<const WIDE: bool>(v: __m256i, lo: __m256, hi: __m256) -> [__m256;
 /// `[x0 x2 x4 x6 x0 x2 x4 x6 x1 x3 x5 x7 x1 x3 x5 x7]` (the order in which
 /// the byte-plane decode yields a row's low and high nibbles, once per
 /// 128-bit lane); `x` is zero-padded to whole lines.
-pub(super) fn nibble_activations(x: &[f32]) -> Vec<f32> {
+pub(crate) fn nibble_activations(x: &[f32]) -> Vec<f32> {
     let mut out = Vec::with_capacity(2 * x.len());
     for xs in x.chunks_exact(8) {
         let even = [xs[0], xs[2], xs[4], xs[6]];
@@ -66,7 +66,7 @@ pub(super) fn nibble_activations(x: &[f32]) -> Vec<f32> {
     out
 }
 
-/// y[16] for one row group of 4-bit lines, `xeo` from
+/// `y[16]` for one row group of 4-bit lines, `xeo` from
 /// [`nibble_activations`].
 ///
 /// Byte-plane decode (no `vpermps`): byte b of every codebook entry forms
@@ -79,7 +79,7 @@ pub(super) fn nibble_activations(x: &[f32]) -> Vec<f32> {
 /// 3.4 shuffle or logic ops per 8 weights against 6 for the permute and
 /// blend decode.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn gemv_nibble(lines: &[Line], table: &[f32], xeo: &[f32]) -> [f32; 16] {
+pub(crate) fn gemv_nibble(lines: &[Line], table: &[f32], xeo: &[f32]) -> [f32; 16] {
     assert!(table.len() >= 16 && xeo.len() >= 16 * lines.len());
     let mut bytes = [[0u8; 16]; 4];
     for (i, v) in table[..16].iter().enumerate() {
@@ -156,9 +156,9 @@ fn gather_half(v: __m256i, table: &[f32]) -> [__m256; 4] {
     idx.map(|i| unsafe { _mm256_i32gather_ps::<4>(table.as_ptr(), i) })
 }
 
-/// y[16] for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
+/// `y[16]` for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
+pub(crate) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let mut acc = [[_mm256_setzero_ps(); 2]; 2];
     for (line, xs) in lines.iter().zip(x.chunks_exact(4)) {
         for (h, acc) in acc.iter_mut().enumerate() {
@@ -187,7 +187,7 @@ fn store_half(out: &mut [f32], k: usize, h: usize, v: __m256) {
 
 /// Decodes 4-bit lines (8 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
+pub(crate) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
     assert!(table.len() >= 16);
     // SAFETY: table holds at least 16 f32 (asserted).
     let (lo, hi) = unsafe {
@@ -209,7 +209,7 @@ pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
 
 /// Decodes 8-bit lines (4 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
+pub(crate) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
     for (c, line) in lines.iter().enumerate() {
         for h in 0..2 {
             // SAFETY: a Line is 64 bytes, 64-byte aligned; half h is 32 of them.
@@ -227,7 +227,7 @@ pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
 /// is `c[j * ldc..j * ldc + 16]`. Per k: two A loads, N broadcasts, 2 N
 /// FMAs.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn ukernel<const N: usize>(
+pub(crate) fn ukernel<const N: usize>(
     kc: usize,
     a: &[f32],
     b: &[f32],
@@ -310,7 +310,7 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// Transposes a 16-row x 8-column block out of a C^T buffer: column i
 /// is `c[i * ldc..i * ldc + 16]`; row l goes to `out[l * ldo..l * ldo + 8]`.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn transpose_16x8(c: &[f32], ldc: usize, out: &mut [f32], ldo: usize) {
+pub(crate) fn transpose_16x8(c: &[f32], ldc: usize, out: &mut [f32], ldo: usize) {
     assert!(c.len() >= 7 * ldc + 16 && out.len() >= 15 * ldo + 8);
     let (cp, op) = (c.as_ptr(), out.as_mut_ptr());
     for h in 0..2 {
@@ -328,7 +328,7 @@ pub(super) fn transpose_16x8(c: &[f32], ldc: usize, out: &mut [f32], ldo: usize)
 /// `kv`, or empty for a row beyond the matrix: zeros) into a `[k][16]`
 /// panel `out`, 8 k at a time through 8 x 8 transposes.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn pack_rows(rows: &[&[f32]; 16], kv: usize, out: &mut [f32]) {
+pub(crate) fn pack_rows(rows: &[&[f32]; 16], kv: usize, out: &mut [f32]) {
     assert!(out.len() >= 16 * kv);
     assert!(rows.iter().all(|r| r.is_empty() || r.len() == kv));
     let op = out.as_mut_ptr();
@@ -355,7 +355,7 @@ pub(super) fn pack_rows(rows: &[&[f32]; 16], kv: usize, out: &mut [f32]) {
 
 /// Dot product of two equal-length f32 slices (the f32 GEMV baseline).
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];

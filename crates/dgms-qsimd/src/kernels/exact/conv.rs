@@ -1,13 +1,14 @@
-//! Convolution geometry, im2col, and conv2d on top of [`super::gemm`].
+//! Convolution geometry, im2col, and conv2d on top of [`super::gemm`](mod@super::gemm).
 
 use rayon::prelude::*;
 
-use super::epilogue::Epilogue;
 use super::gemm::{gemm_rhs, Rhs, Source};
-use super::isa::Isa;
+use super::gemm_checked;
 use super::matrix::{DenseMatrix, QMatrix};
-use super::scalar;
 use crate::error::{QsimdError, Result};
+use crate::kernels::checks::{check_conv, check_conv_batched, check_len};
+use crate::kernels::epilogue::Epilogue;
+use crate::kernels::isa::Isa;
 
 /// A 2-D convolution over one CHW image: `c` input channels of `h` x `w`,
 /// a `kh` x `kw` kernel, the same `stride` and zero `pad` on both axes.
@@ -83,46 +84,6 @@ fn out_len(n: usize, k: usize, stride: usize, pad: usize) -> usize {
         0
     } else {
         (n + 2 * pad - k) / stride + 1
-    }
-}
-
-/// Checks the arguments shared by the conv entry points (ISA available,
-/// geometry, weight columns, input and output lengths, epilogue) for a
-/// `(rows, cols)` weight matrix; returns the output pixels per channel.
-pub(crate) fn check_conv_args(
-    op: &'static str,
-    isa: Isa,
-    (rows, cols): (usize, usize),
-    input: &[f32],
-    geom: &ConvGeometry,
-    out: &[f32],
-    epilogue: &Epilogue,
-) -> Result<usize> {
-    isa.ensure_available()?;
-    geom.validate(op)?;
-    check_len(op, "weight columns (C*kh*kw)", cols, geom.patch_len())?;
-    check_len(op, "input (C*H*W)", input.len(), geom.input_len())?;
-    let n = geom.out_pixels();
-    check_len(op, "output (O*out_h*out_w)", out.len(), rows * n)?;
-    epilogue.validate(op, rows, n)?;
-    Ok(n)
-}
-
-pub(crate) fn check_len(
-    op: &'static str,
-    what: &'static str,
-    got: usize,
-    expected: usize,
-) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(QsimdError::ShapeMismatch {
-            op,
-            what,
-            expected,
-            got,
-        })
     }
 }
 
@@ -204,29 +165,23 @@ pub fn conv2d(
     out: &mut [f32],
     epilogue: &Epilogue,
 ) -> Result<()> {
-    let n = check_conv_args(
-        "conv2d",
-        isa,
-        (w.rows(), w.cols()),
-        input,
-        geom,
-        out,
-        epilogue,
-    )?;
+    let isa = isa.check()?;
+    let n = check_conv("conv2d", (w.rows(), w.cols()), input, geom, out, epilogue)?;
+    let w = Source::Quant(w);
     if geom.kh == 1 && geom.kw == 1 && geom.stride == 1 && geom.pad == 0 {
-        return super::gemm(isa, w, input, n, out, epilogue);
-    }
-    if isa == Isa::Scalar {
+        gemm_checked(isa, &w, input, n, out, epilogue);
+    } else if isa.isa() == Isa::Scalar {
         let mut cols = vec![0.0f32; geom.patch_len() * n];
         im2col_unchecked(input, geom, &mut cols);
-        return super::gemm(isa, w, &cols, n, out, epilogue);
+        gemm_checked(isa, &w, &cols, n, out, epilogue);
+    } else {
+        let rhs = Rhs::Im2col {
+            input,
+            geom: *geom,
+            images: 1,
+        };
+        gemm_rhs(isa, &w, &rhs, out, epilogue);
     }
-    let rhs = Rhs::Im2col {
-        input,
-        geom: *geom,
-        images: 1,
-    };
-    gemm_rhs(isa, &Source::Quant(w), &rhs, out, epilogue);
     Ok(())
 }
 
@@ -269,16 +224,9 @@ impl ConvGeometry {
         out: &mut [f32],
         epilogue: &Epilogue,
     ) -> Result<()> {
-        const OP: &str = "conv_batched";
-        isa.ensure_available()?;
-        self.validate(OP)?;
-        let rows = w.rows();
-        check_len(OP, "weight columns (C*kh*kw)", w.cols(), self.patch_len())?;
-        let len = images * self.input_len();
-        check_len(OP, "input (C*N*H*W)", input.len(), len)?;
-        let n = images * self.out_pixels();
-        check_len(OP, "output (O*N*out_h*out_w)", out.len(), rows * n)?;
-        epilogue.validate(OP, rows, n)?;
+        let isa = isa.check()?;
+        let dims = (w.rows(), w.cols());
+        let n = check_conv_batched("conv_batched", dims, input, (self, images), out, epilogue)?;
         let rhs = Rhs::Im2col {
             input,
             geom: *self,
@@ -287,13 +235,10 @@ impl ConvGeometry {
         if n == 0 {
             return Ok(());
         }
-        if isa == Isa::Scalar {
+        if isa.isa() == Isa::Scalar {
             let mut m = vec![0.0f32; self.patch_len() * n];
             rhs.materialise(&mut m);
-            match w {
-                Source::Quant(q) => scalar::gemm(*q, &m, n, out, epilogue),
-                Source::Dense(d) => scalar::gemm(d, &m, n, out, epilogue),
-            }
+            gemm_checked(isa, w, &m, n, out, epilogue);
         } else {
             gemm_rhs(isa, w, &rhs, out, epilogue);
         }

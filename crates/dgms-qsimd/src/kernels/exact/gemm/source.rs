@@ -1,11 +1,12 @@
 //! The GEMM's weights and their decoding into f32 row-group panels.
 
-use super::super::isa::Isa;
-use super::super::matrix::{line_indices, DenseMatrix, Layout, QMatrix, GROUP_ROWS};
+use super::super::matrix::{DenseMatrix, QMatrix};
 #[cfg(target_arch = "aarch64")]
-use super::super::neon;
+use super::super::simd::neon;
 #[cfg(target_arch = "x86_64")]
-use super::super::{avx2, avx512};
+use super::super::simd::{avx2, avx512};
+use crate::kernels::isa::{CheckedIsa, Isa};
+use crate::kernels::layout::{line_indices, Layout, GROUP_ROWS};
 
 /// The weights of a GEMM.
 pub(crate) enum Source<'a> {
@@ -33,7 +34,7 @@ impl Source<'_> {
     /// Decodes row group `g`, columns `k0..k0 + kc` into a `[k][16]`
     /// panel (`out` = 16 * kc values, zero beyond the matrix). `k0` and
     /// `kc` are multiples of `COL_ALIGN`.
-    pub fn decode(&self, isa: Isa, g: usize, k0: usize, kc: usize, out: &mut [f32]) {
+    pub fn decode(&self, isa: CheckedIsa, g: usize, k0: usize, kc: usize, out: &mut [f32]) {
         match self {
             Source::Quant(w) => decode_quant(isa, w, g, k0, kc, out),
             Source::Dense(w) => {
@@ -50,9 +51,9 @@ impl Source<'_> {
                 let (head, tail) = out[..GROUP_ROWS * kc].split_at_mut(GROUP_ROWS * kv);
                 tail.fill(0.0);
                 #[cfg(target_arch = "x86_64")]
-                if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-                    // SAFETY: Avx2 and Avx512 both require AVX2 and FMA, and
-                    // the public entry point checked isa.ensure_available().
+                if matches!(isa.isa(), Isa::Avx2 | Isa::Avx512) {
+                    // SAFETY: `isa` is a CheckedIsa for Avx2 or Avx512, and
+                    // Isa::check requires AVX2 and FMA for both.
                     unsafe { avx2::pack_rows(&src, kv, head) };
                     return;
                 }
@@ -68,15 +69,15 @@ impl Source<'_> {
     }
 }
 
-fn decode_quant(isa: Isa, w: &QMatrix, g: usize, k0: usize, kc: usize, out: &mut [f32]) {
+fn decode_quant(isa: CheckedIsa, w: &QMatrix, g: usize, k0: usize, kc: usize, out: &mut [f32]) {
     let layout = w.layout();
     let cpl = layout.cols_per_line();
     let lines = &w.group(g)[k0 / cpl..(k0 + kc) / cpl];
     let table = w.table();
     let out = &mut out[..GROUP_ROWS * kc];
-    match (isa, layout) {
+    match (isa.isa(), layout) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
+        // SAFETY: `isa` is a CheckedIsa: Isa::check found the ISA on this CPU.
         (Isa::Avx512, Layout::Nibble) => unsafe { avx512::decode_nibble(lines, table, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.

@@ -8,20 +8,20 @@
 //!   and one final `addp` joins the halves.
 //!
 //! Every function here is `#[target_feature]`; callers reach them only
-//! through `Isa::Neon` (checked by `Isa::ensure_available` in the public
-//! entry points), the `dotprod` ones only after `Kern::select` detected it.
+//! with the `Kern` chosen from a `CheckedIsa` for `Isa::Neon`, the
+//! `dotprod` ones only when `Kern::select` detected it.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::matrix::Line;
+use crate::kernels::layout::Line;
 
 /// Micro-tile rows.
-pub(super) const MR: usize = 4;
+pub(crate) const MR: usize = 4;
 /// Micro-tile vectors along n (4 columns each).
 const NV: usize = 2;
 /// Micro-tile columns.
-pub(super) const NR: usize = 4 * NV;
+pub(crate) const NR: usize = 4 * NV;
 
 /// The 4 bytes at `s[i..i + 4]` as one dword (to broadcast): one
 /// bounds check and one load, not four.
@@ -94,10 +94,10 @@ fn store16(acc: [int32x4_t; 4]) -> [i32; 16] {
     out
 }
 
-/// acc[16] of one row group of 4-bit lines; `xs` = q_x, padded to 8 per
+/// `acc[16]` of one row group of 4-bit lines; `xs` = q_x, padded to 8 per
 /// line.
 #[target_feature(enable = "neon")]
-pub(super) fn gemv_nibble(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_nibble(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i32; 16] {
     assert!(xs.len() >= 8 * lines.len());
     let t = load_table(table);
     let (mut lo, mut hi) = ([vdupq_n_s32(0); 4], [vdupq_n_s32(0); 4]);
@@ -114,7 +114,7 @@ pub(super) fn gemv_nibble(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i32; 
 
 /// [`gemv_nibble`] with `sdot`.
 #[target_feature(enable = "neon,dotprod")]
-pub(super) fn gemv_nibble_dot(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_nibble_dot(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i32; 16] {
     assert!(xs.len() >= 8 * lines.len());
     let t = load_table(table);
     // [nibble][quarter]: 8 independent chains.
@@ -130,9 +130,9 @@ pub(super) fn gemv_nibble_dot(lines: &[Line], table: &[i8; 16], xs: &[u8]) -> [i
     store16([0, 1, 2, 3].map(|m| vaddq_s32(acc[0][m], acc[1][m])))
 }
 
-/// acc[16] of one row group of 8-bit lines; `xs` padded to 4 per line.
+/// `acc[16]` of one row group of 8-bit lines; `xs` padded to 4 per line.
 #[target_feature(enable = "neon")]
-pub(super) fn gemv_byte(lines: &[Line], xs: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_byte(lines: &[Line], xs: &[u8]) -> [i32; 16] {
     assert!(xs.len() >= 4 * lines.len());
     let (mut lo, mut hi) = ([vdupq_n_s32(0); 4], [vdupq_n_s32(0); 4]);
     for (c, line) in lines.iter().enumerate() {
@@ -147,7 +147,7 @@ pub(super) fn gemv_byte(lines: &[Line], xs: &[u8]) -> [i32; 16] {
 
 /// [`gemv_byte`] with `sdot`.
 #[target_feature(enable = "neon,dotprod")]
-pub(super) fn gemv_byte_dot(lines: &[Line], xs: &[u8]) -> [i32; 16] {
+pub(crate) fn gemv_byte_dot(lines: &[Line], xs: &[u8]) -> [i32; 16] {
     assert!(xs.len() >= 4 * lines.len());
     let mut acc = [vdupq_n_s32(0); 4];
     for (c, line) in lines.iter().enumerate() {
@@ -162,7 +162,7 @@ pub(super) fn gemv_byte_dot(lines: &[Line], xs: &[u8]) -> [i32; 16] {
 /// Decodes 4-bit lines into `[k/4][16][4]` int8 rows (`out`: 128 bytes per
 /// line: the low nibbles' 64, then the high nibbles').
 #[target_feature(enable = "neon")]
-pub(super) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
+pub(crate) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
     assert!(out.len() >= 128 * lines.len());
     let t = load_table(table);
     let op = out.as_mut_ptr().cast::<i8>();
@@ -216,7 +216,7 @@ fn store_tile(acc: &[[int32x4_t; NV]; MR], c: &mut [i32], ldc: usize, acc_in: bo
 /// `a[q * 64 + 4 i]` (row i, k 4q..4q + 4), `b` a packed `[q][NR][4]`
 /// int8 panel, `c` rows `ldc` apart.
 #[target_feature(enable = "neon")]
-pub(super) fn ukernel(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
+pub(crate) fn ukernel(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
     if kq == 0 {
         return;
     }
@@ -239,7 +239,7 @@ pub(super) fn ukernel(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, 
 
 /// [`ukernel`] with `sdot`.
 #[target_feature(enable = "neon,dotprod")]
-pub(super) fn ukernel_dot(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
+pub(crate) fn ukernel_dot(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
     if kq == 0 {
         return;
     }

@@ -33,9 +33,9 @@ use micro::{pack, tile_nr, transpose, ukernel, BSrc};
 pub(crate) use pack::Rhs;
 pub(crate) use source::Source;
 
-use super::epilogue::Epilogue;
-use super::isa::Isa;
-use super::matrix::{COL_ALIGN, GROUP_ROWS};
+use crate::kernels::epilogue::Epilogue;
+use crate::kernels::isa::CheckedIsa;
+use crate::kernels::layout::{COL_ALIGN, GROUP_ROWS};
 
 /// Inner-dimension slice: a 16 x KC A panel (16 KiB) stays in L1.
 const KC: usize = 256;
@@ -95,7 +95,7 @@ impl OutPtr {
 
 /// The problem every task shares.
 struct Problem<'a> {
-    isa: Isa,
+    isa: CheckedIsa,
     w: &'a Source<'a>,
     rhs: &'a BSrc<'a>,
     epi: &'a Epilogue<'a>,
@@ -153,8 +153,15 @@ fn plan(groups: usize, panels: usize, nr: usize, kp: usize, threads: usize) -> (
         .map_or((groups, panels), |c| (c.2, c.3))
 }
 
-/// Y = epilogue(W X) for validated shapes on an available SIMD ISA.
-pub(crate) fn gemm(isa: Isa, w: &Source, x: &[f32], n: usize, y: &mut [f32], epi: &Epilogue) {
+/// Y = epilogue(W X) for validated shapes on a SIMD ISA.
+pub(crate) fn gemm(
+    isa: CheckedIsa,
+    w: &Source,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    epi: &Epilogue,
+) {
     if n == 1 {
         // A GEMV reads the weights once, without decoding them to f32.
         match w {
@@ -169,7 +176,7 @@ pub(crate) fn gemm(isa: Isa, w: &Source, x: &[f32], n: usize, y: &mut [f32], epi
 
 /// Y = epilogue(W B) for any right-hand side; shapes already validated
 /// (`y` is rows x `rhs.cols()`).
-pub(crate) fn gemm_rhs(isa: Isa, w: &Source, rhs: &Rhs, y: &mut [f32], epi: &Epilogue) {
+pub(crate) fn gemm_rhs(isa: CheckedIsa, w: &Source, rhs: &Rhs, y: &mut [f32], epi: &Epilogue) {
     match *rhs {
         Rhs::Matrix { x, n } => run(isa, w, &BSrc::Matrix(x, n), y, epi),
         Rhs::Im2col {
@@ -197,7 +204,7 @@ pub(crate) fn gemm_rhs(isa: Isa, w: &Source, rhs: &Rhs, y: &mut [f32], epi: &Epi
     }
 }
 
-fn run(isa: Isa, w: &Source, rhs: &BSrc, y: &mut [f32], epi: &Epilogue) {
+fn run(isa: CheckedIsa, w: &Source, rhs: &BSrc, y: &mut [f32], epi: &Epilogue) {
     let n = match rhs {
         BSrc::Matrix(_, n) => *n,
         BSrc::Image(img) => img.cols(),

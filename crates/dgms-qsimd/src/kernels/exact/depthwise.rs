@@ -7,39 +7,13 @@
 
 use rayon::prelude::*;
 
-use super::conv::{check_len, ConvGeometry};
-use super::epilogue::Epilogue;
-use super::isa::Isa;
+use super::conv::ConvGeometry;
 use super::matrix::QMatrix;
-use crate::error::{QsimdError, Result};
-
-/// Validates a depthwise 3x3 call; returns the output pixels per channel.
-pub(crate) fn check(
-    op: &'static str,
-    w: &QMatrix,
-    input: &[f32],
-    g: &ConvGeometry,
-    out: &[f32],
-    epilogue: &Epilogue,
-) -> Result<usize> {
-    g.validate(op)?;
-    if g.kh != 3 || g.kw != 3 || g.pad != 1 || !(g.stride == 1 || g.stride == 2) {
-        return Err(QsimdError::InvalidGeometry {
-            op,
-            reason: format!(
-                "expected a 3x3 kernel, pad 1, stride 1 or 2; got {}x{}, pad {}, stride {}",
-                g.kh, g.kw, g.pad, g.stride
-            ),
-        });
-    }
-    check_len(op, "weight rows (channels)", w.rows(), g.c)?;
-    check_len(op, "weight columns (9)", w.cols(), 9)?;
-    check_len(op, "input (C*H*W)", input.len(), g.input_len())?;
-    let n = g.out_pixels();
-    check_len(op, "output (C*out_h*out_w)", out.len(), g.c * n)?;
-    epilogue.validate(op, g.c, n)?;
-    Ok(n)
-}
+use super::scalar;
+use crate::error::Result;
+use crate::kernels::checks::check_depthwise;
+use crate::kernels::epilogue::Epilogue;
+use crate::kernels::isa::{CheckedIsa, Isa};
 
 /// `out[ch] = epilogue(sum_taps w[ch, tap] * input[ch, shifted])` per
 /// channel; `w` is C x 9 (ky*3 + kx), `geom` must be 3x3, pad 1,
@@ -52,11 +26,11 @@ pub fn depthwise3x3(
     out: &mut [f32],
     epilogue: &Epilogue,
 ) -> Result<()> {
-    const OP: &str = "depthwise3x3";
-    isa.ensure_available()?;
-    let n = check(OP, w, input, geom, out, epilogue)?;
-    if isa == Isa::Scalar {
-        return super::reference::depthwise3x3_direct(w, input, geom, out, epilogue);
+    let isa = isa.check()?;
+    let dims = (w.rows(), w.cols());
+    let n = check_depthwise("depthwise3x3", dims, input, geom, out, epilogue)?;
+    if isa.isa() == Isa::Scalar {
+        return scalar::depthwise3x3_direct(w, input, geom, out, epilogue);
     }
     let g = *geom;
     let run = |scratch: &mut Vec<f32>, (ch, o): (usize, &mut [f32])| {
@@ -83,22 +57,22 @@ pub fn depthwise3x3(
 
 /// One channel on the chosen ISA (never Scalar: that is the reference).
 fn channel(
-    isa: Isa,
+    isa: CheckedIsa,
     taps: &[f32; 9],
     plane: &[f32],
     g: &ConvGeometry,
     s: &mut Vec<f32>,
     o: &mut [f32],
 ) {
-    match isa {
+    match isa.isa() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
+        // SAFETY: `isa` is a CheckedIsa: Isa::check found the ISA on this CPU.
         Isa::Avx512 => unsafe { channel_avx512(taps, plane, g, s, o) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
+        // SAFETY: as above.
         Isa::Avx2 => unsafe { channel_avx2(taps, plane, g, s, o) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
+        // SAFETY: as above.
         Isa::Neon => unsafe { channel_neon(taps, plane, g, s, o) },
         _ => channel_body(taps, plane, g, s, o),
     }

@@ -4,15 +4,17 @@
 
 use rayon::prelude::*;
 
-use super::isa::Isa;
-use super::matrix::{DenseMatrix, Layout, QMatrix, GROUP_ROWS};
+use super::matrix::{DenseMatrix, QMatrix};
+use super::simd;
+use crate::kernels::isa::{CheckedIsa, Isa};
+use crate::kernels::layout::{Layout, GROUP_ROWS};
 
 /// Below this many weights a GEMV runs on the calling thread.
 pub(crate) const PAR_MIN_WEIGHTS: usize = 1 << 16;
 
 /// Runs `f(first_row, rows_out)` over chunks of `y` (`unit` rows each a
 /// multiple of), in parallel when the problem is big enough.
-pub(super) fn split_rows<F>(y: &mut [f32], unit: usize, weights: usize, f: F)
+pub(crate) fn split_rows<F>(y: &mut [f32], unit: usize, weights: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
@@ -28,8 +30,8 @@ where
         .for_each(|(i, ys)| f(i * per, ys));
 }
 
-/// y = W x for a validated quantized matrix on an available SIMD ISA.
-pub(crate) fn gemv_q(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) {
+/// y = W x for a validated quantized matrix on a SIMD ISA.
+pub(crate) fn gemv_q(isa: CheckedIsa, w: &QMatrix, x: &[f32], y: &mut [f32]) {
     // Zero-padded activations: the kernels read whole lines, and padded
     // columns must meet 0.
     let mut xp = vec![0.0f32; w.cols_pad()];
@@ -37,34 +39,34 @@ pub(crate) fn gemv_q(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) {
     let (table, layout) = (w.table(), w.layout());
     // The AVX2 4-bit kernel takes the activations rearranged once per call.
     #[cfg(target_arch = "x86_64")]
-    let xeo = if isa == Isa::Avx2 && layout == Layout::Nibble {
-        super::avx2::nibble_activations(&xp)
+    let xeo = if isa.isa() == Isa::Avx2 && layout == Layout::Nibble {
+        simd::avx2::nibble_activations(&xp)
     } else {
         Vec::new()
     };
     let group = |g: usize| -> [f32; 16] {
         let lines = w.group(g);
-        match (isa, layout) {
+        match (isa.isa(), layout) {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the public entry point checked isa.ensure_available().
+            // SAFETY: `isa` is a CheckedIsa: Isa::check found the ISA on this CPU.
             (Isa::Avx512, Layout::Nibble) => unsafe {
-                super::avx512::gemv_nibble(lines, table, &xp)
+                simd::avx512::gemv_nibble(lines, table, &xp)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Isa::Avx512, Layout::Byte) => unsafe { super::avx512::gemv_byte(lines, table, &xp) },
+            (Isa::Avx512, Layout::Byte) => unsafe { simd::avx512::gemv_byte(lines, table, &xp) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Isa::Avx2, Layout::Nibble) => unsafe { super::avx2::gemv_nibble(lines, table, &xeo) },
+            (Isa::Avx2, Layout::Nibble) => unsafe { simd::avx2::gemv_nibble(lines, table, &xeo) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Isa::Avx2, Layout::Byte) => unsafe { super::avx2::gemv_byte(lines, table, &xp) },
+            (Isa::Avx2, Layout::Byte) => unsafe { simd::avx2::gemv_byte(lines, table, &xp) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            (Isa::Neon, Layout::Nibble) => unsafe { super::neon::gemv_nibble(lines, table, &xp) },
+            (Isa::Neon, Layout::Nibble) => unsafe { simd::neon::gemv_nibble(lines, table, &xp) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            (Isa::Neon, Layout::Byte) => unsafe { super::neon::gemv_byte(lines, table, &xp) },
+            (Isa::Neon, Layout::Byte) => unsafe { simd::neon::gemv_byte(lines, table, &xp) },
             _ => portable_group(w, g, &xp),
         }
     };
@@ -89,20 +91,20 @@ fn portable_group(w: &QMatrix, g: usize, xp: &[f32]) -> [f32; 16] {
 }
 
 /// y = W x for a validated dense matrix: the f32 baseline.
-pub(crate) fn gemv_dense(isa: Isa, w: &DenseMatrix, x: &[f32], y: &mut [f32]) {
+pub(crate) fn gemv_dense(isa: CheckedIsa, w: &DenseMatrix, x: &[f32], y: &mut [f32]) {
     let cols = w.cols();
     let data = w.data();
     let dot = |a: &[f32]| -> f32 {
-        match isa {
+        match isa.isa() {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the public entry point checked isa.ensure_available().
-            Isa::Avx512 => unsafe { super::avx512::dot(a, x) },
+            // SAFETY: `isa` is a CheckedIsa: Isa::check found the ISA on this CPU.
+            Isa::Avx512 => unsafe { simd::avx512::dot(a, x) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Isa::Avx2 => unsafe { super::avx2::dot(a, x) },
+            Isa::Avx2 => unsafe { simd::avx2::dot(a, x) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            Isa::Neon => unsafe { super::neon::dot(a, x) },
+            Isa::Neon => unsafe { simd::neon::dot(a, x) },
             _ => a.iter().zip(x).map(|(p, q)| p * q).sum(),
         }
     };

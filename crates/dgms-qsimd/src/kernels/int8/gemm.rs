@@ -14,11 +14,12 @@
 
 use rayon::prelude::*;
 
-use super::epilogue::Epilogue;
-use super::int8::Kern;
-use super::int8_matrix::QMatrixI8;
-use super::int8_quant::{quantize, Quads};
-use super::matrix::{Layout, Line, GROUP_ROWS};
+use super::kern::{Family, Kern};
+use super::matrix::QMatrixI8;
+use super::quant::{quantize, Quads};
+use super::simd;
+use crate::kernels::epilogue::Epilogue;
+use crate::kernels::layout::{Layout, Line, GROUP_ROWS};
 
 /// Inner-dimension slice (a multiple of 8): the B tile (KC x NR bytes)
 /// stays in L1, the A block (64 x KC bytes) in L2.
@@ -43,13 +44,13 @@ pub(super) fn unoffset(acc: i32, row_sum: i32, offset: bool) -> i32 {
 
 /// (MR, NR) of the kernel family's micro-kernel.
 fn tile(kern: Kern) -> (usize, usize) {
-    match kern {
+    match kern.family() {
         #[cfg(target_arch = "x86_64")]
-        Kern::Avx2 => (super::int8_avx2::MR, super::int8_avx2::NR),
+        Family::Avx2 => (simd::avx2::MR, simd::avx2::NR),
         #[cfg(target_arch = "x86_64")]
-        Kern::Avx512Vnni | Kern::Avx512Bw => (super::int8_avx512::MR, super::int8_avx512::NR),
+        Family::Avx512Vnni | Family::Avx512Bw => (simd::avx512::MR, simd::avx512::NR),
         #[cfg(target_arch = "aarch64")]
-        Kern::NeonDot | Kern::Neon => (super::int8_neon::MR, super::int8_neon::NR),
+        Family::NeonDot | Family::Neon => (simd::neon::MR, simd::neon::NR),
         _ => (PORTABLE_MR, PORTABLE_NR),
     }
 }
@@ -68,18 +69,19 @@ fn decode(kern: Kern, w: &QMatrixI8, g: usize, k0: usize, kc: usize, out: &mut [
         return;
     }
     let (lines, table) = (&w.group(g)[k0 / 8..(k0 + kc) / 8], w.table());
-    match kern {
+    match kern.family() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
-        Kern::Avx2 => unsafe { super::int8_avx2::decode_nibble(lines, table, out) },
+        // SAFETY: `kern` came from Kern::select on a CheckedIsa: the ISA is
+        // on this CPU.
+        Family::Avx2 => unsafe { simd::avx2::decode_nibble(lines, table, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Kern::Avx512Vnni | Kern::Avx512Bw => unsafe {
-            super::int8_avx512::decode_nibble(lines, table, out)
+        Family::Avx512Vnni | Family::Avx512Bw => unsafe {
+            simd::avx512::decode_nibble(lines, table, out)
         },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above.
-        Kern::NeonDot | Kern::Neon => unsafe { super::int8_neon::decode_nibble(lines, table, out) },
+        Family::NeonDot | Family::Neon => unsafe { simd::neon::decode_nibble(lines, table, out) },
         _ => decode_portable(lines, table, out),
     }
 }
@@ -140,34 +142,35 @@ fn ukernel(
 ) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = nonneg;
-    match kern {
+    match kern.family() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry point checked isa.ensure_available().
-        Kern::Avx2 => unsafe {
+        // SAFETY: `kern` came from Kern::select on a CheckedIsa: the ISA is
+        // on this CPU.
+        Family::Avx2 => unsafe {
             if nonneg {
-                super::int8_avx2::ukernel::<true>(kq, a, b, c, ldc, acc_in)
+                simd::avx2::ukernel::<true>(kq, a, b, c, ldc, acc_in)
             } else {
-                super::int8_avx2::ukernel::<false>(kq, a, b, c, ldc, acc_in)
+                simd::avx2::ukernel::<false>(kq, a, b, c, ldc, acc_in)
             }
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, and Kern::select detected VNNI.
-        Kern::Avx512Vnni => unsafe { super::int8_avx512::ukernel_vnni(kq, a, b, c, ldc, acc_in) },
+        Family::Avx512Vnni => unsafe { simd::avx512::ukernel_vnni(kq, a, b, c, ldc, acc_in) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Kern::Avx512Bw => unsafe {
+        Family::Avx512Bw => unsafe {
             if nonneg {
-                super::int8_avx512::ukernel_bw::<true>(kq, a, b, c, ldc, acc_in)
+                simd::avx512::ukernel_bw::<true>(kq, a, b, c, ldc, acc_in)
             } else {
-                super::int8_avx512::ukernel_bw::<false>(kq, a, b, c, ldc, acc_in)
+                simd::avx512::ukernel_bw::<false>(kq, a, b, c, ldc, acc_in)
             }
         },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above, and Kern::select detected dotprod.
-        Kern::NeonDot => unsafe { super::int8_neon::ukernel_dot(kq, a, b, c, ldc, acc_in) },
+        Family::NeonDot => unsafe { simd::neon::ukernel_dot(kq, a, b, c, ldc, acc_in) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above.
-        Kern::Neon => unsafe { super::int8_neon::ukernel(kq, a, b, c, ldc, acc_in) },
+        Family::Neon => unsafe { simd::neon::ukernel(kq, a, b, c, ldc, acc_in) },
         _ => ukernel_portable(kq, a, b, c, ldc, acc_in, kern.offset()),
     }
 }
@@ -201,7 +204,7 @@ fn pack_b<const NR: usize>(
 /// The output pointer shared by tasks that write disjoint rectangles.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: tasks only write disjoint regions through it (see `gemm`).
+// SAFETY: tasks only write disjoint regions through it (see `write_block`).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -221,7 +224,9 @@ pub(super) fn gemm(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize, y: &mut [f32]
     gemm_quads(kern, w, &qx, n, y, epi);
 }
 
-/// Y = epilogue(W X) from X's [`Quads`] (made for `kern`).
+/// Y = epilogue(W X) from X's [`Quads`] (made for `kern`): the output
+/// split into row x column blocks ([`plan`]), each computed by
+/// [`run_block`] on its own thread.
 pub(super) fn gemm_quads(
     kern: Kern,
     w: &QMatrixI8,
@@ -230,20 +235,55 @@ pub(super) fn gemm_quads(
     y: &mut [f32],
     epi: &Epilogue,
 ) {
-    let (rows, cols) = (w.rows(), w.cols());
     if n == 0 {
         return;
     }
-    let kp = w.cols_pad();
-    let offset = kern.offset();
     let (mr, nr) = tile(kern);
-    let (deq, micro) = (&qx.deq, (kern, qx.nonneg));
-    let sums = w.row_sums();
+    let (big, col_blocks, nb) = plan(w.rows(), w.cols(), n, nr);
+    let p = QuadsGemm {
+        kern,
+        w,
+        qx,
+        n,
+        epi,
+        tile: (mr, nr),
+        col_blocks,
+        nb,
+        y: OutPtr(y.as_mut_ptr()),
+    };
+    let tasks = w.rows().div_ceil(MB) * col_blocks;
+    let task = |t: usize| run_block(&p, t);
+    if big && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// What every block of one [`gemm_quads`] call shares.
+struct QuadsGemm<'a> {
+    kern: Kern,
+    w: &'a QMatrixI8,
+    qx: &'a Quads,
+    /// Output columns.
+    n: usize,
+    epi: &'a Epilogue<'a>,
+    /// (MR, NR) of the micro-kernel.
+    tile: (usize, usize),
+    /// Column blocks, and the columns of each (a multiple of NR).
+    col_blocks: usize,
+    nb: usize,
+    y: OutPtr,
+}
+
+/// (whether to run in parallel, column blocks, columns per block) for a
+/// `rows` x `cols` by `cols` x `n` product on NR = `nr`: enough column
+/// blocks to keep blocks under NB_MAX and, with few row blocks, to give
+/// every thread some work.
+fn plan(rows: usize, cols: usize, n: usize, nr: usize) -> (bool, usize, usize) {
     let row_blocks = rows.div_ceil(MB);
     let n_tiles = n.div_ceil(nr);
     let big = rows.saturating_mul(cols).saturating_mul(n) >= PAR_MIN_MACS;
-    // Enough column blocks to keep blocks under NB_MAX and, with few row
-    // blocks, to give every thread some work.
     let mut col_blocks = n_tiles.div_ceil((NB_MAX / nr).max(1));
     let want = if big {
         2 * rayon::current_num_threads()
@@ -254,74 +294,89 @@ pub(super) fn gemm_quads(
         col_blocks += 1;
     }
     let tiles_per_block = n_tiles.div_ceil(col_blocks);
-    let nb = tiles_per_block * nr;
-    let col_blocks = n_tiles.div_ceil(tiles_per_block);
-    let yp = OutPtr(y.as_mut_ptr());
+    (big, n_tiles.div_ceil(tiles_per_block), tiles_per_block * nr)
+}
 
-    let task = |t: usize| {
-        let (r0, j0) = ((t / col_blocks) * MB, (t % col_blocks) * nb);
-        let (r1, j1) = ((r0 + MB).min(rows), (j0 + nb).min(n));
-        let (g0, groups) = (r0 / GROUP_ROWS, (r1 - r0).div_ceil(GROUP_ROWS));
-        let ntile = (j1 - j0).div_ceil(nr);
-        let ldc = ntile * nr;
-        let mut c = vec![0i32; groups * GROUP_ROWS * ldc];
-        let mut a = vec![0u8; groups * GROUP_ROWS * KC];
-        let mut b = vec![0u8; KC * ldc];
-        for k0 in (0..kp).step_by(KC) {
-            let kc = KC.min(kp - k0);
-            let b = &mut b[..kc * ldc];
-            let (kq, cj) = ((k0 / 4, kc / 4), (j0, j1));
-            match nr {
-                8 => pack_b::<8>(qx, n, kq, cj, b),
-                16 => pack_b::<16>(qx, n, kq, cj, b),
-                _ => {
-                    debug_assert_eq!(nr, 32);
-                    pack_b::<32>(qx, n, kq, cj, b)
+/// Block `t` (row-block major): its i32 sums, then its outputs.
+fn run_block(p: &QuadsGemm, t: usize) {
+    let (r0, j0) = ((t / p.col_blocks) * MB, (t % p.col_blocks) * p.nb);
+    let (r1, j1) = ((r0 + MB).min(p.w.rows()), (j0 + p.nb).min(p.n));
+    let ldc = (j1 - j0).div_ceil(p.tile.1) * p.tile.1;
+    let c = accumulate(p, (r0, r1), (j0, j1), ldc);
+    write_block(p, &c, ldc, (r0, r1), (j0, j1));
+}
+
+/// The i32 sums of output rows `r0..r1` (whole 16-row groups), columns
+/// `j0..j1` (`ldc` wide, padded to NR), over all K slices: per slice the
+/// quads are packed into NR-column tiles, the row groups decoded, and
+/// the micro-kernel run over every (tile, MR-row panel).
+fn accumulate(
+    p: &QuadsGemm,
+    (r0, r1): (usize, usize),
+    (j0, j1): (usize, usize),
+    ldc: usize,
+) -> Vec<i32> {
+    let (mr, nr) = p.tile;
+    let (kp, micro) = (p.w.cols_pad(), (p.kern, p.qx.nonneg));
+    let (g0, groups) = (r0 / GROUP_ROWS, (r1 - r0).div_ceil(GROUP_ROWS));
+    let mut c = vec![0i32; groups * GROUP_ROWS * ldc];
+    let mut a = vec![0u8; groups * GROUP_ROWS * KC];
+    let mut b = vec![0u8; KC * ldc];
+    for k0 in (0..kp).step_by(KC) {
+        let kc = KC.min(kp - k0);
+        let b = &mut b[..kc * ldc];
+        let (kq, cj) = ((k0 / 4, kc / 4), (j0, j1));
+        match nr {
+            8 => pack_b::<8>(p.qx, p.n, kq, cj, b),
+            16 => pack_b::<16>(p.qx, p.n, kq, cj, b),
+            _ => {
+                debug_assert_eq!(nr, 32);
+                pack_b::<32>(p.qx, p.n, kq, cj, b)
+            }
+        }
+        let a = &mut a[..groups * GROUP_ROWS * kc];
+        for (gi, ag) in a.chunks_exact_mut(GROUP_ROWS * kc).enumerate() {
+            decode(p.kern, p.w, g0 + gi, k0, kc, ag);
+        }
+        // B tile in L1, A block in L2: loop tiles outside row panels.
+        for (ti, bt) in b.chunks_exact(kc * nr).enumerate() {
+            for (gi, ag) in a.chunks_exact(GROUP_ROWS * kc).enumerate() {
+                for q in 0..GROUP_ROWS / mr {
+                    let ci = (gi * GROUP_ROWS + q * mr) * ldc + ti * nr;
+                    let (a, c) = (&ag[4 * q * mr..], &mut c[ci..]);
+                    ukernel(micro, kc / 4, a, bt, c, ldc, k0 > 0);
                 }
             }
-            let a = &mut a[..groups * GROUP_ROWS * kc];
-            for (gi, ag) in a.chunks_exact_mut(GROUP_ROWS * kc).enumerate() {
-                decode(kern, w, g0 + gi, k0, kc, ag);
-            }
-            // B tile in L1, A block in L2: loop tiles outside row panels.
-            for (ti, bt) in b.chunks_exact(kc * nr).enumerate() {
-                for (gi, ag) in a.chunks_exact(GROUP_ROWS * kc).enumerate() {
-                    for p in 0..GROUP_ROWS / mr {
-                        let ci = (gi * GROUP_ROWS + p * mr) * ldc + ti * nr;
-                        ukernel(
-                            micro,
-                            kc / 4,
-                            &ag[4 * p * mr..],
-                            bt,
-                            &mut c[ci..],
-                            ldc,
-                            k0 > 0,
-                        );
-                    }
-                }
-            }
         }
-        let mut out = vec![0.0f32; (r1 - r0) * ldc];
-        for (r, (o, cr)) in (r0..r1).zip(out.chunks_exact_mut(ldc).zip(c.chunks_exact(ldc))) {
-            for ((o, &v), &d) in o.iter_mut().zip(cr).zip(&deq[j0..j1]) {
-                *o = unoffset(v, sums[r], offset) as f32 * d;
-            }
+    }
+    c
+}
+
+/// Turns the sums `c` of rows `r0..r1`, columns `j0..j1` into f32 (the
+/// same stage as the scalar reference), applies the epilogue and copies
+/// the block into the output.
+fn write_block(
+    p: &QuadsGemm,
+    c: &[i32],
+    ldc: usize,
+    (r0, r1): (usize, usize),
+    (j0, j1): (usize, usize),
+) {
+    let (sums, deq, offset, n) = (p.w.row_sums(), &p.qx.deq, p.kern.offset(), p.n);
+    let mut out = vec![0.0f32; (r1 - r0) * ldc];
+    for (r, (o, cr)) in (r0..r1).zip(out.chunks_exact_mut(ldc).zip(c.chunks_exact(ldc))) {
+        for ((o, &v), &d) in o.iter_mut().zip(cr).zip(&deq[j0..j1]) {
+            *o = unoffset(v, sums[r], offset) as f32 * d;
         }
-        epi.apply(&mut out, ldc, r0..r1, j0..j1, n);
-        for (r, src) in (r0..r1).zip(out.chunks_exact(ldc)) {
-            // SAFETY: r < rows and j1 <= n, so the run lies inside y
-            // (rows * n values, exclusively borrowed for this call); the
-            // tasks' (row block, column block) rectangles are disjoint, so
-            // no two threads write the same element and none reads y.
-            unsafe {
-                std::ptr::copy_nonoverlapping(src.as_ptr(), yp.get().add(r * n + j0), j1 - j0);
-            }
+    }
+    p.epi.apply(&mut out, ldc, r0..r1, j0..j1, n);
+    for (r, src) in (r0..r1).zip(out.chunks_exact(ldc)) {
+        // SAFETY: r < rows and j1 <= n, so the run lies inside y (rows * n
+        // values, exclusively borrowed by `gemm_quads`); the blocks' (row
+        // block, column block) rectangles are disjoint, so no two threads
+        // write the same element and none reads y.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), p.y.get().add(r * n + j0), j1 - j0);
         }
-    };
-    let tasks = row_blocks * col_blocks;
-    if big && tasks > 1 {
-        (0..tasks).into_par_iter().for_each(task);
-    } else {
-        (0..tasks).for_each(task);
     }
 }

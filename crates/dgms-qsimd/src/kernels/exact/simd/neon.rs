@@ -5,19 +5,19 @@
 //! 8-bit indices are decoded through the table one by one (slow path).
 //!
 //! Every function here is `#[target_feature(enable = "neon")]`; callers
-//! reach them only through `Isa::Neon`, which the public entry points check
-//! with `Isa::ensure_available` first.
+//! reach them only with a `CheckedIsa` for `Isa::Neon`, which only
+//! `Isa::check` makes.
 
 use std::arch::aarch64::*;
 
-use super::matrix::Line;
+use crate::kernels::layout::Line;
 
 /// Micro-tile rows: one 16-row group, decoded into a `[k][16]` panel
 /// (four q registers per k).
-pub(super) const MR: usize = 16;
+pub(crate) const MR: usize = 16;
 /// Micro-tile columns: 4 x 4 = 16 accumulators, 4 A vectors and one B
 /// vector whose lanes the FMAs index.
-pub(super) const NR: usize = 4;
+pub(crate) const NR: usize = 4;
 
 /// The 4 byte planes of a 16-entry table.
 #[target_feature(enable = "neon")]
@@ -92,9 +92,9 @@ fn store16(acc: &[[float32x4_t; 4]; 2]) -> [f32; 16] {
     out
 }
 
-/// y[16] for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
+/// `y[16]` for one row group of 4-bit lines; `x` is zero-padded to 8 per line.
 #[target_feature(enable = "neon")]
-pub(super) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
+pub(crate) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let p = planes(table);
     // [column parity][row quarter]: two independent chains per lane.
     let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
@@ -109,9 +109,9 @@ pub(super) fn gemv_nibble(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16]
     store16(&acc)
 }
 
-/// y[16] for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
+/// `y[16]` for one row group of 8-bit lines; `x` is zero-padded to 4 per line.
 #[target_feature(enable = "neon")]
-pub(super) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
+pub(crate) fn gemv_byte(lines: &[Line], table: &[f32], x: &[f32]) -> [f32; 16] {
     let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
     for (line, xs) in lines.iter().zip(x.chunks_exact(4)) {
         for (j, w) in byte_cols(line, table).into_iter().enumerate() {
@@ -135,7 +135,7 @@ fn store_col(out: &mut [f32], k: usize, w: [float32x4_t; 4]) {
 
 /// Decodes 4-bit lines (8 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "neon")]
-pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
+pub(crate) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
     let p = planes(table);
     for (c, line) in lines.iter().enumerate() {
         for (j, idx) in nibble_cols(line).into_iter().enumerate() {
@@ -146,7 +146,7 @@ pub(super) fn decode_nibble(lines: &[Line], table: &[f32], out: &mut [f32]) {
 
 /// Decodes 8-bit lines (4 columns each) into a `[k][16]` f32 panel.
 #[target_feature(enable = "neon")]
-pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
+pub(crate) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
     for (c, line) in lines.iter().enumerate() {
         for (j, w) in byte_cols(line, table).into_iter().enumerate() {
             store_col(out, 4 * c + j, w);
@@ -159,7 +159,7 @@ pub(super) fn decode_byte(lines: &[Line], table: &[f32], out: &mut [f32]) {
 /// j of the tile (16 rows) is `c[j * ldc..j * ldc + 16]`. Per k: four A
 /// loads, one B load, 16 lane-indexed FMAs.
 #[target_feature(enable = "neon")]
-pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
+pub(crate) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc_in: bool) {
     assert!(a.len() >= kc * MR);
     assert!(b.len() >= kc * NR && c.len() >= (NR - 1) * ldc + MR);
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
@@ -197,7 +197,7 @@ pub(super) fn ukernel(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize
 
 /// Dot product of two equal-length f32 slices (the f32 GEMV baseline).
 #[target_feature(enable = "neon")]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     let mut acc = [vdupq_n_f32(0.0); 4];
