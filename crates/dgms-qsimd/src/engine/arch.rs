@@ -189,13 +189,15 @@ fn residual_block(
     live: &[usize],
 ) -> Result<(Act, usize)> {
     let body = &block.body;
-    let last = body
+    let (last, last_conv) = body
         .iter()
-        .rposition(|l| matches!(l, Layer::Conv(_)))
+        .enumerate()
+        .rev()
+        .find_map(|(i, l)| match l {
+            Layer::Conv(c) => Some((i, c)),
+            _ => None,
+        })
         .ok_or_else(|| unsupported(b, &block.name, "a block without a conv"))?;
-    let Layer::Conv(last_conv) = &body[last] else {
-        unreachable!("rposition found a conv")
-    };
     let (bn, inner_act, n) = fused_tail(&body[last + 1..]);
     if last + 1 + n != body.len() || (inner_act.is_some() && block.shortcut.is_some()) {
         let what = "a block whose last conv is followed by more than its batch norm";
