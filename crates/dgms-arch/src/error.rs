@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// Errors of [`crate::architecture`] and the per-family constructors.
+/// Errors of [`crate::architecture()`] and the per-family constructors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ArchError {
     /// A network name that has no description.

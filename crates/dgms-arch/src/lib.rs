@@ -18,7 +18,7 @@
 //!
 //! Adding a network means writing one function returning its
 //! [`Architecture`] (a new file beside `resnet_cifar.rs`), listing its name
-//! in [`MODEL_NAMES`] and [`architecture`], and adding its parity fixture.
+//! in [`MODEL_NAMES`] and [`architecture()`], and adding its parity fixture.
 //!
 //! ```
 //! use dgms_arch::{architecture, ArchConfig, Dataset};
@@ -46,7 +46,7 @@ pub use error::ArchError;
 pub use layer::{Activation, BatchNorm, Block, Conv, Layer, Linear, MaxPool, Shortcut};
 pub use shape::Shape;
 
-/// The networks [`architecture`] describes.
+/// The networks [`architecture()`] describes.
 pub const MODEL_NAMES: [&str; 7] = [
     "resnet20",
     "resnet32",
