@@ -12,7 +12,7 @@ use dgms_cli::train::optim::Sgd;
 use dgms_cli::train::session::{Data, Model};
 use dgms_cli::train::trainer::optimizer_params;
 use dgms_data::{Loader, LoaderConfig};
-use dgms_models::conv::{set_backend, ConvBackend};
+use dgms_models::{build_model_with_backend, ConvBackend};
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
@@ -39,9 +39,18 @@ struct Report {
     eval_speedup_vs_candle_conv: f64,
 }
 
-/// (train images/s, eval images/s) with the current conv backend.
-fn measure(data: &Data, args: &Args) -> Result<(f64, f64)> {
-    let model = Model::new("resnet20", data, 0)?;
+/// (train images/s, eval images/s) of a model on `backend`.
+fn measure(data: &Data, args: &Args, backend: ConvBackend) -> Result<(f64, f64)> {
+    // `Model::new` with the backend chosen: the same seeded weights.
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &varmap,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    let net = build_model_with_backend("resnet20", &data.model_config(), backend, vb)?;
+    let model = Model { varmap, net };
+    model.reseed(0)?;
     let cfg = RunConfig::pretrain("resnet20", "embedded", "unused".into());
     let mut sgd = Sgd::new(optimizer_params(&model, &cfg), cfg.sgd);
     sgd.set_lr(0.01);
@@ -75,11 +84,8 @@ fn measure(data: &Data, args: &Args) -> Result<(f64, f64)> {
 
 pub fn run(args: &Args) -> Result<()> {
     let data = Data::load("embedded")?;
-    set_backend(ConvBackend::Im2col);
-    let (train, eval) = measure(&data, args)?;
-    set_backend(ConvBackend::Candle);
-    let (candle_train, candle_eval) = measure(&data, args)?;
-    set_backend(ConvBackend::Im2col);
+    let (train, eval) = measure(&data, args, ConvBackend::Im2col)?;
+    let (candle_train, candle_eval) = measure(&data, args, ConvBackend::Candle)?;
     let (c, h, w) = data.kind.shape();
     let report = Report {
         model: "resnet20",

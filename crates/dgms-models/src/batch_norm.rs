@@ -5,7 +5,7 @@ use candle_core::{Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder};
 
 use crate::batch_norm_op::batch_norm_train;
-use crate::conv::{backend, ConvBackend};
+use crate::conv::ConvBackend;
 
 use crate::error::{ModelError, Result};
 
@@ -23,8 +23,8 @@ pub fn is_batch_norm_stat(name: &str) -> bool {
     BATCH_NORM_STAT_SUFFIXES.contains(&last)
 }
 
-/// PyTorch's eps and momentum for batch norm.
-const EPS: f64 = 1e-5;
+/// PyTorch's momentum for batch norm (its eps, 1e-5, is
+/// [`dgms_arch::BATCH_NORM_EPS`]).
 const MOMENTUM: f64 = 0.1;
 
 /// A batch norm over dimension 1 (channels) with PyTorch's semantics:
@@ -33,7 +33,7 @@ const MOMENTUM: f64 = 0.1;
 /// uses the running averages.
 ///
 /// Training mode runs the fused op of [`crate::batch_norm_op`] (one custom
-/// op with its own backward) unless the backend is
+/// op with its own backward) unless its backend is
 /// [`crate::conv::ConvBackend::Candle`], which keeps candle-nn's composed
 /// batch norm as the baseline for comparisons.
 #[derive(Clone, Debug)]
@@ -43,13 +43,31 @@ pub struct BatchNorm {
     bias: Tensor,
     running_mean: Var,
     running_var: Var,
+    eps: f64,
+    backend: ConvBackend,
 }
 
 /// A 2-D batch norm over `channels` under the builder's prefix: `weight`,
 /// `bias`, `running_mean`, `running_var`, with PyTorch's eps 1e-5 and
 /// momentum 0.1. With a `VarMap` backend the running statistics are `Var`s
-/// of the map, updated in place by train-mode forward passes.
+/// of the map, updated in place by train-mode forward passes. Runs on the
+/// default [`ConvBackend`].
 pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    batch_norm_with(
+        channels,
+        dgms_arch::BATCH_NORM_EPS,
+        ConvBackend::default(),
+        vb,
+    )
+}
+
+/// [`batch_norm`] with another eps, running on `backend`.
+pub fn batch_norm_with(
+    channels: usize,
+    eps: f64,
+    backend: ConvBackend,
+    vb: VarBuilder,
+) -> Result<BatchNorm> {
     let name = vb.prefix();
     let load = |e| ModelError::load(name.clone(), e);
     let running_mean = vb
@@ -74,7 +92,7 @@ pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
         running_var.as_tensor().clone(),
         weight.clone(),
         bias.clone(),
-        EPS,
+        eps,
     )
     .map_err(load)?;
     Ok(BatchNorm {
@@ -83,13 +101,15 @@ pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
         bias,
         running_mean,
         running_var,
+        eps,
+        backend,
     })
 }
 
 impl BatchNorm {
     /// Training forward through the fused op, then the running averages.
     fn forward_train_fused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, EPS)?;
+        let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
         let dev = x.device();
         let c = stats.mean.len();
         let m = stats.m as f64;
@@ -107,7 +127,7 @@ impl BatchNorm {
     /// Eval forward as one per-channel scale and shift (two passes over
     /// `x` instead of candle-nn's four).
     fn forward_eval_folded(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let scale = (&self.weight / (self.running_var.as_tensor() + EPS)?.sqrt()?)?;
+        let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
         let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
         if x.rank() < 2 {
             candle_core::bail!(
@@ -124,7 +144,7 @@ impl BatchNorm {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        match (train, backend()) {
+        match (train, self.backend) {
             (_, ConvBackend::Candle) => self.inner.forward_t(x, train),
             (true, ConvBackend::Im2col) => self.forward_train_fused(x),
             (false, ConvBackend::Im2col) => self.forward_eval_folded(x),

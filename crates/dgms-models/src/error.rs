@@ -107,5 +107,26 @@ impl ModelError {
     }
 }
 
+impl From<dgms_arch::ArchError> for ModelError {
+    /// The same messages: an unknown name lists the known ones; a shape
+    /// error names the image size and the layer.
+    fn from(e: dgms_arch::ArchError) -> Self {
+        use dgms_arch::ArchError;
+        match e {
+            ArchError::UnknownModel { name, known } => Self::UnknownModel { name, known },
+            ArchError::Config { model, what } => Self::Config { model, what },
+            ArchError::Shape {
+                model,
+                image_size,
+                layer,
+                what,
+            } => Self::Config {
+                model,
+                what: format!("image_size {image_size}: layer `{layer}`: {what}"),
+            },
+        }
+    }
+}
+
 /// Result alias of the crate.
 pub type Result<T> = std::result::Result<T, ModelError>;

@@ -6,9 +6,16 @@
 //! and MobileNetV2 with torchvision's, so their state dicts load as they
 //! are (safetensors, or PyTorch `.pth` files via [`pth`]).
 //!
+//! No network is written here: each is one declarative description in
+//! [`dgms_arch`], and [`Network`] builds the trainable model of any
+//! description (the same one `dgms-qsimd`'s engine is built from).
+//!
 //! - [`QConv2d`]: a convolution with an optional [`dgms_core::GaussianMixture`]:
 //!   plain weights without one, soft weights in training, hard weights in
-//!   evaluation. Every convolution runs through [`conv::conv2d`].
+//!   evaluation. Every convolution runs through [`ConvBackend::conv2d`] on
+//!   the backend its model was built with ([`build_model_with_backend`];
+//!   the im2col op by default), so models on different backends can live
+//!   side by side.
 //! - [`DgmsModel`]: the models' common trait (a `candle_nn::ModuleT`, the
 //!   train flag reaching every layer): the convolutions by name,
 //!   [`DgmsModel::enable_mixtures`] with a [`LayerSelection`] (SPEC
@@ -17,8 +24,9 @@
 //!   checkpoints.
 //! - [`build_model`] for `resnet20`, `resnet32`, `resnet56`, `vggsmall`,
 //!   `resnet18`, `resnet50`, `mobilenet_v2` ([`MODEL_NAMES`]).
-//! - Batch norm uses candle-nn's, with its running statistics as `Var`s of
-//!   the `VarMap`; [`is_batch_norm_stat`] tells a trainer which parameters to
+//! - Batch norm has PyTorch's semantics (the fused op of [`batch_norm_op`]
+//!   in training, or candle-nn's on the candle backend), with its running
+//!   statistics as `Var`s of the `VarMap`; [`is_batch_norm_stat`] tells a trainer which parameters to
 //!   keep out of the optimizer and weight decay.
 //! - [`load_varmap`] overwrites a `VarMap`'s `Var`s from a safetensors or
 //!   `.pth` file; [`load_tensors`] reads either into a map by name.
@@ -62,23 +70,19 @@ pub mod checkpoint;
 pub mod conv;
 pub mod conv_op;
 pub mod error;
-pub mod mobilenet_v2;
 pub mod model;
+pub mod network;
 pub mod pth;
 pub mod qconv;
-pub mod resnet_cifar;
-pub mod resnet_imagenet;
 pub mod selection;
-pub mod vgg_small;
 
 pub use batch_norm::{is_batch_norm_stat, BATCH_NORM_STAT_SUFFIXES};
 pub use checkpoint::{is_pth, load_tensors, load_varmap, set_varmap};
+pub use conv::ConvBackend;
+pub use dgms_arch;
 pub use error::{ModelError, Result};
-pub use mobilenet_v2::MobileNetV2;
-pub use model::{build_model, DgmsModel, ModelConfig, MODEL_NAMES};
+pub use model::{build_model, build_model_with_backend, DgmsModel, ModelConfig, MODEL_NAMES};
+pub use network::Network;
 pub use pth::read_pth;
 pub use qconv::{ConvSpec, QConv2d};
-pub use resnet_cifar::ResNetCifar;
-pub use resnet_imagenet::ResNet;
 pub use selection::{LayerPredicate, LayerSelection};
-pub use vgg_small::VggSmall;

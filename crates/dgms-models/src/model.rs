@@ -5,68 +5,18 @@ use candle_core::Var;
 use candle_nn::{ModuleT, VarBuilder};
 use dgms_core::{GaussianMixture, InitConfig, InitOutcome, MixtureOptions};
 
-use crate::error::{ModelError, Result};
-use crate::mobilenet_v2::MobileNetV2;
+use crate::conv::ConvBackend;
+use crate::error::Result;
+use crate::network::Network;
 use crate::qconv::QConv2d;
-use crate::resnet_cifar::ResNetCifar;
-use crate::resnet_imagenet::ResNet;
 use crate::selection::{self, LayerSelection};
-use crate::vgg_small::VggSmall;
 
-/// Names accepted by [`build_model`].
-pub const MODEL_NAMES: [&str; 7] = [
-    "resnet20",
-    "resnet32",
-    "resnet56",
-    "vggsmall",
-    "resnet18",
-    "resnet50",
-    "mobilenet_v2",
-];
+/// Names accepted by [`build_model`]: the networks `dgms-arch` describes.
+pub use dgms_arch::MODEL_NAMES;
 
-/// Settings shared by the models.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelConfig {
-    /// Channels of the input images (3 for CIFAR, 1 for Fashion-MNIST).
-    pub in_channels: usize,
-    /// Number of classes (outputs of the classifier).
-    pub num_classes: usize,
-    /// Height = width of the input images. ResNets and MobileNetV2 pool
-    /// globally and accept any size; VGG-Small's classifier input depends
-    /// on it.
-    pub image_size: usize,
-}
-
-impl Default for ModelConfig {
-    /// CIFAR-10: 3 channels, 10 classes, 32x32 (for the ImageNet models use
-    /// 1000 classes, 224x224).
-    fn default() -> Self {
-        Self {
-            in_channels: 3,
-            num_classes: 10,
-            image_size: 32,
-        }
-    }
-}
-
-impl ModelConfig {
-    /// Checks that no size is zero (`model` names the model in the error).
-    pub(crate) fn validate(&self, model: &str) -> Result<()> {
-        for (what, v) in [
-            ("in_channels", self.in_channels),
-            ("num_classes", self.num_classes),
-            ("image_size", self.image_size),
-        ] {
-            if v == 0 {
-                return Err(ModelError::Config {
-                    model: model.to_string(),
-                    what: format!("{what} = 0, expected at least 1"),
-                });
-            }
-        }
-        Ok(())
-    }
-}
+/// Settings shared by the models: input channels, classes, image size
+/// (`dgms-arch`'s [`dgms_arch::ArchConfig`]; the default is CIFAR-10).
+pub use dgms_arch::ArchConfig as ModelConfig;
 
 /// A classification model whose convolutions can carry DGMS mixtures.
 ///
@@ -151,21 +101,19 @@ pub trait DgmsModel: ModuleT + Send + Sync + std::fmt::Debug {
 
 /// Builds the model `name` (one of [`MODEL_NAMES`]) from `vb`, which holds
 /// (or, with a `VarMap`, creates) its parameters under the original names.
+/// Its convolutions and batch norms run on the default [`ConvBackend`].
 pub fn build_model(name: &str, cfg: &ModelConfig, vb: VarBuilder) -> Result<Box<dyn DgmsModel>> {
-    let model: Box<dyn DgmsModel> = match name {
-        "resnet20" => Box::new(ResNetCifar::new(20, cfg, vb)?),
-        "resnet32" => Box::new(ResNetCifar::new(32, cfg, vb)?),
-        "resnet56" => Box::new(ResNetCifar::new(56, cfg, vb)?),
-        "vggsmall" => Box::new(VggSmall::new(cfg, vb)?),
-        "resnet18" => Box::new(ResNet::new(18, cfg, vb)?),
-        "resnet50" => Box::new(ResNet::new(50, cfg, vb)?),
-        "mobilenet_v2" => Box::new(MobileNetV2::new(cfg, vb)?),
-        _ => {
-            return Err(ModelError::UnknownModel {
-                name: name.to_string(),
-                known: MODEL_NAMES.to_vec(),
-            })
-        }
-    };
-    Ok(model)
+    build_model_with_backend(name, cfg, ConvBackend::default(), vb)
+}
+
+/// [`build_model`] with the model's convolutions and batch norms on
+/// `backend`; models with different backends can live side by side.
+pub fn build_model_with_backend(
+    name: &str,
+    cfg: &ModelConfig,
+    backend: ConvBackend,
+    vb: VarBuilder,
+) -> Result<Box<dyn DgmsModel>> {
+    let arch = dgms_arch::architecture(name, cfg)?;
+    Ok(Box::new(Network::new(arch, backend, vb)?))
 }

@@ -7,7 +7,7 @@ use candle_core::{Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use dgms_core::GaussianMixture;
 
-use crate::conv;
+use crate::conv::ConvBackend;
 use crate::error::{ModelError, Result};
 
 /// Geometry of a [`QConv2d`]: square kernel, stride and zero padding.
@@ -77,6 +77,7 @@ pub struct QConv2d {
     spec: ConvSpec,
     weight: Tensor,
     bias: Option<Tensor>,
+    backend: ConvBackend,
     mixture: RwLock<Option<GaussianMixture>>,
 }
 
@@ -84,7 +85,13 @@ impl QConv2d {
     /// Creates or loads `weight` (and `bias`) under the builder's prefix,
     /// which becomes the layer's name. With a `VarMap` backend the weight is
     /// a `Var` (Kaiming-normal init if new), so training updates it in place.
+    /// Runs on the default [`ConvBackend`].
     pub fn new(spec: ConvSpec, vb: VarBuilder) -> Result<Self> {
+        Self::with_backend(spec, ConvBackend::default(), vb)
+    }
+
+    /// [`Self::new`] running its convolution on `backend`.
+    pub fn with_backend(spec: ConvSpec, backend: ConvBackend, vb: VarBuilder) -> Result<Self> {
         let name = vb.prefix();
         if spec.groups == 0
             || spec.stride == 0
@@ -126,6 +133,7 @@ impl QConv2d {
             spec,
             weight,
             bias,
+            backend,
             mixture: RwLock::new(None),
         })
     }
@@ -139,6 +147,11 @@ impl QConv2d {
     /// The layer's geometry.
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
+    }
+
+    /// The convolution implementation this layer runs on.
+    pub fn backend(&self) -> ConvBackend {
+        self.backend
     }
 
     /// The latent (full-precision) weight.
@@ -206,7 +219,9 @@ impl QConv2d {
             layer: self.name.clone(),
             source,
         };
-        let y = conv::conv2d(x, &w, self.spec.stride, self.spec.padding, self.spec.groups)
+        let y = self
+            .backend
+            .conv2d(x, &w, self.spec.stride, self.spec.padding, self.spec.groups)
             .map_err(wrap)?;
         match &self.bias {
             None => Ok(y),

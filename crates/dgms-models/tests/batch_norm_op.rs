@@ -4,9 +4,9 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
-use dgms_models::batch_norm::batch_norm;
+use dgms_models::batch_norm::batch_norm_with;
 use dgms_models::batch_norm_op::batch_norm_train;
-use dgms_models::conv::{set_backend, ConvBackend};
+use dgms_models::conv::ConvBackend;
 use proptest::prelude::*;
 
 /// Deterministic values in [-1, 1) plus an offset, so channels have a
@@ -54,7 +54,12 @@ fn run(
     .unwrap();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let bn = batch_norm(c, vb.pp("bn")).unwrap();
+    let backend = if fused {
+        ConvBackend::Im2col
+    } else {
+        ConvBackend::Candle
+    };
+    let bn = batch_norm_with(c, 1e-5, backend, vb.pp("bn")).unwrap();
     // Non-trivial affine parameters.
     let vars = varmap.data().lock().unwrap().clone();
     vars["bn.weight"]
@@ -63,22 +68,9 @@ fn run(
     vars["bn.bias"]
         .set(&Tensor::from_vec(data(c, seed + 3, 0.0), c, &Device::Cpu).unwrap())
         .unwrap();
-    let y = if fused {
-        bn.forward_t(x.as_tensor(), true).unwrap()
-    } else {
-        set_backend(ConvBackend::Candle);
-        let y = bn.forward_t(x.as_tensor(), true).unwrap();
-        set_backend(ConvBackend::Im2col);
-        y
-    };
+    let y = bn.forward_t(x.as_tensor(), true).unwrap();
     // Eval output after the running statistics moved once.
-    set_backend(if fused {
-        ConvBackend::Im2col
-    } else {
-        ConvBackend::Candle
-    });
     let eval = bn.forward_t(x.as_tensor(), false).unwrap();
-    set_backend(ConvBackend::Im2col);
     let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
     let g = |t: &Tensor| grads.get(t).unwrap().clone();
     (
@@ -116,8 +108,6 @@ fn check(dims: &[usize], seed: u64) {
     }
 }
 
-// The backend switch is process-wide, so every comparison runs in one test
-// (tests of one binary run in parallel threads).
 #[test]
 fn fused_matches_candle_nn() {
     for (dims, seed) in [

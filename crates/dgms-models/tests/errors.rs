@@ -6,7 +6,8 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::{resnet20_on_varmap, resnet20_params};
-use dgms_models::{build_model, set_varmap, ModelConfig, ModelError, ResNetCifar};
+use dgms_models::dgms_arch::resnet_cifar::resnet_cifar;
+use dgms_models::{build_model, set_varmap, ModelConfig, ModelError};
 
 fn build_err(name: &str, cfg: &ModelConfig, vb: VarBuilder) -> ModelError {
     match build_model(name, cfg, vb) {
@@ -115,9 +116,9 @@ fn varmap_loading_checks_names_and_shapes() {
 
 #[test]
 fn bad_configurations() {
-    let msg = ResNetCifar::new(21, &ModelConfig::default(), empty_vb())
-        .unwrap_err()
-        .to_string();
+    // A depth outside MODEL_NAMES, through the family's description.
+    let err = resnet_cifar(21, &ModelConfig::default()).unwrap_err();
+    let msg = ModelError::from(err).to_string();
     assert!(msg.starts_with("model `resnet21`: depth 21"), "{msg}");
     let cfg = ModelConfig {
         image_size: 4,

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_core::{InitConfig, MixtureOptions};
+use dgms_models::dgms_arch::resnet_imagenet::resnet;
 use dgms_models::{
-    build_model, is_batch_norm_stat, load_tensors, load_varmap, read_pth, DgmsModel,
-    LayerSelection, ModelConfig, ModelError, ResNet,
+    build_model, is_batch_norm_stat, load_tensors, load_varmap, read_pth, ConvBackend, DgmsModel,
+    LayerSelection, ModelConfig, ModelError, Network,
 };
 
 /// ImageNet: 3 channels, 1000 classes, 224x224.
@@ -245,12 +246,12 @@ fn other_inputs_and_depths() {
             assert_eq!(model.forward_t(&x, train).unwrap().dims(), &[2, 10]);
         }
     }
-    let vb = VarBuilder::from_tensors(Default::default(), DType::F32, &Device::Cpu);
-    let err = ResNet::new(20, &imagenet(), vb).unwrap_err().to_string();
+    // Depths outside MODEL_NAMES, through the family's description.
+    let err = resnet(20, &imagenet()).unwrap_err().to_string();
     assert!(err.starts_with("model `resnet20`: depth 20"), "{err}");
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let r34 = ResNet::new(34, &imagenet(), vb).unwrap();
+    let r34 = Network::new(resnet(34, &imagenet()).unwrap(), ConvBackend::default(), vb).unwrap();
     // 1 stem + 16 blocks x 2 convs + 3 projections.
     assert_eq!(r34.convs().len(), 36);
     assert_eq!(parameter_count(&vm), 21_797_672);

@@ -144,3 +144,34 @@ fn batch_norm_statistics_live_in_the_varmap() {
     model.forward_t(&x, false).unwrap();
     assert_eq!(read("layer2.0.bn1.running_var"), before);
 }
+
+/// The candle network holds exactly the parameters its description lists
+/// (names and shapes), so the description's parameter counts are the
+/// models'.
+#[test]
+fn every_model_has_its_descriptions_parameters() {
+    for name in dgms_models::MODEL_NAMES {
+        let cfg = dgms_models::dgms_arch::designed_for(name).unwrap().config();
+        let arch = dgms_models::dgms_arch::architecture(name, &cfg).unwrap();
+        let (model, varmap) = on_varmap(name, &cfg);
+        let described: BTreeMap<String, Vec<usize>> = arch
+            .parameters()
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        assert_eq!(names_and_shapes(&varmap), described, "{name}");
+        let convs: Vec<&str> = model.convs().iter().map(|c| c.name()).collect();
+        let described: Vec<&str> = arch.convs().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(convs, described, "{name}");
+        assert_eq!(model.classifier_name(), arch.classifier, "{name}");
+        // The default selection resolves to the description's mixture layers.
+        let resolved = LayerSelection::default()
+            .resolve(name, &model.convs(), 4)
+            .unwrap();
+        let chosen: Vec<String> = resolved
+            .iter()
+            .map(|&(i, _)| model.convs()[i].name().to_string())
+            .collect();
+        assert_eq!(chosen, arch.default_mixture_layers(), "{name}");
+    }
+}

@@ -14,8 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_cli::config::MixtureSettings;
 use dgms_cli::export::{quantize_packed, ShapeSource};
-use dgms_models::conv::{set_backend, ConvBackend};
-use dgms_models::{build_model, ModelConfig};
+use dgms_models::{build_model, build_model_with_backend, ConvBackend, ModelConfig};
 use dgms_qsimd::engine::Precision;
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::Engine;
@@ -79,10 +78,15 @@ fn measure(
     .context("quantizing ResNet-18 for the benchmark")?;
     let packed = PackedModel::read(&packed_path)?;
 
-    // The f32 network for candle, from the same weights.
+    // The f32 network for candle, from the same weights, once per conv
+    // backend (both networks share the VarMap's parameters).
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = build_model("resnet18", &imagenet(), vb)?;
+    let net_with = |backend| build_model_with_backend("resnet18", &imagenet(), backend, vb.clone());
+    let nets = [
+        (net_with(ConvBackend::Candle)?, "candle-f32"),
+        (net_with(ConvBackend::Im2col)?, "candle-f32-im2col-op"),
+    ];
     let tensors = dgms_models::checkpoint::load_tensors(&weights)?;
     dgms_models::set_varmap(&varmap, &tensors, &weights.display().to_string())?;
 
@@ -109,17 +113,12 @@ fn measure(
         // candle f32 with its own conv and batch norm, and with the
         // project's im2col conv op (what dgms-models runs by default).
         let x = Tensor::from_vec(input, (b, 3, 224, 224), &Device::Cpu)?;
-        for (backend, name) in [
-            (ConvBackend::Candle, "candle-f32"),
-            (ConvBackend::Im2col, "candle-f32-im2col-op"),
-        ] {
-            set_backend(backend);
+        for (net, name) in &nets {
             let ms = time_ms(|| {
                 net.forward_t(&x, false)?;
                 Ok(())
-            });
-            set_backend(ConvBackend::Im2col);
-            rows.push(Row::new("model", CASE, b, threads, name.into(), ms?));
+            })?;
+            rows.push(Row::new("model", CASE, b, threads, (*name).into(), ms));
         }
     }
     Ok(rows)

@@ -1,255 +1,227 @@
-//! The supported architectures, layer by layer, with the parameter names of
-//! `dgms-models` (the DGMS authors' for the CIFAR models, torchvision's for
-//! ResNet-18, ResNet-50 and MobileNetV2).
+//! The engine's graph of a network, translated from its `dgms-arch`
+//! description (the one `dgms-models` builds the candle model from, so the
+//! parameter names are the same: the DGMS authors' for the CIFAR models,
+//! torchvision's for ResNet-18, ResNet-50 and MobileNetV2).
+//!
+//! The translation fuses what the engine runs in one op: a conv with its
+//! batch norm (and bias), the residual join of its block and the
+//! activation after it; a max-pool with a following batch norm and ReLU
+//! (VGG-Small). A block's shortcut is made just before the block's last
+//! conv, which adds it in its epilogue; the block's input stays live until
+//! then. Dropout is a training-only layer and has no op. A description the
+//! engine's ops cannot express is an error naming the layer.
+
+use dgms_arch::{
+    Activation, ArchConfig, ArchError, BatchNorm, Block, Conv, Layer, MaxPool, Shortcut,
+};
 
 use crate::error::{QsimdError, Result};
 
 use super::build::{Act, Builder, ConvSpec};
 use super::ops::Pool;
 
-/// Architectures [`super::Engine`] runs (`meta.arch`).
-pub const SUPPORTED_ARCHS: [&str; 7] = [
-    "resnet20",
-    "resnet32",
-    "resnet56",
-    "vggsmall",
-    "resnet18",
-    "resnet50",
-    "mobilenet_v2",
-];
+/// Architectures [`super::Engine`] runs (`meta.arch`): every network
+/// `dgms-arch` describes.
+pub const SUPPORTED_ARCHS: [&str; 7] = dgms_arch::MODEL_NAMES;
 
 /// Adds the ops of `arch` after the input `x`; returns the logits
 /// (`classes` x 1 x 1 per image).
 pub(crate) fn build(b: &mut Builder, arch: &str, x: Act, classes: usize) -> Result<Act> {
-    match arch {
-        "resnet20" => resnet_cifar(b, x, 3, classes),
-        "resnet32" => resnet_cifar(b, x, 5, classes),
-        "resnet56" => resnet_cifar(b, x, 9, classes),
-        "vggsmall" => vgg_small(b, x, classes),
-        "resnet18" => resnet_imagenet(b, x, false, [2, 2, 2, 2], classes),
-        "resnet50" => resnet_imagenet(b, x, true, [3, 4, 6, 3], classes),
-        "mobilenet_v2" => mobilenet_v2(b, x, classes),
-        _ => Err(QsimdError::UnknownArch {
-            arch: arch.to_string(),
-            supported: SUPPORTED_ARCHS.join(", "),
-        }),
-    }
-}
-
-/// A basic block: conv1-bn1-relu, conv2-bn2, + shortcut, relu; the
-/// shortcut is `x` itself or made by `shortcut` from `x` (live: `x`, the
-/// conv1 output).
-fn basic_block(
-    b: &mut Builder,
-    x: Act,
-    prefix: &str,
-    planes: usize,
-    stride: usize,
-    shortcut: impl FnOnce(&mut Builder, Act, &[usize]) -> Result<Act>,
-) -> Result<Act> {
-    let (c1, bn1) = (format!("{prefix}.conv1"), format!("{prefix}.bn1"));
-    let (c2, bn2) = (format!("{prefix}.conv2"), format!("{prefix}.bn2"));
-    let h = b.conv(
-        x,
-        ConvSpec::bn(&c1, planes, 3, stride, &bn1).relu(),
-        None,
-        &[],
-    )?;
-    let short = shortcut(b, x, &[h.slot])?;
-    let spec = ConvSpec::bn(&c2, planes, 3, 1, &bn2).relu();
-    b.conv(h, spec, Some(short), &[])
-}
-
-/// CIFAR ResNet-(6n+2): 3x3 stem with 16 channels, stages of 16/32/64
-/// planes with option-A shortcuts, global average pool, `linear`.
-fn resnet_cifar(b: &mut Builder, x: Act, n: usize, classes: usize) -> Result<Act> {
-    let mut x = b.conv(x, ConvSpec::bn("conv1", 16, 3, 1, "bn1").relu(), None, &[])?;
-    for (s, planes) in [16, 32, 64].into_iter().enumerate() {
-        for i in 0..n {
-            let stride = if s > 0 && i == 0 { 2 } else { 1 };
-            let prefix = format!("layer{}.{i}", s + 1);
-            let name = format!("{prefix}.shortcut");
-            x = basic_block(b, x, &prefix, planes, stride, |b, x, live| {
-                if stride != 1 || x.c != planes {
-                    b.shortcut_a(x, &name, planes, stride, live)
-                } else {
-                    Ok(x)
-                }
-            })?;
-        }
-    }
-    let pooled = b.global_avg_pool(x);
-    b.linear(pooled, "linear", classes)
-}
-
-/// VGG-Small: `features.{0,3,7,10,14,17}` 3x3 convs with bias, each
-/// followed by batch norm and ReLU, with a 2x2 max-pool between conv and
-/// batch norm after every second conv; flatten; `classifier`.
-fn vgg_small(b: &mut Builder, mut x: Act, classes: usize) -> Result<Act> {
-    const STAGES: [(usize, bool); 6] = [
-        (128, false),
-        (128, true),
-        (256, false),
-        (256, true),
-        (512, false),
-        (512, true),
-    ];
-    let mut index = 0;
-    for (channels, pool) in STAGES {
-        let conv = format!("features.{index}");
-        let bn_index = index + if pool { 2 } else { 1 };
-        let bn = format!("features.{bn_index}");
-        let mut spec = ConvSpec {
-            bias: true,
-            ..ConvSpec::bn(&conv, channels, 3, 1, &bn).relu()
-        };
-        if pool {
-            // Pool before the batch norm, as the model does (they commute
-            // only for positive scales).
-            spec.bn = None;
-            spec.relu = false;
-            x = b.conv(x, spec, None, &[])?;
-            let p = Pool {
-                k: 2,
-                stride: 2,
-                pad: 0,
-            };
-            x = b.max_pool(x, &format!("features.{}", index + 1), p, Some(&bn), &[])?;
-        } else {
-            x = b.conv(x, spec, None, &[])?;
-        }
-        index = bn_index + 2;
-    }
-    let flat = b.flatten(x);
-    b.linear(flat, "classifier", classes)
-}
-
-/// A torchvision bottleneck: conv1 1x1-bn1-relu, conv2 3x3 (the block's
-/// stride)-bn2-relu, conv3 1x1 to 4 x `planes`-bn3, + shortcut, relu (live
-/// while the shortcut is made: `x`, the conv1 and conv2 outputs).
-fn bottleneck(
-    b: &mut Builder,
-    x: Act,
-    prefix: &str,
-    planes: usize,
-    stride: usize,
-    shortcut: impl FnOnce(&mut Builder, Act, &[usize]) -> Result<Act>,
-) -> Result<Act> {
-    let name = |s: &str| format!("{prefix}.{s}");
-    let (c1, bn1, c2, bn2) = (name("conv1"), name("bn1"), name("conv2"), name("bn2"));
-    let (c3, bn3) = (name("conv3"), name("bn3"));
-    let h1 = b.conv(
-        x,
-        ConvSpec::bn(&c1, planes, 1, 1, &bn1).relu(),
-        None,
-        &[x.slot],
-    )?;
-    let h2 = b.conv(
-        h1,
-        ConvSpec::bn(&c2, planes, 3, stride, &bn2).relu(),
-        None,
-        &[x.slot],
-    )?;
-    let short = shortcut(b, x, &[h2.slot])?;
-    let spec = ConvSpec::bn(&c3, 4 * planes, 1, 1, &bn3).relu();
-    b.conv(h2, spec, Some(short), &[])
-}
-
-/// torchvision ResNet-18/34 (basic blocks) and 50/101/152 (bottlenecks,
-/// stride on the 3x3): 7x7/2 stem, 3x3/2 max-pool, four stages of
-/// `blocks` blocks (64/128/256/512 planes, projection shortcut
-/// `downsample` where the shape changes), global average pool, `fc`.
-fn resnet_imagenet(
-    b: &mut Builder,
-    x: Act,
-    bottlenecks: bool,
-    blocks: [usize; 4],
-    classes: usize,
-) -> Result<Act> {
-    let x = b.conv(x, ConvSpec::bn("conv1", 64, 7, 2, "bn1").relu(), None, &[])?;
-    let p = Pool {
-        k: 3,
-        stride: 2,
-        pad: 1,
+    // The description's own shape check runs on a square input; the
+    // builder checks every tensor and map against the real one.
+    let cfg = ArchConfig {
+        in_channels: x.c,
+        num_classes: classes,
+        image_size: x.h.min(x.w),
     };
-    let mut x = b.max_pool(x, "maxpool", p, None, &[])?;
-    for (s, (planes, n)) in [64, 128, 256, 512].into_iter().zip(blocks).enumerate() {
-        let out_c = if bottlenecks { 4 * planes } else { planes };
-        for i in 0..n {
-            let stride = if s > 0 && i == 0 { 2 } else { 1 };
-            let prefix = format!("layer{}.{i}", s + 1);
-            let (conv, bn) = (
-                format!("{prefix}.downsample.0"),
-                format!("{prefix}.downsample.1"),
-            );
-            let shortcut = |b: &mut Builder, x: Act, live: &[usize]| {
-                if stride != 1 || x.c != out_c {
-                    b.conv(x, ConvSpec::bn(&conv, out_c, 1, stride, &bn), None, live)
-                } else {
-                    Ok(x)
-                }
-            };
-            x = if bottlenecks {
-                bottleneck(b, x, &prefix, planes, stride, shortcut)?
-            } else {
-                basic_block(b, x, &prefix, planes, stride, shortcut)?
-            };
-        }
-    }
-    let pooled = b.global_avg_pool(x);
-    b.linear(pooled, "fc", classes)
+    let description = dgms_arch::architecture(arch, &cfg).map_err(|e| match e {
+        ArchError::UnknownModel { name, .. } => QsimdError::UnknownArch {
+            arch: name,
+            supported: SUPPORTED_ARCHS.join(", "),
+        },
+        ArchError::Config { what, .. } => b.err("input", what),
+        ArchError::Shape { layer, what, .. } => b.err(&layer, what),
+    })?;
+    sequence(b, &description.layers, x, &[])
 }
 
-/// torchvision MobileNetV2's inverted-residual settings: expansion t,
-/// output channels c, blocks n, first stride s.
-const MOBILENET_V2_SETTINGS: [(usize, usize, usize, usize); 7] = [
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-];
+fn unsupported(b: &Builder, layer: &str, what: &str) -> QsimdError {
+    b.err(layer, format!("the engine has no op for {what}"))
+}
 
-/// torchvision MobileNetV2: `features.0` 3x3/2 conv to 32 + batch norm +
-/// ReLU6; inverted residual blocks `features.1` to `features.17`
-/// (`conv.0` 1x1 expansion + ReLU6 unless t = 1, a 3x3 depthwise + ReLU6,
-/// a linear 1x1 projection, + the input when the stride is 1 and the
-/// channels match); `features.18` 1x1 to 1280 + ReLU6; global average
-/// pool; `classifier.1`.
-fn mobilenet_v2(b: &mut Builder, x: Act, classes: usize) -> Result<Act> {
-    let mut x = b.conv(
-        x,
-        ConvSpec::bn("features.0.0", 32, 3, 2, "features.0.1").relu6(),
-        None,
-        &[],
-    )?;
-    let mut index = 1;
-    for (t, c, n, s) in MOBILENET_V2_SETTINGS {
-        for i in 0..n {
-            let stride = if i == 0 { s } else { 1 };
-            let p = format!("features.{index}.conv");
-            let input = x;
-            let mut j = 0;
-            let mut h = x;
-            if t != 1 {
-                let (conv, bn) = (format!("{p}.0.0"), format!("{p}.0.1"));
-                let spec = ConvSpec::bn(&conv, x.c * t, 1, 1, &bn).relu6();
-                h = b.conv(h, spec, None, &[input.slot])?;
-                j = 1;
-            }
-            let (dw, dw_bn) = (format!("{p}.{j}.0"), format!("{p}.{j}.1"));
-            h = b.depthwise(h, &dw, stride, &dw_bn, &[input.slot])?;
-            let (proj, proj_bn) = (format!("{p}.{}", j + 1), format!("{p}.{}", j + 2));
-            let residual = (stride == 1 && input.c == c).then_some(input);
-            x = b.conv(h, ConvSpec::bn(&proj, c, 1, 1, &proj_bn), residual, &[])?;
-            index += 1;
-        }
+/// The batch norm and activation that directly follow a conv (fused into
+/// it), and how many layers they are.
+fn fused_tail(rest: &[Layer]) -> (Option<&BatchNorm>, Option<Activation>, usize) {
+    let bn = match rest.first() {
+        Some(Layer::BatchNorm(bn)) => Some(bn),
+        _ => None,
+    };
+    let used = usize::from(bn.is_some());
+    match rest.get(used) {
+        Some(Layer::Act(a)) => (bn, Some(*a), used + 1),
+        _ => (bn, None, used),
     }
-    let last = format!("features.{index}");
-    let (conv, bn) = (format!("{last}.0"), format!("{last}.1"));
-    let x = b.conv(x, ConvSpec::bn(&conv, 1280, 1, 1, &bn).relu6(), None, &[])?;
-    let pooled = b.global_avg_pool(x);
-    b.linear(pooled, "classifier.1", classes)
+}
+
+/// The ops of `layers` from `x`; `live` are the slots still needed after
+/// them.
+fn sequence(b: &mut Builder, layers: &[Layer], mut x: Act, live: &[usize]) -> Result<Act> {
+    let mut i = 0;
+    while i < layers.len() {
+        let (out, used) = match &layers[i] {
+            Layer::Conv(c) => {
+                let (bn, act, n) = fused_tail(&layers[i + 1..]);
+                (conv(b, x, c, bn, act, None, live)?, 1 + n)
+            }
+            Layer::MaxPool(p) => max_pool(b, x, p, &layers[i + 1..], live)?,
+            Layer::Block(block) => {
+                let after = match layers.get(i + 1) {
+                    Some(Layer::Act(a)) => Some(*a),
+                    _ => None,
+                };
+                residual_block(b, x, block, after, live)?
+            }
+            Layer::GlobalAvgPool => (b.global_avg_pool(x), 1),
+            Layer::Flatten => (b.flatten(x), 1),
+            // Active in training only.
+            Layer::Dropout(_) => (x, 1),
+            Layer::Linear(l) => (b.linear(x, &l.name, l.out_features)?, 1),
+            Layer::BatchNorm(bn) => {
+                return Err(unsupported(
+                    b,
+                    &bn.name,
+                    "a batch norm not after a conv or max-pool",
+                ))
+            }
+            Layer::Act(a) => {
+                let what = format!("{a:?} not after a conv, block or max-pool");
+                return Err(unsupported(b, "activation", &what));
+            }
+        };
+        x = out;
+        i += used;
+    }
+    Ok(x)
+}
+
+/// One conv op with its fused batch norm, residual and activation: a
+/// depthwise 3x3 op for a depthwise conv (always with batch norm and
+/// ReLU6), else the dense conv op.
+fn conv(
+    b: &mut Builder,
+    x: Act,
+    c: &Conv,
+    bn: Option<&BatchNorm>,
+    act: Option<Activation>,
+    residual: Option<Act>,
+    live: &[usize],
+) -> Result<Act> {
+    if c.is_depthwise() {
+        return match (bn, act, residual) {
+            (Some(bn), Some(Activation::Relu6), None) if c.kernel == 3 && c.padding == 1 => {
+                b.depthwise(x, &c.name, c.stride, &bn.name, live)
+            }
+            _ => Err(unsupported(
+                b,
+                &c.name,
+                "a depthwise conv other than 3x3, padding 1, batch norm, ReLU6",
+            )),
+        };
+    }
+    if c.groups != 1 {
+        return Err(unsupported(b, &c.name, "a grouped conv"));
+    }
+    let spec = ConvSpec {
+        name: &c.name,
+        out_c: c.out_channels,
+        k: c.kernel,
+        stride: c.stride,
+        pad: c.padding,
+        bias: c.bias,
+        bn: bn.map(|bn| bn.name.as_str()),
+        relu: false,
+        relu6: false,
+    };
+    let spec = match act {
+        Some(Activation::Relu) => spec.relu(),
+        Some(Activation::Relu6) => spec.relu6(),
+        None => spec,
+    };
+    b.conv(x, spec, residual, live)
+}
+
+/// A max-pool, with the batch norm and ReLU after it fused when present
+/// (VGG-Small); returns the output and the layers used.
+fn max_pool(
+    b: &mut Builder,
+    x: Act,
+    p: &MaxPool,
+    rest: &[Layer],
+    live: &[usize],
+) -> Result<(Act, usize)> {
+    let pool = Pool {
+        k: p.kernel,
+        stride: p.stride,
+        pad: p.padding,
+    };
+    match (rest.first(), rest.get(1)) {
+        (Some(Layer::BatchNorm(bn)), Some(Layer::Act(Activation::Relu))) => {
+            Ok((b.max_pool(x, &p.name, pool, Some(&bn.name), live)?, 3))
+        }
+        (Some(Layer::BatchNorm(bn)), _) => Err(unsupported(
+            b,
+            &bn.name,
+            "a batch norm after a max-pool without a ReLU",
+        )),
+        _ => Ok((b.max_pool(x, &p.name, pool, None, live)?, 1)),
+    }
+}
+
+/// A block: its body up to the last conv (the input kept live), the
+/// shortcut, then the last conv with the shortcut and the activation
+/// `after` the block fused. Returns the output and the layers used (the
+/// block, and `after` when fused).
+fn residual_block(
+    b: &mut Builder,
+    x: Act,
+    block: &Block,
+    after: Option<Activation>,
+    live: &[usize],
+) -> Result<(Act, usize)> {
+    let body = &block.body;
+    let (last, last_conv) = body
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, l)| match l {
+            Layer::Conv(c) => Some((i, c)),
+            _ => None,
+        })
+        .ok_or_else(|| unsupported(b, &block.name, "a block without a conv"))?;
+    let (bn, inner_act, n) = fused_tail(&body[last + 1..]);
+    if last + 1 + n != body.len() || (inner_act.is_some() && block.shortcut.is_some()) {
+        let what = "a block whose last conv is followed by more than its batch norm";
+        return Err(unsupported(b, &block.name, what));
+    }
+    let mut inner_live = live.to_vec();
+    inner_live.push(x.slot);
+    let h = sequence(b, &body[..last], x, &inner_live)?;
+    let mut short_live = live.to_vec();
+    short_live.push(h.slot);
+    let short = match &block.shortcut {
+        None => None,
+        Some(Shortcut::Identity) => Some(x),
+        Some(Shortcut::ZeroPad { stride, pad }) => {
+            let name = format!("{}.shortcut", block.name);
+            Some(b.shortcut_a(x, &name, x.c + 2 * pad, *stride, &short_live)?)
+        }
+        Some(Shortcut::Projection(p)) => Some(sequence(b, p, x, &short_live)?),
+    };
+    // The activation inside a block without a join, or the one after it.
+    let (act, used) = match (inner_act, after) {
+        (Some(a), _) => (Some(a), 1),
+        (None, Some(a)) => (Some(a), 2),
+        (None, None) => (None, 1),
+    };
+    Ok((conv(b, h, last_conv, bn, act, short, live)?, used))
 }

@@ -58,21 +58,6 @@ pub(crate) struct ConvSpec<'a> {
 }
 
 impl<'a> ConvSpec<'a> {
-    /// conv (no bias) + batch norm, with or without ReLU.
-    pub fn bn(name: &'a str, out_c: usize, k: usize, stride: usize, bn: &'a str) -> Self {
-        Self {
-            name,
-            out_c,
-            k,
-            stride,
-            pad: k / 2,
-            bias: false,
-            bn: Some(bn),
-            relu: false,
-            relu6: false,
-        }
-    }
-
     pub fn relu(self) -> Self {
         Self { relu: true, ..self }
     }
