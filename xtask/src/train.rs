@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dgms_cli::config::{MixtureSettings, RunConfig, ScheduleKind};
-use dgms_cli::phases::{self, EvalResult};
-use dgms_cli::train::trainer::train;
+use dgms_train::config::{MixtureSettings, RunConfig, DGMS_LR};
+use dgms_train::phases::{self, EvalResult};
+use dgms_train::train::trainer::train;
 use serde::Serialize;
 
 /// The shipped full-precision checkpoint (see fixtures/pretrained/README.md).
@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long)]
     epochs: Option<usize>,
     /// Peak learning rate of the one-cycle schedule.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = DGMS_LR)]
     lr: f64,
     /// A shortened run for CI: a few batches, part of the test set.
     #[arg(long)]
@@ -99,19 +99,24 @@ pub fn run(args: &Args) -> Result<()> {
         phases::quantize("resnet20", &pretrained, data, &mixture, &ptq_path)?;
     let test = ptq_data.test_subset(max_eval)?;
     let ptq: EvalResult =
-        dgms_cli::train::session::evaluate(ptq_model.net.as_ref(), test, ptq_data.kind)?.into();
+        dgms_train::train::session::evaluate(ptq_model.net.as_ref(), test, ptq_data.kind)?.into();
 
     tracing::info!("DGMS: fine-tuning with mixtures, K = {}", args.k);
-    let mut cfg = RunConfig::pretrain("resnet20", data, out.join(format!("dgms-k{}", args.k)));
+    // The defaults of `dgms dgms`, so that the same settings through the
+    // CLI give the same bits.
+    let mut cfg = RunConfig::dgms(
+        "resnet20",
+        data,
+        out.join(format!("dgms-k{}", args.k)),
+        Some(pretrained.clone()),
+        mixture,
+    );
     cfg.epochs = match (args.quick, args.epochs) {
         (true, _) => 1,
         (false, Some(e)) => e,
         (false, None) => default_epochs(args.k),
     };
     cfg.lr = args.lr;
-    cfg.schedule = ScheduleKind::OneCycle;
-    cfg.init_from = Some(pretrained.clone());
-    cfg.mixture = Some(mixture);
     cfg.max_batches = args.quick.then_some(6);
     cfg.max_eval = max_eval;
     // A fresh run each time: stale metrics of an earlier run would mix in.
