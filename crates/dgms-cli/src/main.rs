@@ -150,9 +150,12 @@ fn harden(checkpoint: &Path, path: &Path, recalibrate_bn: usize, out: &mut Outpu
 /// `dgms report`.
 fn report(checkpoint: &Path, json: Option<&Path>, out: &mut Output) -> Result<()> {
     let report = phases::report(checkpoint)?;
-    out.text(report.to_table())?;
+    // The file first, so that it is written even when stdout is closed.
     if let Some(path) = json {
         dgms_train::fsutil::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    out.text(report.to_table())?;
+    if let Some(path) = json {
         out.line(format_args!("wrote {}", path.display()))?;
     }
     Ok(())
