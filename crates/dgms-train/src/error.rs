@@ -148,7 +148,7 @@ pub enum TrainError {
         path: PathBuf,
         layer: String,
         #[source]
-        source: CoreError,
+        source: Box<CoreError>,
     },
     /// A tensor that must be present is missing; `file` is `"<path>: "` or
     /// empty, `hint` says what the absence suggests.
@@ -258,7 +258,7 @@ pub enum TrainError {
     CandleFromPacked {
         arch: String,
         #[source]
-        source: ModelError,
+        source: Box<ModelError>,
     },
     /// A packed file that does not read or validate.
     #[error("{}", path.display())]
@@ -295,15 +295,17 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
-    /// A dgms-core operation (mixtures, hardening) failed.
+    /// A dgms-core operation (mixtures, hardening) failed (boxed: the
+    /// error is large).
     #[error(transparent)]
-    Core(#[from] CoreError),
+    Core(Box<CoreError>),
     /// A dgms-data operation (the loader, subsets) failed.
     #[error(transparent)]
     DataOp(#[from] DataError),
-    /// A dgms-models operation (building, loading weights) failed.
+    /// A dgms-models operation (building, loading weights) failed (boxed:
+    /// the error is large).
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     /// A dgms-qsimd operation (packing, the engine) failed.
     #[error(transparent)]
     Qsimd(#[from] QsimdError),
@@ -327,5 +329,17 @@ impl TrainError {
     pub fn json(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Self {
         let what = what.into();
         move |source| Self::Json { what, source }
+    }
+}
+
+impl From<CoreError> for TrainError {
+    fn from(e: CoreError) -> Self {
+        Self::Core(Box::new(e))
+    }
+}
+
+impl From<ModelError> for TrainError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
     }
 }

@@ -96,7 +96,7 @@ pub fn candle_model(packed: &PackedModel) -> Result<Box<dyn DgmsModel>> {
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
     build_model(&meta.arch, &cfg, vb).map_err(|source| TrainError::CandleFromPacked {
         arch: meta.arch.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -177,7 +177,7 @@ impl Checkpoint {
         GaussianMixture::new(layer, &params, opts).map_err(|source| TrainError::InvalidMixture {
             path: path.to_path_buf(),
             layer: layer.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 }
