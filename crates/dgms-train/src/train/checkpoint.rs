@@ -42,7 +42,7 @@ pub struct CheckpointMeta {
     pub mixture_k: BTreeMap<String, usize>,
     pub train_tau: bool,
     /// Hardened: conv weights are already the hard weights, and
-    /// `<layer>.indices` (U8) and `<layer>.codebook` (F32 [K]) are stored
+    /// `<layer>.indices` (U8) and `<layer>.codebook` (F32 `[K]`) are stored
     /// for every layer of `mixture_k` instead of its mixture.
     #[serde(default)]
     pub hardened: bool,
