@@ -7,12 +7,12 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use dgms_cli::config::RunConfig;
-use dgms_cli::train::optim::Sgd;
-use dgms_cli::train::session::{Data, Model};
-use dgms_cli::train::trainer::optimizer_params;
 use dgms_data::{Loader, LoaderConfig};
 use dgms_models::{build_model_with_backend, ConvBackend};
+use dgms_train::config::RunConfig;
+use dgms_train::train::optim::Sgd;
+use dgms_train::train::session::{Data, Model};
+use dgms_train::train::trainer::optimizer_params;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]

@@ -38,7 +38,7 @@ enum Task {
 }
 
 fn main() -> Result<()> {
-    dgms_cli::init_process();
+    dgms_train::process::init_process();
     match Cli::parse().task {
         Task::BenchCore(args) => bench_core::run(&args),
         Task::Train(args) => train::run(&args),
@@ -58,4 +58,4 @@ pub fn target_dir() -> std::path::PathBuf {
     }
 }
 
-pub use dgms_cli::fsutil::write_atomic;
+pub use dgms_train::fsutil::write_atomic;

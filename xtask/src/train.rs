@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dgms_cli::config::{MixtureSettings, RunConfig, ScheduleKind};
-use dgms_cli::phases::{self, EvalResult};
-use dgms_cli::train::trainer::train;
+use dgms_core::ModelReport;
+use dgms_train::config::{MixtureSettings, RunConfig, DGMS_LR};
+use dgms_train::phases::{self, EvalResult};
+use dgms_train::train::session::evaluate;
+use dgms_train::train::trainer::train;
 use serde::Serialize;
+
+/// The data set of the main job.
+const DATA: &str = "embedded";
 
 /// The shipped full-precision checkpoint (see fixtures/pretrained/README.md).
 pub const PRETRAINED: &str = "fixtures/pretrained/resnet20-fashion-mnist.safetensors";
@@ -30,7 +35,7 @@ pub struct Args {
     #[arg(long)]
     epochs: Option<usize>,
     /// Peak learning rate of the one-cycle schedule.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = DGMS_LR)]
     lr: f64,
     /// A shortened run for CI: a few batches, part of the test set.
     #[arg(long)]
@@ -77,60 +82,83 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-pub fn run(args: &Args) -> Result<()> {
-    let start = Instant::now();
-    let root = workspace_root();
-    let pretrained = args
-        .pretrained
-        .clone()
-        .unwrap_or_else(|| root.join(PRETRAINED));
-    let out = crate::target_dir().join("train");
-    let max_eval = args.quick.then_some(500);
-    let data = "embedded";
-
-    tracing::info!("FP32: evaluating {}", pretrained.display());
-    let fp32 = phases::eval(&pretrained, Some(data), max_eval)
-        .with_context(|| format!("evaluating the shipped checkpoint {}", pretrained.display()))?;
-
-    let mixture = MixtureSettings::with_k(args.k);
-    tracing::info!("PTQ: k-means init + harden at K = {}", args.k);
-    let ptq_path = out.join(format!("ptq-k{}.safetensors", args.k));
-    let (ptq_report, ptq_model, ptq_data) =
-        phases::quantize("resnet20", &pretrained, data, &mixture, &ptq_path)?;
-    let test = ptq_data.test_subset(max_eval)?;
-    let ptq: EvalResult =
-        dgms_cli::train::session::evaluate(ptq_model.net.as_ref(), test, ptq_data.kind)?.into();
-
-    tracing::info!("DGMS: fine-tuning with mixtures, K = {}", args.k);
-    let mut cfg = RunConfig::pretrain("resnet20", data, out.join(format!("dgms-k{}", args.k)));
+/// The DGMS run's configuration: the defaults of `dgms dgms`
+/// (`RunConfig::dgms`), so that the same settings through the CLI give the
+/// same bits, with this task's epochs, lr and quick limits.
+fn dgms_config(args: &Args, pretrained: &Path, out: &Path, max_eval: Option<usize>) -> RunConfig {
+    let mut cfg = RunConfig::dgms(
+        "resnet20",
+        DATA,
+        out.join(format!("dgms-k{}", args.k)),
+        Some(pretrained.to_path_buf()),
+        MixtureSettings::with_k(args.k),
+    );
     cfg.epochs = match (args.quick, args.epochs) {
         (true, _) => 1,
         (false, Some(e)) => e,
         (false, None) => default_epochs(args.k),
     };
     cfg.lr = args.lr;
-    cfg.schedule = ScheduleKind::OneCycle;
-    cfg.init_from = Some(pretrained.clone());
-    cfg.mixture = Some(mixture);
     cfg.max_batches = args.quick.then_some(6);
     cfg.max_eval = max_eval;
-    // A fresh run each time: stale metrics of an earlier run would mix in.
-    let _ = std::fs::remove_dir_all(&cfg.out_dir);
-    let trained = train(&cfg, None)?;
-    let hardened = out.join(format!("dgms-k{}-hard.safetensors", args.k));
-    let report = phases::harden(&trained.last, &hardened, args.recalibrate_bn)?;
-    let dgms = phases::eval(&hardened, Some(data), max_eval)?;
+    cfg
+}
 
-    // Every model tensor in f32 (batch-norm statistics included), and the
-    // same with the mixture layers as packed indices plus codebooks.
-    let fp32_weights_bytes: u64 = ptq_model
+/// Post-training quantization of `pretrained`: its report, its top-1, and
+/// the model's f32 size (every tensor, batch-norm statistics included).
+fn post_training(
+    args: &Args,
+    pretrained: &Path,
+    out: &Path,
+    max_eval: Option<usize>,
+) -> Result<(ModelReport, EvalResult, u64)> {
+    tracing::info!("PTQ: k-means init + harden at K = {}", args.k);
+    let ptq_path = out.join(format!("ptq-k{}.safetensors", args.k));
+    let mixture = MixtureSettings::with_k(args.k);
+    let (report, model, data) =
+        phases::quantize("resnet20", pretrained, DATA, &mixture, &ptq_path)?;
+    let test = data.test_subset(max_eval)?;
+    let top1: EvalResult = evaluate(model.net.as_ref(), test, data.kind)?.into();
+    let fp32_weights_bytes = model
         .named_tensors()
         .iter()
         .map(|(_, v)| 4 * v.elem_count() as u64)
         .sum();
+    Ok((report, top1, fp32_weights_bytes))
+}
+
+/// DGMS fine-tuning as `cfg` says, then hardening (with batch-norm
+/// recalibration) and evaluation of the hard model.
+fn fine_tune(args: &Args, cfg: &RunConfig, out: &Path) -> Result<(ModelReport, EvalResult)> {
+    tracing::info!("DGMS: fine-tuning with mixtures, K = {}", args.k);
+    // A fresh run each time: stale metrics of an earlier run would mix in.
+    let _ = std::fs::remove_dir_all(&cfg.out_dir);
+    let trained = train(cfg, None)?;
+    let hardened = out.join(format!("dgms-k{}-hard.safetensors", args.k));
+    let report = phases::harden(&trained.last, &hardened, args.recalibrate_bn)?;
+    let dgms = phases::eval(&hardened, Some(DATA), cfg.max_eval)?;
+    Ok((report, dgms))
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let start = Instant::now();
+    let pretrained = args
+        .pretrained
+        .clone()
+        .unwrap_or_else(|| workspace_root().join(PRETRAINED));
+    let out = crate::target_dir().join("train");
+    let max_eval = args.quick.then_some(500);
+
+    tracing::info!("FP32: evaluating {}", pretrained.display());
+    let fp32 = phases::eval(&pretrained, Some(DATA), max_eval)
+        .with_context(|| format!("evaluating the shipped checkpoint {}", pretrained.display()))?;
+    let (ptq_report, ptq, fp32_weights_bytes) = post_training(args, &pretrained, &out, max_eval)?;
+    let cfg = dgms_config(args, &pretrained, &out, max_eval);
+    let (report, dgms) = fine_tune(args, &cfg, &out)?;
+
     let summary = Summary {
         model: "resnet20".into(),
-        data: data.into(),
+        data: DATA.into(),
         k: args.k,
         bits: report.bits.unwrap_or(0),
         quick: args.quick,
@@ -143,6 +171,7 @@ pub fn run(args: &Args) -> Result<()> {
         ptq_sparsity: ptq_report.sparsity,
         compression_ratio: report.compression_ratio,
         fp32_weights_bytes,
+        // The same with the mixture layers as packed indices plus codebooks.
         packed_weights_bytes: fp32_weights_bytes - report.fp32_bytes + report.packed_bytes,
         seconds: start.elapsed().as_secs_f64(),
     };

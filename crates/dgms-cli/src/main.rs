@@ -1,394 +1,189 @@
-//! `dgms`: DGMS quantization from the command line.
+//! `dgms`: DGMS quantization from the command line. A thin binary over the
+//! `dgms-train` library: clap parsing ([`args`]), one small function per
+//! command, and one writer ([`Output`]) through which every result reaches
+//! stdout.
 //!
-//! Exit codes: 0 on success, 1 on any error (printed with its chain of
-//! causes), 2 on a usage error (clap).
+//! Exit codes: 0 on success, and also when stdout is closed by its reader
+//! (`dgms report ... | head -1`); 1 on any other error (printed with its
+//! chain of causes); 2 on a usage error (clap).
 
-use std::path::PathBuf;
+mod args;
+
+use std::fmt::Display;
+use std::io::Write as _;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use dgms_cli::config::{MixtureSettings, RunConfig, ScheduleKind};
-use dgms_cli::export::{self, ShapeSource, PACKED_SUFFIX};
-use dgms_cli::infer::{self, EngineKind};
-use dgms_cli::phases;
-use dgms_cli::train::optim::SgdConfig;
-use dgms_cli::train::trainer::train_until;
+use args::{Cli, Command, InferArgs, MixtureArgs, QuantizeArgs, TrainArgs};
+use clap::Parser;
 use dgms_qsimd::engine::Precision;
-use dgms_qsimd::kernels::Isa;
+use dgms_qsimd::kernels::{Isa, ISA_ENV_VAR};
+use dgms_train::config::RunConfig;
+use dgms_train::export::{self, ShapeSource, PACKED_SUFFIX};
+use dgms_train::infer::{self, EngineKind};
+use dgms_train::phases::{self, EvalResult};
+use dgms_train::train::session::{evaluate, Data};
+use dgms_train::train::trainer::train_until;
 
-/// `println!` for the command's results that ends the process quietly
-/// when stdout is closed (`dgms infer ... | head -1`) instead of
-/// panicking, and returns other write errors.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-            return Err(anyhow::Error::from(e).context("writing to stdout"));
+/// stdout was closed by its reader: the command ends quietly, exit 0.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// The one way results reach stdout. A write to a closed stdout becomes
+/// [`StdoutClosed`], which `main` turns into a quiet exit 0 for every
+/// command; other write errors are errors.
+struct Output {
+    stdout: std::io::Stdout,
+}
+
+impl Output {
+    fn new() -> Self {
+        Self {
+            stdout: std::io::stdout(),
         }
-    }};
+    }
+
+    /// Writes `text` as it is (tables end in their own newline).
+    fn text(&mut self, text: impl Display) -> Result<()> {
+        let mut lock = self.stdout.lock();
+        match write!(lock, "{text}").and_then(|()| lock.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+            Err(e) => Err(anyhow::Error::from(e).context("writing to stdout")),
+        }
+    }
+
+    /// Writes `text` and a newline.
+    fn line(&mut self, text: impl Display) -> Result<()> {
+        self.text(format_args!("{text}\n"))
+    }
+
+    /// Writes `value` as pretty JSON and a newline.
+    fn json(&mut self, value: &impl serde::Serialize) -> Result<()> {
+        self.line(serde_json::to_string_pretty(value)?)
+    }
 }
 
-#[derive(Parser)]
-#[command(
-    name = "dgms",
-    version,
-    about = "DGMS quantization: train, harden, evaluate, export, infer"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Full-precision training.
-    Pretrain(TrainArgs),
-    /// DGMS fine-tuning: mixtures initialised from a full-precision
-    /// checkpoint (--init), trained with the weights.
-    Dgms {
-        #[command(flatten)]
-        train: TrainArgs,
-        #[command(flatten)]
-        mixture: MixtureArgs,
-    },
-    /// Hardens a DGMS checkpoint: every mixture weight becomes its hard
-    /// weight; indices and codebooks are stored; prints the report.
-    Harden {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// Re-estimate batch-norm statistics under the hard weights with
-        /// this many training batches (no gradients; 0 = keep the
-        /// statistics gathered during training).
-        #[arg(long, default_value_t = phases::DEFAULT_RECALIBRATION_BATCHES)]
-        recalibrate_bn: usize,
-    },
-    /// Evaluates a checkpoint on its test set (mixture layers hard).
-    Eval {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Data source (default: the one it was trained on).
-        #[arg(long)]
-        data: Option<String>,
-        /// Evaluate on the first N test images only.
-        #[arg(long)]
-        max_eval: Option<usize>,
-    },
-    /// The SPEC section 5 report (sparsity, bits, compression) of a DGMS or
-    /// hardened checkpoint.
-    Report {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Also write the report as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// Post-training quantization: k-means init + harden, no training.
-    /// Writes a hardened checkpoint, or with --out X.dgms.safetensors the
-    /// packed deployment file.
-    Quantize {
-        #[arg(long)]
-        model: String,
-        /// Full-precision weights (a checkpoint or a safetensors state dict;
-        /// for packed output also a PyTorch .pth state dict).
-        #[arg(long)]
-        weights: PathBuf,
-        /// Data source giving the input shape and classes [default:
-        /// embedded; for packed output of resnet18/resnet50/mobilenet_v2
-        /// none: 3x224x224, classes from the classifier weight].
-        #[arg(long)]
-        data: Option<String>,
-        /// Packed output only: the input shape C,H,W instead of --data
-        /// (classes from the classifier weight), e.g. 3,32,32.
-        #[arg(long, value_delimiter = ',', conflicts_with = "data")]
-        input_shape: Option<Vec<usize>>,
-        #[command(flatten)]
-        mixture: MixtureArgs,
-        #[arg(long)]
-        out: PathBuf,
-        /// Evaluate the quantized model on the test set.
-        #[arg(long)]
-        eval: bool,
-    },
-    /// Exports a hardened checkpoint to the packed deployment format
-    /// (FILE.dgms.safetensors); prints the FP32 size, packed size and ratio.
-    Export {
-        /// A hardened checkpoint (`dgms harden` or `dgms quantize`).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Runs a packed model on the tensor `input` (N, C, H, W) f32 of a
-    /// safetensors file; writes the tensor `logits` (N, classes).
-    Infer {
-        /// The packed model (FILE.dgms.safetensors).
-        #[arg(long)]
-        packed: PathBuf,
-        #[arg(long)]
-        input: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// qsimd: the bit-packed kernels; candle: the dgms-models model with
-        /// the decoded hard weights.
-        #[arg(long, value_enum, default_value_t = EngineKind::Qsimd)]
-        engine: EngineKind,
-        /// Kernel instruction set for --engine qsimd: auto, scalar, avx2,
-        /// avx512 or neon [default: $DGMS_QSIMD, else auto].
-        #[arg(long)]
-        isa: Option<String>,
-        /// --engine qsimd only: the int8 fast path (int8 codebooks,
-        /// activations quantized per output pixel; faster, slightly less
-        /// accurate: see the README) instead of the exact f32 one.
-        #[arg(long)]
-        int8: bool,
-        /// Run the batch this many times (timing; the first run includes
-        /// buffer allocation).
-        #[arg(long, default_value_t = 1)]
-        repeat: usize,
-    },
-}
-
-#[derive(Args)]
-struct TrainArgs {
-    #[arg(long, default_value = "resnet20")]
-    model: String,
-    /// `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR` or `cifar10:DIR`.
-    #[arg(long, default_value = "embedded")]
-    data: String,
-    /// Epochs [pretrain 8, dgms 4].
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Peak (one-cycle) or base learning rate [pretrain 0.1, dgms 1e-3].
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long, value_enum, default_value_t = ScheduleKind::OneCycle)]
-    schedule: ScheduleKind,
-    /// Multi-step milestones, in epochs (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    milestones: Vec<usize>,
-    #[arg(long, default_value_t = 0.1)]
-    gamma: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long)]
-    no_nesterov: bool,
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Run directory (checkpoints, metrics.jsonl, config.json).
-    #[arg(long)]
-    out: PathBuf,
-    /// Start from these full-precision weights.
-    #[arg(long)]
-    init: Option<PathBuf>,
-    /// Resume from a checkpoint of this run (restores everything).
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    /// Stop this invocation after N completed epochs (the schedule still
-    /// spans --epochs); continue later with --resume.
-    #[arg(long)]
-    stop_after: Option<usize>,
-    /// At most this many batches per epoch.
-    #[arg(long)]
-    max_batches: Option<usize>,
-    /// Evaluate on the first N test images only.
-    #[arg(long)]
-    max_eval: Option<usize>,
-}
-
-#[derive(Args)]
-struct MixtureArgs {
-    /// Components per layer (16 = 4-bit, 8 = 3-bit, 4 = 2-bit).
-    #[arg(long, default_value_t = 16)]
-    k: usize,
-    #[arg(long, default_value_t = 0.01)]
-    tau: f32,
-    #[arg(long)]
-    train_tau: bool,
-    /// "Empirical" init: every sigma 0.01.
-    #[arg(long)]
-    empirical: bool,
-    /// Layers with a mixture (comma-separated; default: every conv but the first).
-    #[arg(long, value_delimiter = ',')]
-    layers: Option<Vec<String>>,
-    /// Apply weight decay to the mixture parameters too.
-    #[arg(long)]
-    mixture_weight_decay: bool,
-    #[arg(long, default_value_t = 0)]
-    init_seed: u64,
-}
-
-impl MixtureArgs {
-    fn settings(&self) -> MixtureSettings {
-        MixtureSettings {
-            k: self.k,
-            tau: self.tau,
-            train_tau: self.train_tau,
-            empirical: self.empirical,
-            layers: self.layers.clone(),
-            weight_decay: self.mixture_weight_decay,
-            init_seed: self.init_seed,
+fn main() {
+    dgms_train::process::init_process();
+    let mut out = Output::new();
+    match run(Cli::parse().command, &mut out) {
+        Ok(()) => {}
+        Err(e) if e.is::<StdoutClosed>() => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
         }
     }
 }
 
-impl TrainArgs {
-    fn config(&self, default_epochs: usize, default_lr: f64) -> RunConfig {
-        RunConfig {
-            epochs: self.epochs.unwrap_or(default_epochs),
-            batch_size: self.batch_size,
-            lr: self.lr.unwrap_or(default_lr),
-            schedule: self.schedule,
-            milestones: self.milestones.clone(),
-            gamma: self.gamma,
-            sgd: SgdConfig {
-                momentum: self.momentum,
-                nesterov: !self.no_nesterov,
-                weight_decay: self.weight_decay,
-            },
-            seed: self.seed,
-            max_batches: self.max_batches,
-            max_eval: self.max_eval,
-            init_from: self.init.clone(),
-            ..RunConfig::pretrain(&self.model, &self.data, self.out.clone())
-        }
-    }
-}
-
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Pretrain(args) => {
-            let cfg = args.config(8, 0.1);
-            let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
-            say!("{}", serde_json::to_string_pretty(&outcome)?);
-        }
-        Command::Dgms {
-            train: args,
-            mixture,
-        } => {
-            let mut cfg = args.config(4, 1e-3);
-            cfg.mixture = Some(mixture.settings());
-            if cfg.init_from.is_none() && args.resume.is_none() {
-                anyhow::bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
-            }
-            let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
-            say!("{}", serde_json::to_string_pretty(&outcome)?);
-        }
+fn run(command: Command, out: &mut Output) -> Result<()> {
+    match command {
+        Command::Pretrain(args) => pretrain(&args, out),
+        Command::Dgms { train, mixture } => dgms(&train, &mixture, out),
         Command::Harden {
             checkpoint,
-            out,
+            out: path,
             recalibrate_bn,
-        } => {
-            let report = phases::harden(&checkpoint, &out, recalibrate_bn)?;
-            print!("{}", report.to_table());
-            say!("wrote {}", out.display());
-        }
+        } => harden(&checkpoint, &path, recalibrate_bn, out),
         Command::Eval {
             checkpoint,
             data,
             max_eval,
+        } => out.json(&phases::eval(&checkpoint, data.as_deref(), max_eval)?),
+        Command::Report { checkpoint, json } => report(&checkpoint, json.as_deref(), out),
+        Command::Quantize(args) => quantize(&args, out),
+        Command::Export {
+            checkpoint,
+            out: path,
         } => {
-            let result = phases::eval(&checkpoint, data.as_deref(), max_eval)?;
-            say!("{}", serde_json::to_string_pretty(&result)?);
+            out.text(export::export_packed(&checkpoint, &path)?)?;
+            out.line(format_args!("wrote {}", path.display()))
         }
-        Command::Report { checkpoint, json } => {
-            let report = phases::report(&checkpoint)?;
-            print!("{}", report.to_table());
-            if let Some(path) = json {
-                dgms_cli::fsutil::write_atomic(
-                    &path,
-                    serde_json::to_string_pretty(&report)?.as_bytes(),
-                )?;
-                say!("wrote {}", path.display());
-            }
-        }
-        Command::Quantize {
-            model,
-            weights,
-            data,
-            input_shape,
-            mixture,
-            out,
-            eval,
-        } => {
-            if export::is_packed_path(&out) {
-                return quantize_packed(&model, &weights, data, input_shape, &mixture, &out, eval);
-            }
-            if input_shape.is_some() {
-                bail!("--input-shape is only for packed output (--out FILE{PACKED_SUFFIX})");
-            }
-            let data = data.unwrap_or_else(|| "embedded".to_string());
-            let (report, quantized, data_set) =
-                phases::quantize(&model, &weights, &data, &mixture.settings(), &out)?;
-            print!("{}", report.to_table());
-            say!("wrote {}", out.display());
-            if eval {
-                let tally = dgms_cli::train::session::evaluate(
-                    quantized.net.as_ref(),
-                    data_set.test.clone(),
-                    data_set.kind,
-                )
-                .context("evaluating the quantized model")?;
-                say!(
-                    "{}",
-                    serde_json::to_string_pretty(&phases::EvalResult::from(tally))?
-                );
-            }
-        }
-        Command::Export { checkpoint, out } => {
-            let summary = export::export_packed(&checkpoint, &out)?;
-            print!("{summary}");
-            say!("wrote {}", out.display());
-        }
-        Command::Infer {
-            packed,
-            input,
-            out,
-            engine,
-            isa,
-            int8,
-            repeat,
-        } => {
-            let precision = if int8 {
-                Precision::Int8
-            } else {
-                Precision::Exact
-            };
-            // The ISA only matters to the qsimd engine (candle ignores it).
-            let isa = match (engine, isa) {
-                (EngineKind::Candle, _) => Isa::Scalar,
-                (_, Some(choice)) => Isa::from_choice(Some(&choice)).context("--isa")?,
-                (_, None) => Isa::from_env().context(dgms_qsimd::kernels::ISA_ENV_VAR)?,
-            };
-            let outcome = infer::infer(&packed, &input, &out, (engine, isa, precision), repeat)?;
-            let mut sorted: Vec<f64> = outcome
-                .times
-                .iter()
-                .map(|t| t.as_secs_f64() * 1e3)
-                .collect();
-            sorted.sort_by(f64::total_cmp);
-            let what = match engine {
-                EngineKind::Qsimd => format!("qsimd {precision} ({isa})"),
-                EngineKind::Candle => "candle".to_string(),
-            };
-            say!(
-                "{what}: {} images, {} classes; time per batch: {:.3} ms (median of {} runs, min {:.3} ms)",
-                outcome.images,
-                outcome.classes,
-                sorted[sorted.len() / 2],
-                sorted.len(),
-                sorted[0]
-            );
-            say!("wrote {}", out.display());
-        }
+        Command::Infer(args) => run_infer(&args, out),
+    }
+}
+
+/// `dgms pretrain`.
+fn pretrain(args: &TrainArgs, out: &mut Output) -> Result<()> {
+    let cfg = args.config(RunConfig::pretrain(
+        &args.model,
+        &args.data,
+        args.out.clone(),
+    ));
+    let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
+    out.json(&outcome)
+}
+
+/// `dgms dgms`: the same defaults as `cargo xtask train` (`RunConfig::dgms`).
+fn dgms(args: &TrainArgs, mixture: &MixtureArgs, out: &mut Output) -> Result<()> {
+    let base = RunConfig::dgms(
+        &args.model,
+        &args.data,
+        args.out.clone(),
+        args.init.clone(),
+        mixture.settings(),
+    );
+    let cfg = args.config(base);
+    if cfg.init_from.is_none() && args.resume.is_none() {
+        bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
+    }
+    let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
+    out.json(&outcome)
+}
+
+/// `dgms harden`.
+fn harden(checkpoint: &Path, path: &Path, recalibrate_bn: usize, out: &mut Output) -> Result<()> {
+    let report = phases::harden(checkpoint, path, recalibrate_bn)?;
+    out.text(report.to_table())?;
+    out.line(format_args!("wrote {}", path.display()))
+}
+
+/// `dgms report`.
+fn report(checkpoint: &Path, json: Option<&Path>, out: &mut Output) -> Result<()> {
+    let report = phases::report(checkpoint)?;
+    // The file first, so that it is written even when stdout is closed.
+    if let Some(path) = json {
+        dgms_train::fsutil::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    out.text(report.to_table())?;
+    if let Some(path) = json {
+        out.line(format_args!("wrote {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `dgms quantize`: a hardened checkpoint, or a packed file when `--out`
+/// ends in `.dgms.safetensors`.
+fn quantize(args: &QuantizeArgs, out: &mut Output) -> Result<()> {
+    if export::is_packed_path(&args.out) {
+        return quantize_packed(args, out);
+    }
+    if args.input_shape.is_some() {
+        bail!("--input-shape is only for packed output (--out FILE{PACKED_SUFFIX})");
+    }
+    let data = args.data.as_deref().unwrap_or("embedded");
+    let (report, quantized, data_set) = phases::quantize(
+        &args.model,
+        &args.weights,
+        data,
+        &args.mixture.settings(),
+        &args.out,
+    )?;
+    out.text(report.to_table())?;
+    out.line(format_args!("wrote {}", args.out.display()))?;
+    if args.eval {
+        let tally = evaluate(quantized.net.as_ref(), data_set.test.clone(), data_set.kind)
+            .context("evaluating the quantized model")?;
+        out.json(&EvalResult::from(tally))?;
     }
     Ok(())
 }
@@ -396,52 +191,74 @@ fn run(cli: Cli) -> Result<()> {
 /// `dgms quantize --out X.dgms.safetensors`: the input shape comes from
 /// --input-shape, --data, or (ImageNet models) 3x224x224, else the
 /// embedded data, as for checkpoint output.
-fn quantize_packed(
-    model: &str,
-    weights: &std::path::Path,
-    data: Option<String>,
-    input_shape: Option<Vec<usize>>,
-    mixture: &MixtureArgs,
-    out: &std::path::Path,
-    eval: bool,
-) -> Result<()> {
-    let shape = match (input_shape, &data) {
+fn quantize_packed(args: &QuantizeArgs, out: &mut Output) -> Result<()> {
+    let shape = match (&args.input_shape, &args.data) {
         (Some(s), _) => ShapeSource::Input(
-            s.try_into()
+            s.clone()
+                .try_into()
                 .map_err(|s| anyhow::anyhow!("--input-shape {s:?}: expected C,H,W"))?,
         ),
         (None, Some(d)) => ShapeSource::Data(d.clone()),
-        (None, None) if export::is_imagenet_model(model) => ShapeSource::Input([3, 224, 224]),
+        (None, None) if export::is_imagenet_model(&args.model) => ShapeSource::Input([3, 224, 224]),
         (None, None) => ShapeSource::Data("embedded".to_string()),
     };
-    if eval && !matches!(shape, ShapeSource::Data(_)) {
+    if args.eval && !matches!(shape, ShapeSource::Data(_)) {
         bail!("--eval needs --data (the test set to evaluate on)");
     }
+    let mixture = args.mixture.settings();
     let (report, summary, quantized) =
-        export::quantize_packed(model, weights, &shape, &mixture.settings(), out)?;
-    print!("{}", report.to_table());
-    print!("{summary}");
-    say!("wrote {}", out.display());
-    if let (true, ShapeSource::Data(source)) = (eval, &shape) {
-        let data_set = dgms_cli::train::session::Data::load(source)?;
-        let tally = dgms_cli::train::session::evaluate(
-            quantized.net.as_ref(),
-            data_set.test.clone(),
-            data_set.kind,
-        )
-        .context("evaluating the quantized model")?;
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&phases::EvalResult::from(tally))?
-        );
+        export::quantize_packed(&args.model, &args.weights, &shape, &mixture, &args.out)?;
+    out.text(report.to_table())?;
+    out.text(summary)?;
+    out.line(format_args!("wrote {}", args.out.display()))?;
+    if let (true, ShapeSource::Data(source)) = (args.eval, &shape) {
+        let data_set = Data::load(source)?;
+        let tally = evaluate(quantized.net.as_ref(), data_set.test.clone(), data_set.kind)
+            .context("evaluating the quantized model")?;
+        out.json(&EvalResult::from(tally))?;
     }
     Ok(())
 }
 
-fn main() {
-    dgms_cli::init_process();
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+/// `dgms infer`: runs the packed model, writes the logits, prints the
+/// timing.
+fn run_infer(args: &InferArgs, out: &mut Output) -> Result<()> {
+    let engine = EngineKind::from(args.engine);
+    let precision = if args.int8 {
+        Precision::Int8
+    } else {
+        Precision::Exact
+    };
+    // The ISA only matters to the qsimd engine (candle ignores it).
+    let isa = match (engine, &args.isa) {
+        (EngineKind::Candle, _) => Isa::Scalar,
+        (_, Some(choice)) => Isa::from_choice(Some(choice)).context("--isa")?,
+        (_, None) => Isa::from_env().context(ISA_ENV_VAR)?,
+    };
+    let outcome = infer::infer(
+        &args.packed,
+        &args.input,
+        &args.out,
+        (engine, isa, precision),
+        args.repeat,
+    )?;
+    let mut sorted: Vec<f64> = outcome
+        .times
+        .iter()
+        .map(|t| t.as_secs_f64() * 1e3)
+        .collect();
+    sorted.sort_by(f64::total_cmp);
+    let what = match engine {
+        EngineKind::Qsimd => format!("qsimd {precision} ({isa})"),
+        EngineKind::Candle => "candle".to_string(),
+    };
+    out.line(format_args!(
+        "{what}: {} images, {} classes; time per batch: {:.3} ms (median of {} runs, min {:.3} ms)",
+        outcome.images,
+        outcome.classes,
+        sorted[sorted.len() / 2],
+        sorted.len(),
+        sorted[0]
+    ))?;
+    out.line(format_args!("wrote {}", args.out.display()))
 }

@@ -14,6 +14,13 @@
 //! buffer of at most about 1 MiB, so the extra memory is bounded by the thread count, never
 //! an im2col matrix for the whole batch.
 //!
+//! Repeatable bits: the weight gradient is a sum over the batch, and float addition is not
+//! associative. Chunks and tasks are cut from the shapes alone (never the thread count),
+//! each task sums its items in order into its own partial, and the partials are added in
+//! task order, so dW is bitwise the same whatever the pool size and however rayon steals
+//! work. (A rayon `fold`/`reduce` here once made every training run differ slightly: the
+//! README's "Repeatability" note.)
+//!
 //! The matrix products go through [`BackendStorage::matmul`] on [`CpuStorage`], i.e. the
 //! same `gemm` crate kernels candle's own matmul uses (runtime-dispatched; AVX2+FMA here).
 //! `gemm::gemm` is an `unsafe fn` with no safe wrapper, and this crate has no `unsafe`
@@ -224,6 +231,183 @@ struct Conv2dIm2colBackward {
     need_dw: bool,
 }
 
+/// Consecutive batch items one backward task covers: `(first item, item count, dL/dx of
+/// those items if wanted)`.
+type Chunk<'a> = (usize, usize, Option<&'a mut [f32]>);
+
+/// The operands of one backward call, checked: `x`, `w` and `dL/dout` as storages with the
+/// start offsets of their contiguous data.
+struct BackwardOperands<'a> {
+    g: Geom,
+    xs: &'a CpuStorage,
+    x: &'a [f32],
+    x_off: usize,
+    ws: &'a CpuStorage,
+    w_off: usize,
+    gs: &'a CpuStorage,
+    g_off: usize,
+}
+
+impl<'a> BackwardOperands<'a> {
+    fn new(
+        op: &Conv2dIm2colBackward,
+        (xs, xl): (&'a CpuStorage, &Layout),
+        (ws, wl): (&'a CpuStorage, &Layout),
+        (gs, gl): (&'a CpuStorage, &Layout),
+    ) -> Result<Self> {
+        let g = Geom::new(xl.dims(), wl.dims(), op.stride, op.padding, op.groups)?;
+        let want = [g.n, g.o, g.oh, g.ow];
+        if gl.dims() != want {
+            bail!(
+                "{OP_NAME}: output gradient has shape {:?}, expected {want:?}",
+                gl.dims()
+            );
+        }
+        let (x, x_off) = f32_data(xs, xl, "input")?;
+        let (_, w_off) = f32_data(ws, wl, "weight")?;
+        let (_, g_off) = f32_data(gs, gl, "output gradient")?;
+        Ok(Self {
+            g,
+            xs,
+            x,
+            x_off,
+            ws,
+            w_off,
+            gs,
+            g_off,
+        })
+    }
+
+    /// Start of dL/dout of item `n` in its storage.
+    fn gy_off(&self, n: usize) -> usize {
+        self.g_off + n * self.g.out_item()
+    }
+
+    /// `acc += Σ dWᵀ` over the chunk's items, in item order. `acc` holds dWᵀ per group:
+    /// this orientation (col · doutᵀ) lets gemm stream the big operand (col) without
+    /// repacking it.
+    fn add_dw(
+        &self,
+        scratch: &mut Vec<f32>,
+        acc: &mut [f32],
+        (n0, nb): (usize, usize),
+    ) -> Result<()> {
+        let g = &self.g;
+        let (og, kg, ohw, ld) = (g.og(), g.kg(), g.ohw(), g.ld());
+        let (calls, b) = g.calls(nb);
+        with_cols(
+            g,
+            self.xs,
+            self.x,
+            self.x_off,
+            (n0, nb),
+            scratch,
+            |cs, off| {
+                for i in 0..calls {
+                    let col_l = layout3([b, kg, ohw], [kg * ld, ld, 1], off + i * g.col_item());
+                    let gyt_l = layout3([b, ohw, og], [og * ohw, 1, ohw], self.gy_off(n0 + i));
+                    let dwt = matmul(cs, &col_l, self.gs, &gyt_l, (b, kg, og, ohw))?;
+                    for part in dwt.chunks_exact(g.w_len()) {
+                        acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// dL/dx of the chunk's items into `dx_c`: dcol = Wᵀ · dout, with Wᵀ read through
+    /// transposed strides, then col2im.
+    fn dx(&self, dx_c: &mut [f32], (n0, nb): (usize, usize)) -> Result<()> {
+        let g = &self.g;
+        let (og, kg, ohw) = (g.og(), g.kg(), g.ohw());
+        let (calls, b) = g.calls(nb);
+        let wt_l = layout3([b, kg, og], [g.w_batch_stride(), 1, kg], self.w_off);
+        for (i, dx_i) in dx_c.chunks_exact_mut(dx_c.len() / calls).enumerate() {
+            let gy_l = layout3([b, og, ohw], [og * ohw, ohw, 1], self.gy_off(n0 + i));
+            let mut dcol = matmul(self.ws, &wt_l, self.gs, &gy_l, (b, kg, ohw, og))?;
+            let dcols = dcol.chunks_exact_mut(g.k_all() * ohw);
+            for (d, c) in dx_i.chunks_exact_mut(g.x_item()).zip(dcols) {
+                match g.pointwise() {
+                    true => d.copy_from_slice(c),
+                    false => col2im(g, c, d),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One task: its chunks in order, sharing one im2col buffer. Returns the task's dWᵀ
+    /// partial (`dw_len` floats, empty when dW is not wanted).
+    fn run_task(
+        &self,
+        scratch: &mut Vec<f32>,
+        chunks: Vec<Chunk>,
+        dw_len: usize,
+    ) -> Result<Vec<f32>> {
+        let mut acc = vec![0f32; dw_len];
+        for (n0, nb, dx_c) in chunks {
+            if dw_len > 0 {
+                self.add_dw(scratch, &mut acc, (n0, nb))?;
+            }
+            if let Some(dx_c) = dx_c {
+                self.dx(dx_c, (n0, nb))?;
+            }
+        }
+        Ok(acc)
+    }
+}
+
+/// The batch's chunks (see [`Geom::chunk_items`]), each with its slice of `dx` when dL/dx is
+/// wanted, grouped into consecutive runs, one per backward task (see [`Geom::dw_tasks`]).
+fn backward_tasks<'a>(g: &Geom, dx: Option<&'a mut [f32]>, need_dw: bool) -> Vec<Vec<Chunk<'a>>> {
+    let chunk = g.chunk_items();
+    let chunks: Vec<Chunk<'a>> = match dx {
+        Some(dx) => dx
+            .chunks_mut(chunk * g.x_item())
+            .enumerate()
+            .map(|(i, d)| (i * chunk, d.len() / g.x_item(), Some(d)))
+            .collect(),
+        None => (0..g.n)
+            .step_by(chunk)
+            .map(|n0| (n0, chunk.min(g.n - n0), None))
+            .collect(),
+    };
+    let tasks = match need_dw {
+        true => g.dw_tasks(chunks.len()),
+        // Without dW the chunks are independent: one task each.
+        false => chunks.len(),
+    };
+    let per_task = chunks.len().div_ceil(tasks.max(1)).max(1);
+    let mut grouped: Vec<Vec<Chunk<'a>>> = Vec::with_capacity(tasks);
+    for (i, c) in chunks.into_iter().enumerate() {
+        if i % per_task == 0 {
+            grouped.push(Vec::with_capacity(per_task));
+        }
+        grouped.last_mut().expect("pushed above").push(c);
+    }
+    grouped
+}
+
+/// Appends the weight gradient in OIHW order to `out`, from the per-task dWᵀ partials
+/// summed in task order (a fixed order, so the result never depends on scheduling).
+fn append_dw(g: &Geom, partials: Vec<Vec<f32>>, out: &mut Vec<f32>) {
+    let mut parts = partials.into_iter();
+    let Some(mut dwt) = parts.next() else {
+        return;
+    };
+    for part in parts {
+        dwt.iter_mut().zip(&part).for_each(|(a, p)| *a += p);
+    }
+    // Transpose the (groups, kg, og) dWᵀ into OIHW dW.
+    let og = g.og();
+    for group in dwt.chunks_exact(og * g.kg()) {
+        for o in 0..og {
+            out.extend(group.iter().skip(o).step_by(og));
+        }
+    }
+}
+
 impl CustomOp3 for Conv2dIm2colBackward {
     fn name(&self) -> &'static str {
         "conv2d_im2col_backward"
@@ -238,97 +422,24 @@ impl CustomOp3 for Conv2dIm2colBackward {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(xl.dims(), wl.dims(), self.stride, self.padding, self.groups)?;
-        if gl.dims() != [g.n, g.o, g.oh, g.ow] {
-            let want = [g.n, g.o, g.oh, g.ow];
-            bail!(
-                "{OP_NAME}: output gradient has shape {:?}, expected {want:?}",
-                gl.dims()
-            );
-        }
-        let (x, x_off) = f32_data(xs, xl, "input")?;
-        let (_, w_off) = f32_data(ws, wl, "weight")?;
-        let (_, g_off) = f32_data(gs, gl, "output gradient")?;
-        let (og, kg, ohw, ld, chunk) = (g.og(), g.kg(), g.ohw(), g.ld(), g.chunk_items());
-        let (need_dx, need_dw) = (self.need_dx, self.need_dw);
-        let dw_len = if need_dw { g.w_len() } else { 0 };
-        let dx_len = if need_dx { g.n * g.x_item() } else { 0 };
+        let ops = BackwardOperands::new(self, (xs, xl), (ws, wl), (gs, gl))?;
+        let g = ops.g;
+        let dw_len = if self.need_dw { g.w_len() } else { 0 };
+        let dx_len = if self.need_dx { g.n * g.x_item() } else { 0 };
         // Room for dL/dw too, so appending it below does not reallocate dL/dx.
-        let mut dx = Vec::with_capacity(dx_len + dw_len);
-        dx.resize(dx_len, 0f32);
-        // (first item, item count, dL/dx of those items if wanted) per task.
-        let chunks: Vec<(usize, usize, Option<&mut [f32]>)> = if need_dx {
-            let dx_chunks = dx.chunks_mut(chunk * g.x_item()).enumerate();
-            dx_chunks
-                .map(|(i, d)| (i * chunk, d.len() / g.x_item(), Some(d)))
-                .collect()
-        } else {
-            let starts = (0..g.n).step_by(chunk);
-            starts.map(|n0| (n0, chunk.min(g.n - n0), None)).collect()
-        };
-        let task = |scratch: &mut Vec<f32>,
-                    acc: &mut [f32],
-                    (n0, nb, dx_c): (usize, usize, Option<&mut [f32]>)|
-         -> Result<()> {
-            let (calls, b) = g.calls(nb);
-            // dout of item n0 + i (ungrouped: of all nb items) as (b, og, OH·OW), or its transpose.
-            let gy_off = |i: usize| g_off + (n0 + i) * g.out_item();
-            if need_dw {
-                // dWᵀ += col · doutᵀ: this orientation lets gemm stream the big operand (col)
-                // without repacking it; `acc` holds dWᵀ per group.
-                with_cols(&g, xs, x, x_off, (n0, nb), scratch, |cs, off| {
-                    for i in 0..calls {
-                        let col_l = layout3([b, kg, ohw], [kg * ld, ld, 1], off + i * g.col_item());
-                        let gyt_l = layout3([b, ohw, og], [og * ohw, 1, ohw], gy_off(i));
-                        let dwt = matmul(cs, &col_l, gs, &gyt_l, (b, kg, og, ohw))?;
-                        for part in dwt.chunks_exact(g.w_len()) {
-                            acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
-                        }
-                    }
-                    Ok(())
-                })?;
-            }
-            if let Some(dx_c) = dx_c {
-                // dcol = Wᵀ · dout, with Wᵀ read through transposed strides, then col2im.
-                let wt_l = layout3([b, kg, og], [g.w_batch_stride(), 1, kg], w_off);
-                for (i, dx_i) in dx_c.chunks_exact_mut(dx_c.len() / calls).enumerate() {
-                    let gy_l = layout3([b, og, ohw], [og * ohw, ohw, 1], gy_off(i));
-                    let mut dcol = matmul(ws, &wt_l, gs, &gy_l, (b, kg, ohw, og))?;
-                    let dcols = dcol.chunks_exact_mut(g.k_all() * ohw);
-                    for (d, c) in dx_i.chunks_exact_mut(g.x_item()).zip(dcols) {
-                        match g.pointwise() {
-                            true => d.copy_from_slice(c),
-                            false => col2im(&g, c, d),
-                        }
-                    }
-                }
-            }
-            Ok(())
-        };
-        let dw = chunks
+        let mut out = Vec::with_capacity(dx_len + dw_len);
+        out.resize(dx_len, 0f32);
+        let dx = self.need_dx.then_some(out.as_mut_slice());
+        let partials = backward_tasks(&g, dx, self.need_dw)
             .into_par_iter()
-            .try_fold(
-                || (Vec::new(), vec![0f32; dw_len]),
-                |(mut scratch, mut acc), chunk| -> Result<_> {
-                    task(&mut scratch, &mut acc, chunk)?;
-                    Ok((scratch, acc))
-                },
-            )
-            .map(|r| r.map(|(_, acc)| acc))
-            .try_reduce(
-                || vec![0f32; dw_len],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    Ok(a)
-                },
-            )?;
-        // Transpose the accumulated (groups, kg, og) dWᵀ into OIHW dW.
-        for dwt in dw.chunks_exact(og * kg) {
-            for o in 0..og {
-                dx.extend(dwt.iter().skip(o).step_by(og));
-            }
+            .map_init(Vec::new, |scratch, chunks| {
+                ops.run_task(scratch, chunks, dw_len)
+            })
+            .collect::<Result<Vec<Vec<f32>>>>()?;
+        if self.need_dw {
+            append_dw(&g, partials, &mut out);
         }
-        let len = dx.len();
-        Ok((CpuStorage::F32(dx), Shape::from(len)))
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
     }
 }

@@ -153,14 +153,28 @@ impl Geom {
         self.k_all() * self.ld()
     }
 
-    /// Batch items per rayon task. Each candle matmul call has a fixed cost (candle 0.11.1
-    /// re-reads /proc/cpuinfo, ~50 µs, on every call unless `RAYON_NUM_THREADS` is set), so
-    /// small items share calls; but a task's im2col buffer stays within [`COL_BUDGET`] floats
-    /// (cache-sized) and every thread still gets about two chunks to balance load.
+    /// Batch items per chunk (one im2col buffer, one batched matmul). Each candle matmul call
+    /// has a fixed cost (candle 0.11.1 re-reads /proc/cpuinfo, ~50 µs, on every call unless
+    /// `RAYON_NUM_THREADS` is set), so small items share calls; but a chunk's im2col buffer
+    /// stays within [`COL_BUDGET`] floats (cache-sized) and the batch splits into at least
+    /// [`MIN_CHUNKS`] chunks to balance load. Depends on the shapes only, never on the thread
+    /// count, so that the weight gradient's summation order is fixed (see
+    /// [`Self::dw_tasks`]).
     pub(crate) fn chunk_items(&self) -> usize {
         let by_mem = COL_BUDGET / self.col_item();
-        let by_balance = self.n.div_ceil(2 * rayon::current_num_threads());
+        let by_balance = self.n.div_ceil(MIN_CHUNKS);
         by_mem.min(by_balance).max(1)
+    }
+
+    /// Parallel tasks of the backward pass when the weight gradient is wanted, for a batch
+    /// of `chunks` chunks: each task sums its consecutive items' dWᵀ into its own partial
+    /// buffer, in item order, and the partials are added in task order. The partials take
+    /// at most [`DW_PARTIALS_BUDGET`] floats, or [`MIN_DW_TASKS`] buffers for weights larger
+    /// than that allows. Shapes alone decide it, so dW is the same to the bit whatever the
+    /// thread count and however rayon's threads steal work.
+    pub(crate) fn dw_tasks(&self, chunks: usize) -> usize {
+        let by_mem = (DW_PARTIALS_BUDGET / self.w_len().max(1)).max(MIN_DW_TASKS);
+        chunks.min(by_mem).max(1)
     }
 
     /// `(calls, b)`: how a chunk of `nb` items is covered by batched matmuls of batch `b`.
@@ -184,6 +198,16 @@ impl Geom {
 
 /// Floats of im2col scratch per rayon task (1 MiB); see [`Geom::chunk_items`].
 pub(crate) const COL_BUDGET: usize = 1 << 18;
+
+/// Chunks a batch splits into at least (when it has that many items): two per thread up to
+/// 8 threads. A constant rather than the pool size: see [`Geom::chunk_items`].
+pub(crate) const MIN_CHUNKS: usize = 16;
+
+/// Floats of per-task weight-gradient partials (16 MiB); see [`Geom::dw_tasks`].
+pub(crate) const DW_PARTIALS_BUDGET: usize = 1 << 22;
+
+/// Weight-gradient tasks kept even for weights too large for [`DW_PARTIALS_BUDGET`].
+pub(crate) const MIN_DW_TASKS: usize = 8;
 
 /// For a stride-1 conv that keeps the width (`2·padding = KW − 1`), im2col row `(ki, kj)`
 /// over output rows `[h_lo, h_hi)` is one contiguous input range shifted by `off`: entry `d`

@@ -316,6 +316,62 @@ fn repeated_calls_and_second_backward_agree() -> Result<()> {
     Ok(())
 }
 
+/// The gradients' bits in a rayon pool of `threads` threads: (dL/dx, dL/dw) for
+/// L = sum(conv(x, w) * g).
+fn grad_bits(case: &Case, threads: usize) -> Result<(Vec<u32>, Vec<u32>)> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("rayon pool");
+    pool.install(|| {
+        let x = Var::from_tensor(&tensor(&case.x, 31))?;
+        let w = Var::from_tensor(&tensor(&case.w_dims(), 32))?;
+        let y = conv2d(&x, &w, case.stride, case.padding, case.groups)?;
+        let g = tensor(y.dims(), 33);
+        let grads = (y * g)?.sum_all()?.backward()?;
+        let bits = |v: &Var| -> Vec<u32> {
+            vec_of(grads.get(v).unwrap())
+                .iter()
+                .map(|f| f.to_bits())
+                .collect()
+        };
+        Ok((bits(&x), bits(&w)))
+    })
+}
+
+/// The weight gradient sums over the batch. Its bits must not depend on the pool size (which
+/// used to set the chunking) nor on how rayon's threads steal work (which used to set the
+/// reduction tree): otherwise the same training run gives different weights each time, as
+/// `cargo xtask train` and the CLI did (README, "Repeatability").
+#[test]
+fn gradients_are_bitwise_the_same_in_any_thread_pool() -> Result<()> {
+    let cases = [
+        Case::new([64, 16, 14, 14], 16, 3, 1, 1),
+        Case::new([48, 32, 8, 8], 32, 1, 1, 0),
+        Case {
+            groups: 8,
+            ..Case::new([40, 8, 10, 10], 8, 3, 2, 1)
+        },
+    ];
+    for case in cases {
+        let reference = grad_bits(&case, 1)?;
+        for threads in [2, 3, 4, 8] {
+            for run in 0..3 {
+                let (dx, dw) = grad_bits(&case, threads)?;
+                assert!(
+                    dx == reference.0,
+                    "{case:?}: dL/dx differs, {threads} threads, run {run}"
+                );
+                assert!(
+                    dw == reference.1,
+                    "{case:?}: dL/dw differs, {threads} threads, run {run}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn err_msg(r: Result<Tensor>) -> String {
     match r {
         Ok(t) => panic!("expected an error, got a tensor of shape {:?}", t.dims()),

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dgms_cli::config::MixtureSettings;
-use dgms_cli::export::{quantize_packed, ShapeSource};
 use dgms_models::{build_model, build_model_with_backend, ConvBackend, ModelConfig};
 use dgms_qsimd::engine::Precision;
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::Engine;
+use dgms_train::config::MixtureSettings;
+use dgms_train::export::{quantize_packed, ShapeSource};
 
 use super::layers::{isas, values};
 use super::{time_ms, Row};

@@ -14,7 +14,6 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_core::ModelReport;
@@ -23,6 +22,7 @@ use dgms_models::{build_model, load_tensors, set_varmap, ModelConfig};
 use dgms_qsimd::format::{fold_batch_norm, FpTensor, ModelMeta, PackedLayer, PackedModel};
 
 use crate::config::MixtureSettings;
+use crate::error::{Result, TrainError};
 use crate::phases::{harden_model, report_of};
 use crate::train::checkpoint;
 use crate::train::session::Model;
@@ -89,11 +89,12 @@ impl fmt::Display for ExportSummary {
 
 /// Writes `model` atomically to `out` and measures the file.
 fn write(model: &PackedModel, out: &Path) -> Result<ExportSummary> {
-    model
-        .write(out)
-        .with_context(|| format!("writing {}", out.display()))?;
+    model.write(out).map_err(|source| TrainError::WritePacked {
+        path: out.to_path_buf(),
+        source,
+    })?;
     let file_bytes = std::fs::metadata(out)
-        .with_context(|| format!("reading the size of {}", out.display()))?
+        .map_err(TrainError::io("reading the size of", out))?
         .len();
     Ok(ExportSummary::new(model, file_bytes))
 }
@@ -102,7 +103,11 @@ fn write(model: &PackedModel, out: &Path) -> Result<ExportSummary> {
 /// (parsed only, nothing loaded).
 pub fn data_shape(source: &str) -> Result<([usize; 3], usize)> {
     let kind = DataSource::from_str(source)
-        .with_context(|| format!("data source {source:?}"))?
+        .map_err(|e| TrainError::Data {
+            what: "data source",
+            source_name: format!("{source:?}"),
+            source: e,
+        })?
         .kind();
     let (c, h, w) = kind.shape();
     Ok(([c, h, w], kind.classes()))
@@ -113,15 +118,18 @@ pub fn export_packed(hardened_checkpoint: &Path, out: &Path) -> Result<ExportSum
     let path = hardened_checkpoint;
     let ckpt = checkpoint::load(path)?;
     if !ckpt.meta.hardened {
-        bail!(
-            "{} is not hardened (run `dgms harden` first, or `dgms quantize --out X{PACKED_SUFFIX}`)",
-            path.display()
-        );
+        return Err(TrainError::NotHardened {
+            path: path.to_path_buf(),
+        });
     }
     let (input_shape, classes) = data_shape(&ckpt.meta.config.data)?;
     let meta = ModelMeta::new(&ckpt.meta.model, input_shape.to_vec(), classes);
-    let model = packed_from_tensors(meta, &ckpt.tensors, &ckpt.meta.mixture_k)
-        .with_context(|| format!("exporting {}", path.display()))?;
+    let model = packed_from_tensors(meta, &ckpt.tensors, &ckpt.meta.mixture_k).map_err(|e| {
+        TrainError::Export {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        }
+    })?;
     write(&model, out)
 }
 
@@ -134,9 +142,11 @@ pub fn packed_from_tensors(
     quantized: &BTreeMap<String, usize>,
 ) -> Result<PackedModel> {
     let get = |name: &str| {
-        tensors
-            .get(name)
-            .with_context(|| format!("no tensor {name}"))
+        tensors.get(name).ok_or_else(|| TrainError::MissingTensor {
+            file: String::new(),
+            name: name.to_string(),
+            hint: "",
+        })
     };
     let mut layers = Vec::with_capacity(quantized.len());
     for (name, &k) in quantized {
@@ -146,21 +156,28 @@ pub fn packed_from_tensors(
             .to_dtype(DType::U8)?
             .to_vec1()?;
         let codebook: Vec<f32> = f32_values(get(&format!("{name}.codebook"))?)?;
-        ensure!(
-            codebook.len() == k,
-            "{name}.codebook has {} values, expected K = {k}",
-            codebook.len()
-        );
+        if codebook.len() != k {
+            return Err(TrainError::CodebookLength {
+                file: String::new(),
+                name: name.clone(),
+                found: codebook.len(),
+                k,
+            });
+        }
         let layer = PackedLayer::from_indices(name, weight.dims().to_vec(), &indices, codebook)
-            .with_context(|| format!("layer {name}"))?;
+            .map_err(|source| TrainError::Pack {
+                what: format!("layer {name}"),
+                source,
+            })?;
         // The stored weights must be the hard weights the indices give.
         let hard = f32_values(weight)?;
         if let Some(i) = layer.decode().iter().zip(&hard).position(|(a, b)| a != b) {
-            bail!(
-                "layer {name}: weight {i} is {}, but its index and codebook give {} (not a hardened layer?)",
-                hard[i],
-                layer.codebook[usize::from(indices[i])]
-            );
+            return Err(TrainError::NotHardWeights {
+                layer: name.clone(),
+                index: i,
+                stored: hard[i],
+                decoded: layer.codebook[usize::from(indices[i])],
+            });
         }
         layers.push(layer);
     }
@@ -179,7 +196,10 @@ pub fn packed_from_tensors(
             &v("running_var")?,
             BN_EPS,
         )
-        .with_context(|| format!("batch norm {bn}"))?;
+        .map_err(|source| TrainError::Pack {
+            what: format!("batch norm {bn}"),
+            source,
+        })?;
         let c = scale.len();
         fp.insert(format!("{bn}.scale"), FpTensor::new(vec![c], scale)?);
         fp.insert(format!("{bn}.shift"), FpTensor::new(vec![c], shift)?);
@@ -189,8 +209,10 @@ pub fn packed_from_tensors(
             continue;
         }
         let data = f32_values(t)?;
-        let tensor =
-            FpTensor::new(t.dims().to_vec(), data).with_context(|| format!("tensor {name}"))?;
+        let tensor = FpTensor::new(t.dims().to_vec(), data).map_err(|source| TrainError::Pack {
+            what: format!("tensor {name}"),
+            source,
+        })?;
         fp.insert(name.clone(), tensor);
     }
     Ok(PackedModel::new(meta, layers, fp)?)
@@ -256,20 +278,32 @@ pub fn quantize_packed(
     let (input_shape, classes) = match shape {
         ShapeSource::Data(source) => data_shape(source)?,
         ShapeSource::Input(s) => {
-            let name = classifier_weight(model_name)
-                .with_context(|| format!("unknown model {model_name}"))?;
-            let w = tensors.get(name).with_context(|| {
-                format!("{}: no {name} to read the classes from", weights.display())
+            let name = classifier_weight(model_name).ok_or_else(|| TrainError::UnknownModel {
+                model: model_name.to_string(),
+            })?;
+            let w = tensors.get(name).ok_or_else(|| TrainError::NoClassifier {
+                path: weights.to_path_buf(),
+                name: name.to_string(),
             })?;
             let classes = *w
                 .dims()
                 .first()
-                .with_context(|| format!("{}: {name} is a scalar", weights.display()))?;
+                .ok_or_else(|| TrainError::ScalarClassifier {
+                    path: weights.to_path_buf(),
+                    name: name.to_string(),
+                })?;
             (*s, classes)
         }
     };
     let [c, h, w] = input_shape;
-    ensure!(h == w, "input {c}x{h}x{w}: the models take square images");
+    if h != w {
+        return Err(TrainError::NotSquare {
+            c,
+            h,
+            w,
+            who: "models",
+        });
+    }
     let cfg = ModelConfig {
         in_channels: c,
         num_classes: classes,

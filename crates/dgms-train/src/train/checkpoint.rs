@@ -12,13 +12,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use dgms_core::mixture::PARAM_NAMES;
 use dgms_core::{GaussianMixture, MixtureOptions, MixtureParams};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
 use crate::fsutil::write_atomic_with;
 
 /// Format version written into every checkpoint.
@@ -42,7 +42,7 @@ pub struct CheckpointMeta {
     pub mixture_k: BTreeMap<String, usize>,
     pub train_tau: bool,
     /// Hardened: conv weights are already the hard weights, and
-    /// `<layer>.indices` (U8) and `<layer>.codebook` (F32 [K]) are stored
+    /// `<layer>.indices` (U8) and `<layer>.codebook` (F32 `[K]`) are stored
     /// for every layer of `mixture_k` instead of its mixture.
     #[serde(default)]
     pub hardened: bool,
@@ -71,61 +71,68 @@ pub fn mixture_tensors(mixtures: &[(String, GaussianMixture)], out: &mut Vec<(St
 
 /// Writes `tensors` and `meta` to `path` atomically.
 pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) -> Result<()> {
-    let metadata: HashMap<String, String> =
-        [(META_KEY.to_string(), serde_json::to_string(meta)?)].into();
+    let meta_json =
+        serde_json::to_string(meta).map_err(TrainError::json("encoding checkpoint metadata"))?;
+    let metadata: HashMap<String, String> = [(META_KEY.to_string(), meta_json)].into();
     write_atomic_with(path, |tmp| {
         safetensors::serialize_to_file(
             tensors.iter().map(|(k, v)| (k.as_str(), v)),
             Some(metadata),
             tmp,
         )
-        .with_context(|| format!("serialising checkpoint {}", tmp.display()))
+        .map_err(|source| TrainError::SerialiseCheckpoint {
+            path: tmp.to_path_buf(),
+            source,
+        })
     })
 }
 
 /// Reads a checkpoint, with errors naming the file and what is wrong.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).with_context(|| {
-        format!(
-            "{} is not a safetensors file (truncated or corrupt header)",
-            path.display()
-        )
+    let bytes = std::fs::read(path).map_err(TrainError::io("reading checkpoint", path))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|source| {
+        TrainError::NotSafetensors {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let raw = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get(META_KEY))
-        .with_context(|| {
-            format!(
-                "{} has no `{META_KEY}` metadata: not a dgms checkpoint (a plain weights file? use --init for those)",
-                path.display()
-            )
+        .ok_or_else(|| TrainError::NotACheckpoint {
+            path: path.to_path_buf(),
         })?;
-    let meta: CheckpointMeta = serde_json::from_str(raw)
-        .with_context(|| format!("{}: unreadable checkpoint metadata", path.display()))?;
+    let meta: CheckpointMeta = serde_json::from_str(raw).map_err(TrainError::json(format!(
+        "{}: unreadable checkpoint metadata",
+        path.display()
+    )))?;
     if meta.format_version != FORMAT_VERSION {
-        bail!(
-            "{}: checkpoint format version {}, expected {FORMAT_VERSION}",
-            path.display(),
-            meta.format_version
-        );
+        return Err(TrainError::FormatVersion {
+            path: path.to_path_buf(),
+            found: meta.format_version,
+            expected: FORMAT_VERSION,
+        });
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .with_context(|| format!("{}: corrupt tensor data", path.display()))?;
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|source| {
+            TrainError::CorruptTensors {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     Ok(Checkpoint { meta, tensors })
 }
 
 /// Loads plain tensors from a safetensors file (a checkpoint or a weights
 /// file), for `--init`.
 pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).with_context(|| {
-        format!(
-            "{} is not a readable safetensors file (truncated or corrupt)",
-            path.display()
-        )
+    let bytes = std::fs::read(path).map_err(TrainError::io("reading", path))?;
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|source| {
+        TrainError::UnreadableWeights {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -140,12 +147,14 @@ impl Checkpoint {
     ) -> Result<GaussianMixture> {
         let get = |param: &str| -> Result<Vec<f32>> {
             let key = mixture_key(layer, param);
-            let t = self.tensors.get(&key).with_context(|| {
-                format!(
-                    "{}: no tensor {key} (a checkpoint of another model or layer selection?)",
-                    path.display()
-                )
-            })?;
+            let t = self
+                .tensors
+                .get(&key)
+                .ok_or_else(|| TrainError::MissingTensor {
+                    file: format!("{}: ", path.display()),
+                    name: key.clone(),
+                    hint: " (a checkpoint of another model or layer selection?)",
+                })?;
             Ok(t.flatten_all()?.to_vec1()?)
         };
         let [mu, sigma, pi, pi_zero, sigma_zero, tau] = PARAM_NAMES.map(get);
@@ -158,24 +167,28 @@ impl Checkpoint {
             tau: first(tau?, path, layer)?,
         };
         if params.k() != k {
-            bail!(
-                "{}: layer {layer} has a mixture with K = {}, but K = {k} was requested",
-                path.display(),
-                params.k()
-            );
+            return Err(TrainError::MixtureK {
+                path: path.to_path_buf(),
+                layer: layer.to_string(),
+                found: params.k(),
+                expected: k,
+            });
         }
-        GaussianMixture::new(layer, &params, opts)
-            .with_context(|| format!("{}: invalid mixture for layer {layer}", path.display()))
+        GaussianMixture::new(layer, &params, opts).map_err(|source| TrainError::InvalidMixture {
+            path: path.to_path_buf(),
+            layer: layer.to_string(),
+            source: Box::new(source),
+        })
     }
 }
 
 fn first(v: Vec<f32>, path: &Path, layer: &str) -> Result<f32> {
     match v.as_slice() {
         [x] => Ok(*x),
-        _ => bail!(
-            "{}: layer {layer}: a scalar mixture parameter has {} values, expected 1",
-            path.display(),
-            v.len()
-        ),
+        _ => Err(TrainError::NotAScalar {
+            path: path.to_path_buf(),
+            layer: layer.to_string(),
+            found: v.len(),
+        }),
     }
 }

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_core::{workloads, InitConfig, MixtureOptions, SigmaInit};
@@ -15,6 +14,7 @@ use dgms_models::{
 };
 
 use crate::config::{MixtureSettings, RunConfig};
+use crate::error::{Result, TrainError};
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::metrics::Tally;
 
@@ -29,9 +29,11 @@ impl Data {
     /// Loads the data named by a source string (`embedded`, `cifar10:DIR`, ...).
     pub fn load(source: &str) -> Result<Self> {
         let source = DataSource::from_str(source)?;
-        let splits = source
-            .load()
-            .with_context(|| format!("loading data set {source}"))?;
+        let splits = source.load().map_err(|e| TrainError::Data {
+            what: "loading data set",
+            source_name: source.to_string(),
+            source: e,
+        })?;
         Ok(Self {
             kind: source.kind(),
             train: Arc::new(splits.train),
@@ -149,12 +151,11 @@ impl Model {
     /// one of this model and, when `k` is given, of this K.
     pub fn restore(&self, path: &Path, ckpt: &Checkpoint, k: Option<usize>) -> Result<()> {
         if ckpt.meta.model != self.net.model_name() {
-            bail!(
-                "{} is a checkpoint of model {}, not {}",
-                path.display(),
-                ckpt.meta.model,
-                self.net.model_name()
-            );
+            return Err(TrainError::WrongModel {
+                path: path.to_path_buf(),
+                found: ckpt.meta.model.clone(),
+                expected: self.net.model_name().to_string(),
+            });
         }
         set_varmap(&self.varmap, &ckpt.tensors, &path.display().to_string())?;
         let opts = MixtureOptions {
@@ -167,14 +168,20 @@ impl Model {
         }
         for (layer, &saved_k) in &ckpt.meta.mixture_k {
             if let Some(k) = k.filter(|&k| k != saved_k) {
-                bail!(
-                    "{}: layer {layer} was trained with K = {saved_k}, but K = {k} was requested",
-                    path.display()
-                );
+                return Err(TrainError::TrainedWithOtherK {
+                    path: path.to_path_buf(),
+                    layer: layer.clone(),
+                    saved: saved_k,
+                    requested: k,
+                });
             }
-            let conv = self.net.conv(layer).with_context(|| {
-                format!("{}: mixture for unknown layer {layer}", path.display())
-            })?;
+            let conv = self
+                .net
+                .conv(layer)
+                .ok_or_else(|| TrainError::UnknownMixtureLayer {
+                    path: path.to_path_buf(),
+                    layer: layer.clone(),
+                })?;
             conv.set_mixture(Some(ckpt.mixture(path, layer, saved_k, &opts)?));
         }
         Ok(())

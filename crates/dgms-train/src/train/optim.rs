@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, Tensor, Var};
+
+use crate::error::{Result, TrainError};
 
 /// One trained tensor.
 #[derive(Clone, Debug)]
@@ -98,7 +99,10 @@ impl Sgd {
             param
                 .var
                 .set(&(p - (d * self.lr)?)?)
-                .with_context(|| format!("updating {}", param.name))?;
+                .map_err(|source| TrainError::Update {
+                    param: param.name.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -124,11 +128,11 @@ impl Sgd {
                 None => None,
                 Some(t) => {
                     if t.dims() != param.var.dims() {
-                        bail!(
-                            "optimizer state {key} has shape {:?}, expected {:?}",
-                            t.dims(),
-                            param.var.dims()
-                        );
+                        return Err(TrainError::OptimizerState {
+                            key,
+                            found: t.dims().to_vec(),
+                            expected: param.var.dims().to_vec(),
+                        });
                     }
                     Some(t.to_dtype(param.var.dtype())?)
                 }

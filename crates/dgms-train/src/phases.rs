@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use dgms_core::{HardenedLayer, ModelReport};
 use serde::Serialize;
 
 use crate::config::{MixtureSettings, RunConfig};
+use crate::error::{Result, TrainError};
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
 use crate::train::session::{evaluate, Data, Model};
@@ -58,11 +58,13 @@ pub fn harden_model(model: &Model) -> Result<Vec<HardenedLayer>> {
         let conv = model
             .net
             .conv(&name)
-            .with_context(|| format!("no conv {name}"))?;
+            .ok_or_else(|| TrainError::UnknownConv {
+                layer: name.clone(),
+            })?;
         let hardened = mixture.harden(conv.weight())?;
-        let var = conv
-            .weight_var()
-            .with_context(|| format!("layer {name}: weight is not a variable"))?;
+        let var = conv.weight_var().ok_or_else(|| TrainError::NotAVariable {
+            layer: name.clone(),
+        })?;
         var.set(&Tensor::from_vec(
             hardened.decode(),
             conv.weight().shape(),
@@ -72,7 +74,7 @@ pub fn harden_model(model: &Model) -> Result<Vec<HardenedLayer>> {
         layers.push(hardened);
     }
     if layers.is_empty() {
-        bail!("the model has no mixture layer to harden (a full-precision checkpoint? use `dgms quantize`)");
+        return Err(TrainError::NoMixtureLayer);
     }
     Ok(layers)
 }
@@ -103,7 +105,7 @@ pub fn recalibrate_batch_norm(model: &Model, data: &Data, batches: usize, seed: 
         model
             .net
             .forward_t(&batch.images.detach(), true)
-            .context("batch-norm recalibration forward pass")?;
+            .map_err(TrainError::Recalibration)?;
     }
     Ok(())
 }
@@ -145,7 +147,9 @@ pub fn report_of(layers: &[HardenedLayer]) -> ModelReport {
 pub fn harden(path: &Path, out: &Path, recalibrate_bn: usize) -> Result<ModelReport> {
     let (ckpt, data, model) = open(path, None)?;
     if ckpt.meta.hardened {
-        bail!("{} is already hardened", path.display());
+        return Err(TrainError::AlreadyHardened {
+            path: path.to_path_buf(),
+        });
     }
     let layers = harden_model(&model)?;
     recalibrate_batch_norm(&model, &data, recalibrate_bn, ckpt.meta.seed)?;
@@ -163,12 +167,18 @@ pub fn report(path: &Path) -> Result<ModelReport> {
         let get = |suffix: &str| {
             ckpt.tensors
                 .get(&format!("{name}.{suffix}"))
-                .with_context(|| format!("{}: no tensor {name}.{suffix}", path.display()))
+                .ok_or_else(|| TrainError::MissingTensor {
+                    file: format!("{}: ", path.display()),
+                    name: format!("{name}.{suffix}"),
+                    hint: "",
+                })
         };
         let conv = model
             .net
             .conv(name)
-            .with_context(|| format!("no conv {name}"))?;
+            .ok_or_else(|| TrainError::UnknownConv {
+                layer: name.clone(),
+            })?;
         let layer = HardenedLayer {
             name: name.clone(),
             shape: conv.weight().dims().to_vec(),
@@ -176,11 +186,12 @@ pub fn report(path: &Path) -> Result<ModelReport> {
             table: get("codebook")?.to_vec1()?,
         };
         if layer.k() != k {
-            bail!(
-                "{}: {name}.codebook has {} values, expected K = {k}",
-                path.display(),
-                layer.k()
-            );
+            return Err(TrainError::CodebookLength {
+                file: format!("{}: ", path.display()),
+                name: name.clone(),
+                found: layer.k(),
+                k,
+            });
         }
         layers.push(layer);
     }

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use dgms_models::{build_model, DgmsModel, ModelConfig};
@@ -23,6 +22,7 @@ use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::Engine;
 
+use crate::error::{Result, TrainError};
 use crate::export::BN_EPS;
 use crate::fsutil::write_atomic;
 
@@ -48,15 +48,21 @@ pub fn unit_running_var() -> f32 {
 pub fn candle_model(packed: &PackedModel) -> Result<Box<dyn DgmsModel>> {
     let dev = Device::Cpu;
     let meta = &packed.meta;
-    let [c, h, w]: [usize; 3] = meta
-        .input_shape
-        .as_slice()
-        .try_into()
-        .with_context(|| format!("input_shape {:?}, expected [C, H, W]", meta.input_shape))?;
-    ensure!(
-        h == w,
-        "input {c}x{h}x{w}: the candle models take square images"
-    );
+    let [c, h, w]: [usize; 3] =
+        meta.input_shape
+            .as_slice()
+            .try_into()
+            .map_err(|_| TrainError::InputShapeRank {
+                found: meta.input_shape.clone(),
+            })?;
+    if h != w {
+        return Err(TrainError::NotSquare {
+            c,
+            h,
+            w,
+            who: "candle models",
+        });
+    }
     let cfg = ModelConfig {
         in_channels: c,
         num_classes: meta.num_classes,
@@ -88,12 +94,14 @@ pub fn candle_model(packed: &PackedModel) -> Result<Box<dyn DgmsModel>> {
         }
     }
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
-    build_model(&meta.arch, &cfg, vb)
-        .with_context(|| format!("building the candle {} from the packed file", meta.arch))
+    build_model(&meta.arch, &cfg, vb).map_err(|source| TrainError::CandleFromPacked {
+        arch: meta.arch.clone(),
+        source: Box::new(source),
+    })
 }
 
 /// Which implementation runs a packed model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
     /// dgms_qsimd's engine on the bit-packed kernels.
     Qsimd,
@@ -122,10 +130,11 @@ impl Runner {
                 Runner::Qsimd(Box::new(Engine::with_precision(packed, isa, precision)?))
             }
             EngineKind::Candle => {
-                ensure!(
-                    precision == Precision::Exact,
-                    "the {precision} path is the qsimd engine's (--engine qsimd); candle runs the hard weights in f32"
-                );
+                if precision != Precision::Exact {
+                    return Err(TrainError::CandleIsExact {
+                        precision: precision.to_string(),
+                    });
+                }
                 Runner::Candle(candle_model(packed)?)
             }
         })
@@ -149,31 +158,37 @@ impl Runner {
 pub fn read_packed(path: &Path) -> Result<PackedModel> {
     // Read here rather than with PackedModel::read, whose I/O error already
     // quotes its source (anyhow's chain would print it twice).
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    PackedModel::from_bytes(&bytes).with_context(|| format!("{}", path.display()))
+    let bytes = std::fs::read(path).map_err(TrainError::io("reading", path))?;
+    PackedModel::from_bytes(&bytes).map_err(|source| TrainError::PackedFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads tensor `input` (N, C, H, W) f32 of a safetensors file.
 pub fn read_input(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let bytes = std::fs::read(path).map_err(TrainError::io("reading", path))?;
+    let bad = |problem: String| TrainError::BadInput {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|source| {
+        TrainError::NotSafetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     let t = st
         .tensor("input")
-        .with_context(|| format!("{}: no tensor `input`", path.display()))?;
+        .map_err(|_| bad("no tensor `input`".to_string()))?;
     if t.dtype() != safetensors::Dtype::F32 {
-        bail!(
-            "{}: `input` is {:?}, expected F32",
-            path.display(),
-            t.dtype()
-        );
+        return Err(bad(format!("`input` is {:?}, expected F32", t.dtype())));
     }
     let dims: [usize; 4] = t.shape().try_into().map_err(|_| {
-        anyhow::anyhow!(
-            "{}: `input` has shape {:?}, expected (N, C, H, W)",
-            path.display(),
+        bad(format!(
+            "`input` has shape {:?}, expected (N, C, H, W)",
             t.shape()
-        )
+        ))
     })?;
     let data = t
         .data()
@@ -186,10 +201,14 @@ pub fn read_input(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
 /// Writes `logits` (n x classes) as tensor `logits`, atomically.
 pub fn write_logits(path: &Path, logits: &[f32], n: usize, classes: usize) -> Result<()> {
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let serialise = |source| TrainError::Serialise {
+        what: "logits".to_string(),
+        source,
+    };
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, classes], &bytes)
-            .context("logits tensor")?;
-    let out = safetensors::serialize([("logits", view)], None).context("serialising logits")?;
+            .map_err(serialise)?;
+    let out = safetensors::serialize([("logits", view)], None).map_err(serialise)?;
     write_atomic(path, &out)
 }
 
@@ -213,16 +232,16 @@ pub fn infer(
     let packed = read_packed(packed_path)?;
     let (input, [n, c, h, w]) = read_input(input_path)?;
     let shape = packed.meta.input_shape.as_slice();
-    ensure!(
-        shape == [c, h, w],
-        "{}: `input` is ({n}, {c}, {h}, {w}), the model takes (N, {})",
-        input_path.display(),
-        shape
-            .iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if shape != [c, h, w] {
+        let takes = shape.iter().map(usize::to_string).collect::<Vec<_>>();
+        return Err(TrainError::BadInput {
+            path: input_path.to_path_buf(),
+            problem: format!(
+                "`input` is ({n}, {c}, {h}, {w}), the model takes (N, {})",
+                takes.join(", ")
+            ),
+        });
+    }
     let mut runner = Runner::new(&packed, kind, isa, precision)?;
     let mut times = Vec::with_capacity(repeat.max(1));
     let mut logits = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Result, TrainError};
 
 /// The temporary sibling of `path` that a write goes through.
 pub fn temp_path(path: &Path) -> std::path::PathBuf {
@@ -16,20 +16,26 @@ pub fn temp_path(path: &Path) -> std::path::PathBuf {
 /// it over `path`; on error the temporary file is removed.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(TrainError::io("creating", dir))?;
     }
     let tmp = temp_path(path);
     if let Err(e) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("writing {}", path.display())));
+        return Err(TrainError::Write {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        });
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path).map_err(|source| TrainError::Rename {
+        from: tmp.clone(),
+        to: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |tmp| {
-        std::fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display()))
+        std::fs::write(tmp, bytes).map_err(TrainError::io("writing", tmp))
     })
 }

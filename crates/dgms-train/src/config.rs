@@ -7,9 +7,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::train::optim::SgdConfig;
 
-/// Which schedule, in CLI terms; turned into a [`crate::train::schedule::Schedule`]
+/// Defaults shared by every entry point (`dgms pretrain` / `dgms dgms` and
+/// `cargo xtask train`), so that the same settings mean the same run.
+pub const DEFAULT_BATCH_SIZE: usize = 128;
+/// Multi-step factor.
+pub const DEFAULT_GAMMA: f64 = 0.1;
+pub const DEFAULT_MOMENTUM: f64 = 0.9;
+pub const DEFAULT_WEIGHT_DECAY: f64 = 5e-4;
+/// Epochs and peak learning rate of full-precision training.
+pub const PRETRAIN_EPOCHS: usize = 8;
+pub const PRETRAIN_LR: f64 = 0.1;
+/// Epochs and peak learning rate of DGMS fine-tuning.
+pub const DGMS_EPOCHS: usize = 4;
+pub const DGMS_LR: f64 = 1e-3;
+/// Mixture components by default (4-bit).
+pub const DEFAULT_K: usize = 16;
+
+/// Which schedule; turned into a [`crate::train::schedule::Schedule`]
 /// once the number of steps is known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScheduleKind {
     OneCycle,
@@ -89,16 +105,16 @@ impl RunConfig {
         Self {
             model: model.to_string(),
             data: data.to_string(),
-            epochs: 8,
-            batch_size: 128,
-            lr: 0.1,
+            epochs: PRETRAIN_EPOCHS,
+            batch_size: DEFAULT_BATCH_SIZE,
+            lr: PRETRAIN_LR,
             schedule: ScheduleKind::OneCycle,
             milestones: vec![],
-            gamma: 0.1,
+            gamma: DEFAULT_GAMMA,
             sgd: SgdConfig {
-                momentum: 0.9,
+                momentum: DEFAULT_MOMENTUM,
                 nesterov: true,
-                weight_decay: 5e-4,
+                weight_decay: DEFAULT_WEIGHT_DECAY,
             },
             seed: 0,
             max_batches: None,
@@ -106,6 +122,25 @@ impl RunConfig {
             out_dir,
             init_from: None,
             mixture: None,
+        }
+    }
+
+    /// Defaults of `dgms dgms`: fine-tuning the full-precision weights in
+    /// `init` (`None` when resuming) with `mixture`, [`DGMS_EPOCHS`] epochs
+    /// at peak lr [`DGMS_LR`]. `cargo xtask train` starts from the same.
+    pub fn dgms(
+        model: &str,
+        data: &str,
+        out_dir: PathBuf,
+        init: Option<PathBuf>,
+        mixture: MixtureSettings,
+    ) -> Self {
+        Self {
+            epochs: DGMS_EPOCHS,
+            lr: DGMS_LR,
+            init_from: init,
+            mixture: Some(mixture),
+            ..Self::pretrain(model, data, out_dir)
         }
     }
 }

@@ -6,10 +6,22 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use dgms_cli::config::{MixtureSettings, RunConfig};
-use dgms_cli::phases;
-use dgms_cli::train::checkpoint;
-use dgms_cli::train::trainer::{train, train_until, LAST};
+use dgms_train::config::{MixtureSettings, RunConfig};
+use dgms_train::phases;
+use dgms_train::train::checkpoint;
+use dgms_train::train::trainer::{train, train_until, LAST};
+use dgms_train::TrainError;
+
+/// The error with its chain of causes, as the binaries print it.
+fn message(e: TrainError) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}
 
 fn tiny(out: &Path) -> RunConfig {
     let mut cfg = RunConfig::pretrain("resnet20", "embedded", out.to_path_buf());
@@ -148,10 +160,7 @@ fn resume_equals_uninterrupted_dgms_and_phases_agree() {
     }
 
     // Hardening a full-precision checkpoint is refused with a hint.
-    let msg = format!(
-        "{:#}",
-        phases::harden(&trained, &dir.path().join("x"), 0).unwrap_err()
-    );
+    let msg = message(phases::harden(&trained, &dir.path().join("x"), 0).unwrap_err());
     assert!(
         msg.contains("no mixture layer") && msg.contains("quantize"),
         "{msg}"
@@ -166,7 +175,7 @@ fn bad_input_gives_clear_errors() {
     // A checkpoint of another model.
     let mut vgg = tiny(&dir.path().join("vgg"));
     vgg.model = "vggsmall".into();
-    let msg = format!("{:#}", train(&vgg, Some(&fp)).unwrap_err());
+    let msg = message(train(&vgg, Some(&fp)).unwrap_err());
     assert!(
         msg.contains("checkpoint of model resnet20, not vggsmall"),
         "{msg}"
@@ -181,7 +190,7 @@ fn bad_input_gives_clear_errors() {
     let mut k16 = k4.clone();
     k16.epochs = 2;
     k16.mixture = Some(mixture(16));
-    let msg = format!("{:#}", train(&k16, Some(&k4_ckpt)).unwrap_err());
+    let msg = message(train(&k16, Some(&k4_ckpt)).unwrap_err());
     assert!(
         msg.contains("trained with K = 4, but K = 16 was requested"),
         "{msg}"
@@ -191,7 +200,7 @@ fn bad_input_gives_clear_errors() {
     let bytes = std::fs::read(&fp).unwrap();
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let msg = format!("{:#}", phases::eval(&cut, None, Some(8)).unwrap_err());
+    let msg = message(phases::eval(&cut, None, Some(8)).unwrap_err());
     assert!(msg.contains("cut.safetensors"), "{msg}");
     assert!(
         msg.contains("corrupt") || msg.contains("truncated"),
@@ -199,10 +208,7 @@ fn bad_input_gives_clear_errors() {
     );
 
     // A missing file.
-    let msg = format!(
-        "{:#}",
-        phases::eval(&dir.path().join("nope"), None, None).unwrap_err()
-    );
+    let msg = message(phases::eval(&dir.path().join("nope"), None, None).unwrap_err());
     assert!(msg.contains("nope"), "{msg}");
 
     // NaN loss: training stops, says at which step, keeps the last good
@@ -211,7 +217,7 @@ fn bad_input_gives_clear_errors() {
     diverge.epochs = 3;
     diverge.max_batches = Some(3);
     diverge.lr = 1e12;
-    let msg = format!("{:#}", train(&diverge, None).unwrap_err());
+    let msg = message(train(&diverge, None).unwrap_err());
     assert!(msg.contains("loss is") && msg.contains("at step"), "{msg}");
     assert!(msg.contains("training stopped"), "{msg}");
 
@@ -219,9 +225,6 @@ fn bad_input_gives_clear_errors() {
     let plain = dir.path().join("plain.safetensors");
     let t = Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     t.save_safetensors("x", &plain).unwrap();
-    let msg = format!(
-        "{:#}",
-        train(&tiny(&dir.path().join("p")), Some(&plain)).unwrap_err()
-    );
+    let msg = message(train(&tiny(&dir.path().join("p")), Some(&plain)).unwrap_err());
     assert!(msg.contains("not a dgms checkpoint"), "{msg}");
 }

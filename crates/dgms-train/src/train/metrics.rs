@@ -1,7 +1,8 @@
 //! Loss and accuracy bookkeeping.
 
-use anyhow::Result;
 use candle_core::Tensor;
+
+use crate::error::Result;
 
 /// Number of rows whose label is among the `k` largest logits (ties count
 /// against the label: a logit equal to the label's ranks above it only if it

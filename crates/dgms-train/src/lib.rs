@@ -1,0 +1,26 @@
+//! # dgms-train
+//!
+//! The library behind the `dgms` command and `cargo xtask train`: the run
+//! configuration ([`config`], plain types), the training loop (SGD with
+//! momentum/Nesterov/weight decay, one-cycle/cosine/multi-step schedules,
+//! checkpoints with exact resume: [`train`]), the phases after training
+//! (`harden`, `eval`, `report`, `quantize`: [`phases`]), export to the
+//! packed Q-SIMD format ([`export`]) and inference on it ([`infer`]).
+//! Errors are typed ([`TrainError`]); command-line parsing lives in the
+//! `dgms-cli` binary, which converts its arguments into these types.
+//!
+//! The same configuration gives the same bits whichever program runs it:
+//! initial weights, shuffling and augmentation derive from the run's seeds,
+//! and every reduction in the training step has a fixed order (see
+//! `dgms_models::conv_op`).
+
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod fsutil;
+pub mod infer;
+pub mod phases;
+pub mod process;
+pub mod train;
+
+pub use error::{Result, TrainError};
