@@ -207,7 +207,7 @@ fn print_table(s: &Summary) {
     println!("{:<34} {:>11.2}%", "sparsity (DGMS)", 100.0 * s.sparsity);
     println!(
         "{:<34} {:>11.2}x",
-        "compression ratio (SPEC 5)", s.compression_ratio
+        "compression ratio (METHOD.md#report)", s.compression_ratio
     );
     println!(
         "{:<34} {:>12}",

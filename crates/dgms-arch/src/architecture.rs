@@ -204,7 +204,7 @@ impl Architecture {
     }
 
     /// The convolutions that get a mixture by default: every one but the
-    /// first (SPEC section 3; the classifier is not a convolution and stays
+    /// first (docs/METHOD.md#layers; the classifier is not a convolution and stays
     /// full precision).
     pub fn default_mixture_layers(&self) -> Vec<String> {
         self.convs()

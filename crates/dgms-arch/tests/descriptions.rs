@@ -127,7 +127,7 @@ fn answers_for_the_cli() {
         let arch = default_arch(name);
         assert_eq!(arch.classifier_weight(), classifier, "{name}");
         assert_eq!(arch.batch_norm_eps, 1e-5);
-        // SPEC section 3: every convolution but the first.
+        // docs/METHOD.md#layers: every convolution but the first.
         let convs: Vec<String> = arch.convs().iter().map(|c| c.name.clone()).collect();
         assert_eq!(convs[0], first, "{name}");
         assert_eq!(arch.default_mixture_layers(), convs[1..].to_vec(), "{name}");

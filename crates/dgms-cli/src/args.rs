@@ -57,7 +57,7 @@ pub enum Command {
         #[arg(long)]
         max_eval: Option<usize>,
     },
-    /// The SPEC section 5 report (sparsity, bits, compression) of a DGMS or
+    /// The report (docs/METHOD.md#report: sparsity, bits, compression) of a DGMS or
     /// hardened checkpoint.
     Report {
         #[arg(long)]

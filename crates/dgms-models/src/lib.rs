@@ -18,8 +18,8 @@
 //!   side by side.
 //! - [`DgmsModel`]: the models' common trait (a `candle_nn::ModuleT`, the
 //!   train flag reaching every layer): the convolutions by name,
-//!   [`DgmsModel::enable_mixtures`] with a [`LayerSelection`] (SPEC
-//!   section 3 by default: every convolution but the first; the classifier
+//!   [`DgmsModel::enable_mixtures`] with a [`LayerSelection`] (docs/METHOD.md#layers:
+//!   by default every convolution but the first; the classifier
 //!   stays full precision), [`DgmsModel::mixtures`] for the optimizer and
 //!   checkpoints.
 //! - [`build_model`] for `resnet20`, `resnet32`, `resnet56`, `vggsmall`,

@@ -39,7 +39,7 @@ pub trait DgmsModel: ModuleT + Send + Sync + std::fmt::Debug {
     }
 
     /// Names of the convolutions selected by [`LayerSelection::default`]:
-    /// all but the first (SPEC section 3).
+    /// all but the first (docs/METHOD.md#layers).
     fn default_mixture_layers(&self) -> Vec<String> {
         self.convs()
             .iter()

@@ -16,7 +16,7 @@ pub type LayerPredicate = Arc<dyn Fn(usize, &QConv2d) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 enum Which {
-    SpecDefault,
+    AllButFirst,
     All,
     Names(Vec<String>),
     Predicate(LayerPredicate),
@@ -25,7 +25,7 @@ enum Which {
 /// The convolutions that get a mixture and, optionally, K per layer (the
 /// others use `InitConfig::k`).
 ///
-/// The default is SPEC section 3: every convolution except the network's
+/// The default (docs/METHOD.md#layers): every convolution except the network's
 /// first; the classifier is not a convolution and always stays full
 /// precision.
 #[derive(Clone)]
@@ -37,7 +37,7 @@ pub struct LayerSelection {
 impl Default for LayerSelection {
     fn default() -> Self {
         Self {
-            which: Which::SpecDefault,
+            which: Which::AllButFirst,
             k: BTreeMap::new(),
         }
     }
@@ -46,7 +46,7 @@ impl Default for LayerSelection {
 impl fmt::Debug for LayerSelection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let which = match &self.which {
-            Which::SpecDefault => "all convolutions but the first".to_string(),
+            Which::AllButFirst => "all convolutions but the first".to_string(),
             Which::All => "all convolutions".to_string(),
             Which::Names(n) => format!("{n:?}"),
             Which::Predicate(_) => "a predicate".to_string(),
@@ -121,7 +121,7 @@ impl LayerSelection {
         self.k.keys().try_for_each(|n| check_known(n))?;
         let selected: Vec<usize> = (0..convs.len())
             .filter(|&i| match &self.which {
-                Which::SpecDefault => i > 0,
+                Which::AllButFirst => i > 0,
                 Which::All => true,
                 Which::Names(names) => names.iter().any(|n| n == convs[i].name()),
                 Which::Predicate(f) => f(i, convs[i]),

@@ -1,5 +1,5 @@
 //! torchvision's ResNet-18/50 and MobileNetV2: parameter names, shapes and
-//! counts, the SPEC section 3 default selection, mixture mode forward and
+//! counts, the default selection (docs/METHOD.md#layers), mixture mode forward and
 //! backward, and `.pth` loading (including corrupt files).
 //!
 //! Tests that need the shared fixtures (`$DGMS_PARITY_DIR`, default

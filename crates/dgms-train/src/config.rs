@@ -45,7 +45,7 @@ pub struct MixtureSettings {
     pub train_tau: bool,
     /// "Empirical" init: every sigma 0.01.
     pub empirical: bool,
-    /// Layers with a mixture; `None` = SPEC section 3 default (every conv
+    /// Layers with a mixture; `None` = the default (docs/METHOD.md#layers) (every conv
     /// but the first).
     pub layers: Option<Vec<String>>,
     /// Apply weight decay to the mixture parameters too (the reference
@@ -56,7 +56,7 @@ pub struct MixtureSettings {
 }
 
 impl MixtureSettings {
-    /// The SPEC defaults for K components: tau 0.01 (fixed), cluster
+    /// The defaults for K components (docs/METHOD.md#choices): tau 0.01 (fixed), cluster
     /// sigmas, every conv but the first, no decay on the mixture, seed 0.
     pub fn with_k(k: usize) -> Self {
         Self {

@@ -27,8 +27,8 @@ use crate::phases::{harden_model, report_of};
 use crate::train::checkpoint;
 use crate::train::session::Model;
 
-/// PyTorch's batch-norm eps, which every model here uses.
-pub const BN_EPS: f64 = 1e-5;
+/// The batch-norm eps of every network (dgms-arch's descriptions say it).
+pub const BN_EPS: f64 = dgms_arch::BATCH_NORM_EPS;
 
 /// File-name ending that selects the packed format in `dgms quantize --out`.
 pub const PACKED_SUFFIX: &str = ".dgms.safetensors";
@@ -247,26 +247,23 @@ pub enum ShapeSource {
     Input([usize; 3]),
 }
 
-/// The classifier weight of `model` (rows = classes).
-fn classifier_weight(model: &str) -> Option<&'static str> {
-    match model {
-        "resnet20" | "resnet32" | "resnet56" => Some("linear.weight"),
-        "vggsmall" => Some("classifier.weight"),
-        "resnet18" | "resnet50" => Some("fc.weight"),
-        "mobilenet_v2" => Some("classifier.1.weight"),
-        _ => None,
-    }
+/// The classifier weight of `model` (rows = classes), from its description.
+fn classifier_weight(model: &str) -> Option<String> {
+    dgms_arch::architecture(model, &dgms_arch::ArchConfig::default())
+        .ok()
+        .map(|arch| arch.classifier_weight())
 }
 
-/// The ImageNet models, which default to 3 x 224 x 224 without data.
+/// The networks designed for ImageNet, which default to 3 x 224 x 224
+/// without data.
 pub fn is_imagenet_model(model: &str) -> bool {
-    matches!(model, "resnet18" | "resnet50" | "mobilenet_v2")
+    dgms_arch::designed_for(model) == Ok(dgms_arch::Dataset::ImageNet)
 }
 
 /// `dgms quantize --out X.dgms.safetensors`: post-training quantization
 /// (k-means init + harden, no training) of the weights in `weights`
 /// (safetensors, a dgms checkpoint or a PyTorch `.pth`) written as a packed
-/// file. Returns the SPEC report, the sizes and the hardened candle model.
+/// file. Returns the report (docs/METHOD.md#report), the sizes and the hardened candle model.
 pub fn quantize_packed(
     model_name: &str,
     weights: &Path,
@@ -281,16 +278,16 @@ pub fn quantize_packed(
             let name = classifier_weight(model_name).ok_or_else(|| TrainError::UnknownModel {
                 model: model_name.to_string(),
             })?;
-            let w = tensors.get(name).ok_or_else(|| TrainError::NoClassifier {
+            let w = tensors.get(&name).ok_or_else(|| TrainError::NoClassifier {
                 path: weights.to_path_buf(),
-                name: name.to_string(),
+                name: name.clone(),
             })?;
             let classes = *w
                 .dims()
                 .first()
                 .ok_or_else(|| TrainError::ScalarClassifier {
                     path: weights.to_path_buf(),
-                    name: name.to_string(),
+                    name,
                 })?;
             (*s, classes)
         }

@@ -1,5 +1,5 @@
-//! The phases after training: hardening, evaluation, the SPEC section 5
-//! report, and post-training quantization (init + harden, no training).
+//! The phases after training: hardening, evaluation, the report
+//! (docs/METHOD.md#report), and post-training quantization (init + harden, no training).
 
 use std::path::Path;
 
@@ -136,7 +136,7 @@ pub fn save_hardened(
     Ok(report_of(layers))
 }
 
-/// The SPEC section 5 report of hardened layers.
+/// The report (docs/METHOD.md#report) of hardened layers.
 pub fn report_of(layers: &[HardenedLayer]) -> ModelReport {
     ModelReport::from_layers(layers.iter().map(HardenedLayer::report).collect())
 }
@@ -156,7 +156,7 @@ pub fn harden(path: &Path, out: &Path, recalibrate_bn: usize) -> Result<ModelRep
     save_hardened(out, &model, &layers, ckpt.meta)
 }
 
-/// `dgms report`: the SPEC section 5 table of a DGMS or hardened checkpoint.
+/// `dgms report`: the report table (docs/METHOD.md#report) of a DGMS or hardened checkpoint.
 pub fn report(path: &Path) -> Result<ModelReport> {
     let (ckpt, _, model) = open(path, None)?;
     if !ckpt.meta.hardened {

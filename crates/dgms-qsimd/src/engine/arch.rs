@@ -16,6 +16,7 @@ use dgms_arch::{
 };
 
 use crate::error::{QsimdError, Result};
+use crate::kernels::Activation as EpilogueActivation;
 
 use super::build::{Act, Builder, ConvSpec};
 use super::ops::Pool;
@@ -139,13 +140,11 @@ fn conv(
         pad: c.padding,
         bias: c.bias,
         bn: bn.map(|bn| bn.name.as_str()),
-        relu: false,
-        relu6: false,
-    };
-    let spec = match act {
-        Some(Activation::Relu) => spec.relu(),
-        Some(Activation::Relu6) => spec.relu6(),
-        None => spec,
+        activation: match act {
+            Some(Activation::Relu) => EpilogueActivation::Relu,
+            Some(Activation::Relu6) => EpilogueActivation::Relu6,
+            None => EpilogueActivation::None,
+        },
     };
     b.conv(x, spec, residual, live)
 }

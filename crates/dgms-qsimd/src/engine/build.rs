@@ -52,32 +52,8 @@ pub(crate) struct ConvSpec<'a> {
     pub bias: bool,
     /// Batch norm applied to the output (`BN.scale`, `BN.shift`).
     pub bn: Option<&'a str>,
-    pub relu: bool,
-    /// ReLU6 instead (MobileNetV2); wins over `relu`.
-    pub relu6: bool,
-}
-
-impl<'a> ConvSpec<'a> {
-    pub fn relu(self) -> Self {
-        Self { relu: true, ..self }
-    }
-
-    pub fn relu6(self) -> Self {
-        Self {
-            relu6: true,
-            ..self
-        }
-    }
-
-    /// The one activation of the fused output stage (ReLU6 clamps what
-    /// ReLU would, so it wins when both are set).
-    pub fn activation(&self) -> Activation {
-        match (self.relu, self.relu6) {
-            (_, true) => Activation::Relu6,
-            (true, false) => Activation::Relu,
-            (false, false) => Activation::None,
-        }
-    }
+    /// The one activation of the fused output stage.
+    pub activation: Activation,
 }
 
 /// Builds the op list of one model.
@@ -201,7 +177,7 @@ impl<'m> Builder<'m> {
             geom,
             scale,
             shift,
-            activation: spec.activation(),
+            activation: spec.activation,
             residual: residual.map(|r| r.slot),
         };
         self.cols_len = self.cols_len.max(conv.cols_len());

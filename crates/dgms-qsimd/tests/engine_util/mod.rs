@@ -217,7 +217,7 @@ fn resnet_imagenet(
 }
 
 /// torchvision MobileNetV2 on `size` x `size` inputs (depthwise weights
-/// quantized, as SPEC section 3's default does).
+/// quantized, as the default selection does, docs/METHOD.md#layers).
 pub fn mobilenet_v2(size: usize, classes: usize, seed: u64) -> PackedModel {
     const SETTINGS: [(usize, usize, usize, usize); 7] = [
         (1, 16, 1, 1),
