@@ -16,16 +16,13 @@ use criterion::{
 use dgms_qsimd::kernels::{conv2d, conv2d_i8, gemm_i8, gemv_i8, ConvGeometry, QMatrixI8};
 use dgms_qsimd::kernels::{gemm, gemm_f32, gemv, gemv_f32, Activation, DenseMatrix, Epilogue};
 use dgms_qsimd::kernels::{Isa, QMatrix};
+use dgms_test_support::rng::Lcg64;
 
-/// Deterministic pseudo-random values (no rand dependency).
+/// Deterministic pseudo-random values: the top 31 bits of an MMIX LCG
+/// started from the raw state `seed` (no rand dependency).
 fn lcg(seed: u64, n: usize) -> impl Iterator<Item = u64> {
-    let mut s = seed;
-    (0..n).map(move |_| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s >> 33
-    })
+    let mut g = Lcg64::from_state(seed);
+    (0..n).map(move |_| g.next_u31())
 }
 
 fn matrix(rows: usize, cols: usize, k: usize) -> QMatrix {

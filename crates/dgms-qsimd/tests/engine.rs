@@ -9,7 +9,8 @@ use dgms_qsimd::engine::{reference, Engine, SUPPORTED_ARCHS};
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::QsimdError;
-use engine_util::{images, mobilenet_v2, rel_diff, resnet18, resnet50, resnet_cifar, vgg_small};
+use dgms_test_support::compare::rel_diff;
+use engine_util::{images, mobilenet_v2, resnet18, resnet50, resnet_cifar, vgg_small};
 
 const TOLERANCE: f32 = 1e-4;
 

@@ -9,7 +9,8 @@ mod engine_util;
 use dgms_qsimd::engine::{reference, Engine, Precision};
 use dgms_qsimd::format::{ModelMeta, PackedLayer, PackedModel};
 use dgms_qsimd::kernels::Isa;
-use engine_util::{images, mobilenet_v2, rel_diff, resnet18, resnet50, resnet_cifar, vgg_small};
+use dgms_test_support::compare::rel_diff;
+use engine_util::{images, mobilenet_v2, resnet18, resnet50, resnet_cifar, vgg_small};
 
 /// Int8 against the reference, relative to the largest logit. Every
 /// quantized layer rounds its activations to 1/254 of a column's largest

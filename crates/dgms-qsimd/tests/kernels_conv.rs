@@ -5,7 +5,8 @@ mod kernels_util;
 use dgms_qsimd::kernels::reference::{conv2d_direct, depthwise3x3_direct};
 use dgms_qsimd::kernels::{conv2d, depthwise3x3, im2col, ConvGeometry, Epilogue, Isa, QMatrix};
 use dgms_qsimd::QsimdError;
-use kernels_util::{assert_close, qmatrix, EpiParts, Rng, KS};
+use dgms_test_support::rng::SplitMix64;
+use kernels_util::{assert_close, qmatrix, EpiParts, KS};
 use proptest::prelude::*;
 
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
@@ -67,9 +68,9 @@ proptest! {
         mask in 0u8..16,
         seed: u64,
     ) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, _, _) = qmatrix(&mut rng, o, g.patch_len(), KS[ki]);
-        let input = rng.vec(g.input_len());
+        let input = rng.unit_vec(g.input_len());
         let n = g.out_pixels();
         let parts = EpiParts::new(&mut rng, mask, o, n);
         let epi = parts.epilogue();
@@ -94,9 +95,9 @@ proptest! {
         seed: u64,
     ) {
         let g = ConvGeometry { c, h, w: wd, kh: 3, kw: 3, stride, pad: 1 };
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, _, _) = qmatrix(&mut rng, c, 9, KS[ki]);
-        let input = rng.vec(g.input_len());
+        let input = rng.unit_vec(g.input_len());
         let n = g.out_pixels();
         let parts = EpiParts::new(&mut rng, mask, c, n);
         let epi = parts.epilogue();
@@ -117,8 +118,8 @@ proptest! {
     /// im2col against its definition, element by element.
     #[test]
     fn im2col_is_the_definition(g in geometry(), seed: u64) {
-        let mut rng = Rng::new(seed);
-        let input = rng.vec(g.input_len());
+        let mut rng = SplitMix64::new(seed);
+        let input = rng.unit_vec(g.input_len());
         let (oh, ow) = (g.out_h(), g.out_w());
         let mut out = vec![f32::NAN; g.patch_len() * oh * ow];
         im2col(&input, &g, &mut out).unwrap();
@@ -153,10 +154,10 @@ fn conv2d_resnet_block_shape() {
         stride: 1,
         pad: 1,
     };
-    let mut rng = Rng::new(3);
+    let mut rng = SplitMix64::new(3);
     for k in [4usize, 16, 256] {
         let (w, _, _) = qmatrix(&mut rng, 48, g.patch_len(), k);
-        let input = rng.vec(g.input_len());
+        let input = rng.unit_vec(g.input_len());
         let n = g.out_pixels();
         let parts = EpiParts::new(&mut rng, 15, 48, n);
         let mut want = vec![0.0; 48 * n];

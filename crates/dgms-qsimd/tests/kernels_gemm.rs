@@ -4,7 +4,8 @@ mod kernels_util;
 
 use dgms_qsimd::kernels::{gemm, gemm_f32, DenseMatrix, Epilogue, Isa, QMatrix};
 use dgms_qsimd::QsimdError;
-use kernels_util::{assert_close, qmatrix, simd_isas, EpiParts, Rng, KS};
+use dgms_test_support::rng::SplitMix64;
+use kernels_util::{assert_close, qmatrix, simd_isas, EpiParts, KS};
 use proptest::prelude::*;
 
 /// (rows, cols, n): ragged tails everywhere; cols beyond 256 cross a K
@@ -44,9 +45,9 @@ proptest! {
         mask in 0u8..16,
         seed: u64,
     ) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, _, _) = qmatrix(&mut rng, rows, cols, KS[ki]);
-        let x = rng.vec(cols * n);
+        let x = rng.unit_vec(cols * n);
         let parts = EpiParts::new(&mut rng, mask, rows, n);
         let epi = parts.epilogue();
         let mut want = vec![0.0; rows * n];
@@ -72,11 +73,11 @@ proptest! {
         mask in 0u8..16,
         seed: u64,
     ) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, _, _) = qmatrix(&mut rng, rows, cols, KS[ki]);
         let dense = w.to_dense();
         let d = DenseMatrix::new(&dense, rows, cols).unwrap();
-        let x = rng.vec(cols * n);
+        let x = rng.unit_vec(cols * n);
         let parts = EpiParts::new(&mut rng, mask, rows, n);
         let epi = parts.epilogue();
         let mut want = vec![0.0; rows * n];
@@ -92,10 +93,10 @@ proptest! {
 
 #[test]
 fn scalar_gemm_is_the_definition() {
-    let mut rng = Rng::new(7);
+    let mut rng = SplitMix64::new(7);
     let (rows, cols, n) = (5, 13, 7);
     let (w, idx, cb) = qmatrix(&mut rng, rows, cols, 16);
-    let x = rng.vec(cols * n);
+    let x = rng.unit_vec(cols * n);
     let parts = EpiParts::new(&mut rng, 15, rows, n);
     let mut y = vec![0.0; rows * n];
     gemm(Isa::Scalar, &w, &x, n, &mut y, &parts.epilogue()).unwrap();

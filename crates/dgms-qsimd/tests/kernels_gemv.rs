@@ -5,7 +5,8 @@ mod kernels_util;
 
 use dgms_qsimd::kernels::{gemv, gemv_f32, DenseMatrix, Isa, Layout, QMatrix};
 use dgms_qsimd::QsimdError;
-use kernels_util::{assert_close, qmatrix, simd_isas, Rng, KS};
+use dgms_test_support::rng::SplitMix64;
+use kernels_util::{assert_close, qmatrix, simd_isas, KS};
 use proptest::prelude::*;
 
 /// Row and column counts: mostly small with ragged tails, sometimes large
@@ -33,9 +34,9 @@ proptest! {
 
     #[test]
     fn gemv_simd_matches_scalar((rows, cols) in shape(), ki in 0..KS.len(), seed: u64) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, _, _) = qmatrix(&mut rng, rows, cols, KS[ki]);
-        let x = rng.vec(cols);
+        let x = rng.unit_vec(cols);
         let mut want = vec![0.0; rows];
         gemv(Isa::Scalar, &w, &x, &mut want).unwrap();
         let mag = magnitudes(&w, &x);
@@ -53,9 +54,9 @@ proptest! {
     /// The scalar kernel is a plain dot product of the decoded weights.
     #[test]
     fn scalar_gemv_is_decoded_dot_product((rows, cols) in shape(), ki in 0..KS.len(), seed: u64) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, idx, cb) = qmatrix(&mut rng, rows, cols, KS[ki]);
-        let x = rng.vec(cols);
+        let x = rng.unit_vec(cols);
         let mut y = vec![0.0; rows];
         gemv(Isa::Scalar, &w, &x, &mut y).unwrap();
         for r in 0..rows {
@@ -70,11 +71,11 @@ proptest! {
     /// The f32 baseline agrees with the quantized GEMV on decoded weights.
     #[test]
     fn gemv_f32_matches((rows, cols) in shape(), ki in 0..KS.len(), seed: u64) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, _, _) = qmatrix(&mut rng, rows, cols, KS[ki]);
         let dense = w.to_dense();
         let d = DenseMatrix::new(&dense, rows, cols).unwrap();
-        let x = rng.vec(cols);
+        let x = rng.unit_vec(cols);
         let mut want = vec![0.0; rows];
         gemv(Isa::Scalar, &w, &x, &mut want).unwrap();
         let mag = magnitudes(&w, &x);
@@ -88,7 +89,7 @@ proptest! {
     /// The layout stores exactly the given indices.
     #[test]
     fn qmatrix_round_trips((rows, cols) in shape(), ki in 0..KS.len(), seed: u64) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, idx, cb) = qmatrix(&mut rng, rows, cols, KS[ki]);
         prop_assert_eq!(w.to_indices(), idx);
         prop_assert_eq!(w.codebook(), &cb[..]);

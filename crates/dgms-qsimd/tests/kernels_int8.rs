@@ -9,7 +9,8 @@ use dgms_qsimd::kernels::{
     conv2d, conv2d_i8, gemm, gemm_i8, gemv, gemv_i8, im2col, ConvGeometry, Isa, Layout, QMatrix,
     QMatrixI8,
 };
-use kernels_util::{qmatrix, simd_isas, EpiParts, Rng};
+use dgms_test_support::rng::SplitMix64;
+use kernels_util::{qmatrix, simd_isas, EpiParts};
 use proptest::prelude::*;
 
 /// Codebook sizes: 1-, 2-bit, odd, the 4-bit / 8-bit boundary, 8-bit.
@@ -22,7 +23,7 @@ const HALF: f32 = 0.5001;
 /// The exact and int8 matrices of one random codebook matrix; one time in
 /// four entry 0 is not 0.0 (allowed, though DGMS has it 0: padded columns
 /// of the 4-bit layout decode to it).
-fn both(rng: &mut Rng, rows: usize, cols: usize, k: usize) -> (QMatrix, QMatrixI8) {
+fn both(rng: &mut SplitMix64, rows: usize, cols: usize, k: usize) -> (QMatrix, QMatrixI8) {
     let (mut w, idx, mut cb) = qmatrix(rng, rows, cols, k);
     if rng.below(4) == 0 {
         cb[0] = rng.unit() + 1.5;
@@ -35,7 +36,7 @@ fn both(rng: &mut Rng, rows: usize, cols: usize, k: usize) -> (QMatrix, QMatrixI
 /// Activations with varied ranges (per column scales must adapt) and
 /// some exact zeros; a third of the time none negative (as after a ReLU:
 /// the kernels' unsigned fast path).
-fn activations(rng: &mut Rng, len: usize) -> Vec<f32> {
+fn activations(rng: &mut SplitMix64, len: usize) -> Vec<f32> {
     let amp = [1.0f32, 1e-3, 50.0][rng.below(3)];
     let relu = rng.below(3) == 0;
     (0..len)
@@ -140,7 +141,7 @@ proptest! {
 
     #[test]
     fn gemv_i8_simd_matches_scalar((rows, cols) in gemv_shape(), ki in 0..KS.len(), seed: u64) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (_, w8) = both(&mut rng, rows, cols, KS[ki]);
         let x = activations(&mut rng, cols);
         let mut want = vec![0.0; rows];
@@ -159,7 +160,7 @@ proptest! {
         mask in 0u8..16,
         seed: u64,
     ) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (_, w8) = both(&mut rng, rows, cols, KS[ki]);
         let x = activations(&mut rng, cols * n);
         let parts = EpiParts::new(&mut rng, mask, rows, n);
@@ -186,7 +187,7 @@ proptest! {
         mask in 0u8..16,
         seed: u64,
     ) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (_, w8) = both(&mut rng, o, g.patch_len(), KS[ki]);
         let input = activations(&mut rng, g.input_len());
         let n = g.out_pixels();
@@ -207,7 +208,7 @@ proptest! {
 
     #[test]
     fn gemv_i8_close_to_f32((rows, cols) in gemv_shape(), ki in 0..KS.len(), seed: u64) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, w8) = both(&mut rng, rows, cols, KS[ki]);
         let x = activations(&mut rng, cols);
         let (mut exact, mut got) = (vec![0.0; rows], vec![0.0; rows]);
@@ -224,7 +225,7 @@ proptest! {
         mask in 0u8..16,
         seed: u64,
     ) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, w8) = both(&mut rng, rows, cols, KS[ki]);
         let x = activations(&mut rng, cols * n);
         let parts = EpiParts::new(&mut rng, mask, rows, n);
@@ -244,7 +245,7 @@ proptest! {
         mask in 0u8..16,
         seed: u64,
     ) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, w8) = both(&mut rng, o, g.patch_len(), KS[ki]);
         let input = activations(&mut rng, g.input_len());
         let n = g.out_pixels();
@@ -264,7 +265,7 @@ proptest! {
     /// to +-127, every entry within half a step; weights follow the indices.
     #[test]
     fn qmatrix_i8_codebook(rows in 1usize..=40, cols in 1usize..=40, ki in 0..KS.len(), seed: u64) {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let (w, w8) = both(&mut rng, rows, cols, KS[ki]);
         let (cb, q, s) = (w.codebook(), w8.codebook_i8(), w8.weight_scale());
         prop_assert_eq!(q.len(), cb.len());

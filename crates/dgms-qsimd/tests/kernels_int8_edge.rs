@@ -8,9 +8,10 @@ use dgms_qsimd::kernels::{
     conv2d_i8, gemm_i8, gemv_i8, ConvGeometry, Epilogue, Isa, QMatrixI8, MAX_COLS_I8,
 };
 use dgms_qsimd::QsimdError;
-use kernels_util::{qmatrix, simd_isas, Rng};
+use dgms_test_support::rng::SplitMix64;
+use kernels_util::{qmatrix, simd_isas};
 
-fn int8(rng: &mut Rng, rows: usize, cols: usize, k: usize) -> QMatrixI8 {
+fn int8(rng: &mut SplitMix64, rows: usize, cols: usize, k: usize) -> QMatrixI8 {
     let (w, _, _) = qmatrix(rng, rows, cols, k);
     QMatrixI8::from_qmatrix(&w).expect("valid matrix")
 }
@@ -84,16 +85,16 @@ fn extreme_values_do_not_saturate() {
 /// makes its whole column (GEMM) or output (GEMV) NaN, and only that.
 #[test]
 fn zero_and_non_finite_activations() {
-    let mut rng = Rng::new(7);
+    let mut rng = SplitMix64::new(7);
     let (rows, cols, n) = (21, 37, 5);
     let w8 = int8(&mut rng, rows, cols, 16);
-    let mut x = rng.vec(cols * n);
+    let mut x = rng.unit_vec(cols * n);
     for k in 0..cols {
         x[k * n] = 0.0;
         x[k * n + 2] = if k == 3 { f32::NAN } else { 1.0 };
     }
     x[10 * n + 4] = f32::INFINITY;
-    let shift = rng.vec(rows);
+    let shift = rng.unit_vec(rows);
     let epi = Epilogue {
         shift: Some(&shift),
         ..Epilogue::NONE
@@ -112,7 +113,7 @@ fn zero_and_non_finite_activations() {
         let mut v = vec![1.0; rows];
         gemv_i8(isa, &w8, &vec![0.0; cols], &mut v).unwrap();
         assert!(v.iter().all(|&e| e == 0.0), "{isa}: zero vector");
-        let mut xv = rng.vec(cols);
+        let mut xv = rng.unit_vec(cols);
         xv[5] = f32::NEG_INFINITY;
         gemv_i8(isa, &w8, &xv, &mut v).unwrap();
         assert!(v.iter().all(|e| e.is_nan()), "{isa}: infinite input");
@@ -130,7 +131,11 @@ fn zero_and_non_finite_activations() {
     };
     let wc = int8(&mut rng, 3, g.patch_len(), 5);
     for bad in [f32::NAN, f32::INFINITY] {
-        let mut input: Vec<f32> = rng.vec(g.input_len()).iter().map(|v| v.abs()).collect();
+        let mut input: Vec<f32> = rng
+            .unit_vec(g.input_len())
+            .iter()
+            .map(|v| v.abs())
+            .collect();
         input[(2 * g.h + 3) * g.w + 4] = bad;
         let n = g.out_pixels();
         let mut want = vec![0.0; 3 * n];
@@ -188,7 +193,7 @@ fn constructors_reject_bad_input() {
 
 #[test]
 fn kernels_reject_bad_shapes_and_isas() {
-    let mut rng = Rng::new(3);
+    let mut rng = SplitMix64::new(3);
     let w8 = int8(&mut rng, 4, 6, 5);
     let shape = |r: dgms_qsimd::Result<()>| matches!(r, Err(QsimdError::ShapeMismatch { .. }));
     for isa in Isa::available() {

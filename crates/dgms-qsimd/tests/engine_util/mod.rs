@@ -6,37 +6,11 @@
 use std::collections::BTreeMap;
 
 use dgms_qsimd::format::{FpTensor, ModelMeta, PackedLayer, PackedModel};
-
-/// SplitMix64: deterministic, seedable, no dependencies.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-
-    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
+use dgms_test_support::rng::SplitMix64;
 
 /// Builds a model layer by layer.
 pub struct ModelGen {
-    rng: Rng,
+    rng: SplitMix64,
     layers: Vec<PackedLayer>,
     tensors: BTreeMap<String, FpTensor>,
     /// K of the next quantized layers, cycled (4-bit, 3-bit, 8-bit layouts).
@@ -47,7 +21,7 @@ pub struct ModelGen {
 impl ModelGen {
     pub fn new(seed: u64) -> ModelGen {
         ModelGen {
-            rng: Rng::new(seed),
+            rng: SplitMix64::new(seed),
             layers: Vec::new(),
             tensors: BTreeMap::new(),
             ks: vec![16, 16, 5, 16, 200, 16, 4],
@@ -57,7 +31,7 @@ impl ModelGen {
 
     fn fp(&mut self, name: String, shape: Vec<usize>, lo: f32, hi: f32) {
         let n = shape.iter().product();
-        let data = self.rng.vec(n, lo, hi);
+        let data = self.rng.uniform_vec(n, lo, hi);
         self.tensors
             .insert(name, FpTensor::new(shape, data).expect("finite"));
     }
@@ -70,7 +44,7 @@ impl ModelGen {
         if quantized {
             let k = self.ks[self.next_k % self.ks.len()];
             self.next_k += 1;
-            let mut codebook = self.rng.vec(k, -std, std);
+            let mut codebook = self.rng.uniform_vec(k, -std, std);
             codebook[0] = 0.0;
             // Zero-mean weights (indices are uniform): a nonzero mean times
             // the all-positive inputs after a ReLU would swamp the signal,
@@ -78,9 +52,7 @@ impl ModelGen {
             let mean = codebook.iter().sum::<f32>() / (k - 1) as f32;
             codebook[1..].iter_mut().for_each(|c| *c -= mean);
             let n: usize = shape.iter().product();
-            let idx: Vec<u8> = (0..n)
-                .map(|_| (self.rng.next_u64() % k as u64) as u8)
-                .collect();
+            let idx: Vec<u8> = (0..n).map(|_| self.rng.below(k) as u8).collect();
             let layer =
                 PackedLayer::from_indices(name, shape, &idx, codebook).expect("valid layer");
             self.layers.push(layer);
@@ -217,7 +189,7 @@ fn resnet_imagenet(
 }
 
 /// torchvision MobileNetV2 on `size` x `size` inputs (depthwise weights
-/// quantized, as the default selection does, docs/METHOD.md#layers).
+/// quantized, as the default layer selection does, `docs/METHOD.md#layers`).
 pub fn mobilenet_v2(size: usize, classes: usize, seed: u64) -> PackedModel {
     const SETTINGS: [(usize, usize, usize, usize); 7] = [
         (1, 16, 1, 1),
@@ -259,16 +231,5 @@ pub fn mobilenet_v2(size: usize, classes: usize, seed: u64) -> PackedModel {
 
 /// `n` random images of `shape`.
 pub fn images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
-    Rng::new(seed).vec(n * shape.iter().product::<usize>(), -1.0, 1.0)
-}
-
-/// max |a - b| / max |b|.
-pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    let scale = b.iter().fold(0.0f32, |m, y| m.max(y.abs()));
-    diff / scale.max(f32::MIN_POSITIVE)
+    SplitMix64::new(seed).uniform_vec(n * shape.iter().product::<usize>(), -1.0, 1.0)
 }

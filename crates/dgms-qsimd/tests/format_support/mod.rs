@@ -6,20 +6,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use dgms_qsimd::format::{FpTensor, ModelMeta, PackedLayer, PackedModel};
+use dgms_test_support::rng::Lcg64;
 
 /// Deterministic indices in `0..k` (64-bit LCG).
 pub fn indices(n: usize, k: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % k as u64) as u8
-        })
-        .collect()
+    let mut g = Lcg64::seeded(seed);
+    (0..n).map(|_| g.below(k) as u8).collect()
 }
 
 /// A codebook with entry 0 = 0.0 and distinct nonzero others.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use dgms_qsimd::kernels::{Activation, Epilogue, Isa, QMatrix};
+use dgms_test_support::rng::SplitMix64;
 
 /// Codebook sizes the property tests draw from (4-bit and 8-bit layouts,
 /// 2- and 3-bit tables, and the boundaries 16/17 and 256).
@@ -22,47 +23,21 @@ pub fn simd_isas() -> Vec<Isa> {
     out
 }
 
-/// SplitMix64: deterministic, seedable, no dependencies.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, n).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in [-1, 1).
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    pub fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.unit()).collect()
-    }
-}
-
 /// A K-entry codebook with entry 0 = 0.0 (as DGMS has it) and distinct
 /// other values.
-pub fn codebook(rng: &mut Rng, k: usize) -> Vec<f32> {
+pub fn codebook(rng: &mut SplitMix64, k: usize) -> Vec<f32> {
     (0..k)
         .map(|i| if i == 0 { 0.0 } else { rng.unit() * 2.0 })
         .collect()
 }
 
 /// A random rows x cols matrix over a K-entry codebook, with the indices.
-pub fn qmatrix(rng: &mut Rng, rows: usize, cols: usize, k: usize) -> (QMatrix, Vec<u8>, Vec<f32>) {
+pub fn qmatrix(
+    rng: &mut SplitMix64,
+    rows: usize,
+    cols: usize,
+    k: usize,
+) -> (QMatrix, Vec<u8>, Vec<f32>) {
     let cb = codebook(rng, k);
     let idx: Vec<u8> = (0..rows * cols).map(|_| rng.below(k) as u8).collect();
     let w = QMatrix::new(rows, cols, &idx, &cb).expect("valid matrix");
@@ -78,11 +53,11 @@ pub struct EpiParts {
 }
 
 impl EpiParts {
-    pub fn new(rng: &mut Rng, mask: u8, rows: usize, n: usize) -> EpiParts {
+    pub fn new(rng: &mut SplitMix64, mask: u8, rows: usize, n: usize) -> EpiParts {
         EpiParts {
-            scale: (mask & 1 != 0).then(|| rng.vec(rows)),
-            shift: (mask & 2 != 0).then(|| rng.vec(rows)),
-            residual: (mask & 4 != 0).then(|| rng.vec(rows * n)),
+            scale: (mask & 1 != 0).then(|| rng.unit_vec(rows)),
+            shift: (mask & 2 != 0).then(|| rng.unit_vec(rows)),
+            residual: (mask & 4 != 0).then(|| rng.unit_vec(rows * n)),
             activation: if mask & 8 != 0 {
                 Activation::Relu
             } else {
