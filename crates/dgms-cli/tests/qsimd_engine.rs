@@ -13,8 +13,11 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use common::{agreement, dgms_ok, repo, shared_fixtures, tensor_values};
+use common::{agreement, dgms_ok, shared_fixtures};
 use dgms_qsimd::kernels::Isa;
+use dgms_test_support::fixtures;
+use dgms_test_support::rng::Lcg64;
+use dgms_test_support::tensors::to_f32_vec;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -65,7 +68,7 @@ fn check_fixture(dir: &Path, name: &str, weights: &Path, io: &Path, extra: &[&st
     assert!(stdout.contains("time per batch"), "{stdout}");
     let want = &read(&candle_out)["logits"];
     let classes = want.dim(1).unwrap();
-    let want = tensor_values(want);
+    let want = to_f32_vec(want);
     for isa in Isa::available() {
         let out = dir.join(format!("{name}.{isa}.safetensors"));
         let stdout = dgms_ok(&[
@@ -84,7 +87,7 @@ fn check_fixture(dir: &Path, name: &str, weights: &Path, io: &Path, extra: &[&st
         assert!(stdout.contains(&format!("qsimd exact ({isa})")), "{stdout}");
         let got = &read(&out)["logits"];
         assert_eq!(got.dims(), &[n, classes]);
-        let (d, same) = agreement(&tensor_values(got), &want, classes);
+        let (d, same) = agreement(&to_f32_vec(got), &want, classes);
         println!("{name} on {isa} vs candle: max rel diff {d:.2e}, top-1 equal {same}/{n}");
         assert!(d <= TOLERANCE, "{name} on {isa}: {d}");
         assert_eq!(same, n, "{name} on {isa}: top-1");
@@ -101,18 +104,19 @@ fn check_fixture(dir: &Path, name: &str, weights: &Path, io: &Path, extra: &[&st
         "--int8",
     ]);
     assert!(stdout.contains("qsimd int8"), "{stdout}");
-    let (d, same) = agreement(&tensor_values(&read(&out)["logits"]), &want, classes);
+    let (d, same) = agreement(&to_f32_vec(&read(&out)["logits"]), &want, classes);
     println!("{name} int8 vs candle: max rel diff {d:.2e}, top-1 equal {same}/{n}");
     assert!(d > 0.0 && d <= INT8_TOLERANCE, "{name} int8: {d}");
 }
 
 /// (2, 3) The parity fixtures at K = 16: resnet20 from the repository,
 /// resnet18 (.pth, no data: 3x224x224 by default), mobilenet_v2 and
-/// vggsmall from the shared folder when present.
+/// vggsmall from the shared folder when present (required when
+/// `DGMS_REQUIRE_FIXTURES=1`).
 #[test]
 fn parity_fixtures_agree_with_candle_on_every_isa() {
     let dir = tempfile::tempdir().unwrap();
-    let models = repo().join("fixtures/models");
+    let models = fixtures::repo_fixture("fixtures/models");
     check_fixture(
         dir.path(),
         "resnet20",
@@ -120,10 +124,10 @@ fn parity_fixtures_agree_with_candle_on_every_isa() {
         &models.join("resnet20.io.safetensors"),
         &["--input-shape", "3,32,32"],
     );
-    let Some(shared) = shared_fixtures() else {
-        println!("note: no shared parity fixtures ($DGMS_PARITY_DIR or ../shared/fixtures/models): resnet18 and vggsmall skipped");
+    let Some(shared) = shared_fixtures("resnet18, mobilenet_v2 and vggsmall") else {
         return;
     };
+    let absent = fixtures::Absent::from_env();
     for (name, file, extra) in [
         ("resnet18", "resnet18.pth", &[][..]),
         ("mobilenet_v2", "mobilenet_v2.safetensors", &[][..]),
@@ -133,17 +137,12 @@ fn parity_fixtures_agree_with_candle_on_every_isa() {
             &["--input-shape", "3,32,32"][..],
         ),
     ] {
-        let (weights, io) = (
-            shared.join(file),
-            shared.join(format!("{name}.io.safetensors")),
-        );
-        if !weights.exists() || !io.exists() {
-            println!(
-                "note: {} has no {file} or {name}.io.safetensors: skipped",
-                shared.display()
-            );
+        let what = format!("{name} against candle");
+        let weights = absent.check(shared.join(file), &what);
+        let io = absent.check(shared.join(format!("{name}.io.safetensors")), &what);
+        let (Some(weights), Some(io)) = (weights, io) else {
             continue;
-        }
+        };
         check_fixture(dir.path(), name, &weights, &io, extra);
     }
 }
@@ -167,15 +166,7 @@ fn resnet50_agrees_with_candle_on_every_isa() {
     let weights = dir.path().join("resnet50.safetensors");
     varmap.save(&weights).unwrap();
     // Two images of seeded noise.
-    let mut seed = 5u64;
-    let values: Vec<f32> = (0..2 * 3 * 64 * 64)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
+    let values = Lcg64::from_state(5).unit_vec(2 * 3 * 64 * 64);
     let input = Tensor::from_vec(values, (2, 3, 64, 64), &Device::Cpu).unwrap();
     let io = dir.path().join("resnet50.io.safetensors");
     candle_core::safetensors::save(&[("input", input)].into_iter().collect(), &io).unwrap();

@@ -12,14 +12,11 @@ use dgms_core::{InitConfig, MixtureOptions};
 use dgms_models::{
     build_model_with_backend, set_varmap, ConvBackend, DgmsModel, LayerSelection, ModelConfig,
 };
+use dgms_test_support::rng::Lcg64;
+use dgms_test_support::tensors::rel_diff_tensors;
 
 /// The batch-norm backend test's tolerance (max |a - b| / max |b|).
 const TOL: f32 = 1e-4;
-
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let m = |t: &Tensor| -> f32 { t.abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
-    m(&(a - b).unwrap()) / m(b).max(1e-12)
-}
 
 fn on_varmap(name: &str, cfg: &ModelConfig, backend: ConvBackend) -> (Box<dyn DgmsModel>, VarMap) {
     let varmap = VarMap::new();
@@ -33,15 +30,8 @@ fn on_varmap(name: &str, cfg: &ModelConfig, backend: ConvBackend) -> (Box<dyn Dg
 /// Deterministic values in [-scale, scale) (an LCG), so the test does not
 /// depend on candle's unseeded initial values.
 fn seeded(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005) ^ 0x9E3779B97F4A7C15;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    let mut g = Lcg64::scrambled(seed);
+    (0..len).map(|_| g.unit() * scale).collect()
 }
 
 /// Weights drawn from `seed` with He-uniform scale; batch norms keep 1 / 0.
@@ -100,7 +90,7 @@ fn check(name: &str, cfg: &ModelConfig, mixtures: bool, seed: u64, grads: bool) 
     let x = seeded(8 * cfg.in_channels * s * s, seed + 1000, 1.0);
     let x = Tensor::from_vec(x, dims, &Device::Cpu).unwrap();
     let eval = |m: &dyn DgmsModel| m.forward_t(&x, false).unwrap();
-    let d = rel_diff(&eval(&*ours), &eval(&*candle));
+    let d = rel_diff_tensors(&eval(&*ours), &eval(&*candle));
     assert!(d <= TOL, "{name}: eval logits differ by {d:e}");
 
     let xv = Var::from_tensor(&x).unwrap();
@@ -114,27 +104,27 @@ fn check(name: &str, cfg: &ModelConfig, mixtures: bool, seed: u64, grads: bool) 
     };
     let (y_ours, g_ours) = train(&*ours);
     let (y_candle, g_candle) = train(&*candle);
-    let d = rel_diff(&y_ours, &y_candle);
+    let d = rel_diff_tensors(&y_ours, &y_candle);
     assert!(d <= TOL, "{name}: train logits differ by {d:e}");
     // The train passes moved both models' running statistics alike.
     let (ta, tb) = (tensors(&ours_vm), tensors(&candle_vm));
     for (n, t) in &ta {
         if n.ends_with("running_var") || n.ends_with("running_mean") {
-            let d = rel_diff(t, &tb[n]);
+            let d = rel_diff_tensors(t, &tb[n]);
             assert!(d <= TOL, "{name}: {n} differs by {d:e}");
         }
     }
     if !grads {
         return;
     }
-    let d = rel_diff(
+    let d = rel_diff_tensors(
         g_ours.get(xv.as_tensor()).unwrap(),
         g_candle.get(xv.as_tensor()).unwrap(),
     );
     assert!(d <= TOL, "{name}: input gradients differ by {d:e}");
     for (a, b) in ours.convs().iter().zip(candle.convs()) {
         let (wa, wb) = (a.weight_var().unwrap(), b.weight_var().unwrap());
-        let d = rel_diff(
+        let d = rel_diff_tensors(
             g_ours.get(wa.as_tensor()).unwrap(),
             g_candle.get(wb.as_tensor()).unwrap(),
         );

@@ -7,35 +7,15 @@ use candle_nn::{ModuleT, VarBuilder, VarMap};
 use dgms_models::batch_norm::batch_norm_with;
 use dgms_models::batch_norm_op::batch_norm_train;
 use dgms_models::conv::ConvBackend;
+use dgms_test_support::rng::Lcg64;
+use dgms_test_support::tensors::{rel_diff_tensors, to_f32_vec};
 use proptest::prelude::*;
 
 /// Deterministic values in [-1, 1) plus an offset, so channels have a
 /// nonzero mean.
 fn data(len: usize, seed: u64, offset: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005) ^ 0x9E3779B97F4A7C15;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 + offset
-        })
-        .collect()
-}
-
-fn vec_of(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let (a, b) = (vec_of(a), vec_of(b));
-    let scale = b.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-12);
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-        / scale
+    let mut g = Lcg64::scrambled(seed);
+    (0..len).map(|_| g.unit() + offset).collect()
 }
 
 /// Output and (dx, dweight, dbias) of `loss = Σ y·r` for a fixed random r.
@@ -79,8 +59,8 @@ fn run(
         g(x.as_tensor()),
         g(vars["bn.weight"].as_tensor()),
         g(vars["bn.bias"].as_tensor()),
-        vec_of(vars["bn.running_mean"].as_tensor()),
-        vec_of(vars["bn.running_var"].as_tensor()),
+        to_f32_vec(vars["bn.running_mean"].as_tensor()),
+        to_f32_vec(vars["bn.running_var"].as_tensor()),
     )
 }
 
@@ -95,7 +75,7 @@ fn check(dims: &[usize], seed: u64) {
         (&ours.3, &theirs.3),
         (&ours.4, &theirs.4),
     ]) {
-        let d = rel_diff(a, b);
+        let d = rel_diff_tensors(a, b);
         assert!(d < 1e-4, "{name} differs by {d:e} (relative) for {dims:?}");
     }
     for (name, a, b) in [

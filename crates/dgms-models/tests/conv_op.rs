@@ -3,42 +3,18 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use dgms_models::conv_op::conv2d;
+use dgms_test_support::rng::Lcg64;
+use dgms_test_support::tensors::{rel_diff_tensors, to_f32_vec};
 use proptest::prelude::*;
 
 /// Relative tolerance: max |ours - candle| over max |candle|.
 const TOL: f32 = 1e-5;
 
-/// Deterministic pseudo-random values in [-1, 1) (a 64-bit LCG), so failures reproduce.
-fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
+/// A tensor of deterministic pseudo-random values in [-1, 1) (a 64-bit
+/// LCG), so failures reproduce.
 fn tensor(dims: &[usize], seed: u64) -> Tensor {
     let len = dims.iter().product();
-    Tensor::from_vec(data(len, seed), dims, &Device::Cpu).unwrap()
-}
-
-fn vec_of(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-/// max |a - b| / max |b|, after checking the shapes agree.
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let (a, b) = (vec_of(a), vec_of(b));
-    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs());
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max).max(1e-12);
-    diff.fold(0.0, f32::max) / scale
+    Tensor::from_vec(Lcg64::seeded(seed).unit_vec(len), dims, &Device::Cpu).unwrap()
 }
 
 /// One convolution configuration: input (n, c, h, w), weight (o, c / groups, kh, kw).
@@ -145,12 +121,12 @@ fn check_case(case: Case, seed: u64, track: (bool, bool)) -> Result<()> {
 
     let expected = xt.conv2d(&wt, padding, stride, 1, groups)?;
     let got = conv2d(&xt, &wt, stride, padding, groups)?;
-    let fwd = rel_diff(&got, &expected);
+    let fwd = rel_diff_tensors(&got, &expected);
     assert!(fwd <= TOL, "{case:?}: forward rel diff {fwd}");
 
     let g = tensor(expected.dims(), seed + 2);
-    let [n_out, n_dx, n_dw] = naive(&case, &vec_of(&xt), &vec_of(&wt), &vec_of(&g));
-    let d = rel_diff(&got, &Tensor::from_vec(n_out, got.dims(), &Device::Cpu)?);
+    let [n_out, n_dx, n_dw] = naive(&case, &to_f32_vec(&xt), &to_f32_vec(&wt), &to_f32_vec(&g));
+    let d = rel_diff_tensors(&got, &Tensor::from_vec(n_out, got.dims(), &Device::Cpu)?);
     assert!(d <= TOL, "{case:?}: forward vs naive rel diff {d}");
     let grads_ref = match candle_backward_works(&case) {
         true => Some((expected * &g)?.sum_all()?.backward()?),
@@ -165,10 +141,10 @@ fn check_case(case: Case, seed: u64, track: (bool, bool)) -> Result<()> {
         }
         let ours = ours.unwrap_or_else(|| panic!("{case:?}: no {name}"));
         if let Some(r) = grads_ref.as_ref().and_then(|gr| gr.get(var)) {
-            let d = rel_diff(ours, r);
+            let d = rel_diff_tensors(ours, r);
             assert!(d <= TOL, "{case:?}: {name} vs candle rel diff {d}");
         }
-        let d = rel_diff(
+        let d = rel_diff_tensors(
             ours,
             &Tensor::from_vec(naive_grad, ours.dims(), &Device::Cpu)?,
         );
@@ -287,12 +263,12 @@ fn non_contiguous_inputs() -> Result<()> {
     assert!(!x.is_contiguous() && !w.is_contiguous());
     let expected = x.conv2d(&w, 1, 2, 1, 1)?;
     let got = conv2d(&x, &w, 2, 1, 1)?;
-    assert!(rel_diff(&got, &expected) <= TOL);
+    assert!(rel_diff_tensors(&got, &expected) <= TOL);
     let g = tensor(expected.dims(), 5).t()?.contiguous()?.t()?;
     let grads_ref = (expected * &g)?.sum_all()?.backward()?;
     let grads = (got * &g)?.sum_all()?.backward()?;
     for v in [&xv, &wv] {
-        let d = rel_diff(grads.get(v).unwrap(), grads_ref.get(v).unwrap());
+        let d = rel_diff_tensors(grads.get(v).unwrap(), grads_ref.get(v).unwrap());
         assert!(d <= TOL, "grad rel diff {d}");
     }
     Ok(())
@@ -304,14 +280,14 @@ fn repeated_calls_and_second_backward_agree() -> Result<()> {
     let w = Var::from_tensor(&tensor(&[6, 4, 3, 3], 22))?;
     let a = conv2d(&x, &w, 1, 1, 1)?;
     let b = conv2d(&x, &w, 1, 1, 1)?;
-    assert_eq!(rel_diff(&a, &b), 0.0);
+    assert_eq!(rel_diff_tensors(&a, &b), 0.0);
     // Using the output twice accumulates both gradient paths.
     let y = (a.sqr()? + b)?.sum_all()?;
     let grads = y.backward()?;
     let r = x.conv2d(&w, 1, 1, 1, 1)?;
     let grads_ref = (r.sqr()? + r)?.sum_all()?.backward()?;
     for v in [&x, &w] {
-        assert!(rel_diff(grads.get(v).unwrap(), grads_ref.get(v).unwrap()) <= TOL);
+        assert!(rel_diff_tensors(grads.get(v).unwrap(), grads_ref.get(v).unwrap()) <= TOL);
     }
     Ok(())
 }
@@ -330,7 +306,7 @@ fn grad_bits(case: &Case, threads: usize) -> Result<(Vec<u32>, Vec<u32>)> {
         let g = tensor(y.dims(), 33);
         let grads = (y * g)?.sum_all()?.backward()?;
         let bits = |v: &Var| -> Vec<u32> {
-            vec_of(grads.get(v).unwrap())
+            to_f32_vec(grads.get(v).unwrap())
                 .iter()
                 .map(|f| f.to_bits())
                 .collect()

@@ -8,6 +8,7 @@ use candle_nn::{VarBuilder, VarMap};
 use common::{resnet20_on_varmap, resnet20_params};
 use dgms_models::dgms_arch::resnet_cifar::resnet_cifar;
 use dgms_models::{build_model, set_varmap, ModelConfig, ModelError};
+use dgms_test_support::tensors::rel_diff_tensors;
 
 fn build_err(name: &str, cfg: &ModelConfig, vb: VarBuilder) -> ModelError {
     match build_model(name, cfg, vb) {
@@ -92,7 +93,7 @@ fn varmap_loading_checks_names_and_shapes() {
     // Nothing was set.
     let data = varmap.data().lock().unwrap();
     let now = data["layer1.0.conv1.weight"].as_tensor();
-    assert_eq!(common::rel_err(now, &before), 0.0);
+    assert_eq!(rel_diff_tensors(now, &before), 0.0);
     drop(data);
 
     let mut params = resnet20_params();

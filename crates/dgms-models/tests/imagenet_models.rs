@@ -3,10 +3,11 @@
 //! backward, and `.pth` loading (including corrupt files).
 //!
 //! Tests that need the shared fixtures (`$DGMS_PARITY_DIR`, default
-//! `../shared/fixtures/models` beside the repo) say so and pass without them.
+//! `../shared/fixtures/models` beside the repo) say so and pass without
+//! them, or fail when `DGMS_REQUIRE_FIXTURES=1`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -16,6 +17,8 @@ use dgms_models::{
     build_model, is_batch_norm_stat, load_tensors, load_varmap, read_pth, ConvBackend, DgmsModel,
     LayerSelection, ModelConfig, ModelError, Network,
 };
+use dgms_test_support::fixtures;
+use dgms_test_support::varmap::{self, names_and_shapes};
 
 /// ImageNet: 3 channels, 1000 classes, 224x224.
 fn imagenet() -> ModelConfig {
@@ -32,30 +35,22 @@ fn on_varmap(name: &str, cfg: &ModelConfig) -> (Box<dyn DgmsModel>, VarMap) {
     (build_model(name, cfg, vb).unwrap(), varmap)
 }
 
-fn names_and_shapes(varmap: &VarMap) -> BTreeMap<String, Vec<usize>> {
-    let data = varmap.data().lock().unwrap();
-    data.iter()
-        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
-        .collect()
-}
-
 /// Trainable parameters (no batch-norm statistics), as PyTorch's
 /// `sum(p.numel() for p in model.parameters())` counts them.
 fn parameter_count(varmap: &VarMap) -> usize {
-    names_and_shapes(varmap)
-        .iter()
-        .filter(|(n, _)| !is_batch_norm_stat(n))
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum()
+    varmap::value_count(varmap, |n| !is_batch_norm_stat(n))
 }
 
-/// The shared fixture folder, if present.
-fn shared_fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DGMS_PARITY_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/models"),
-    };
-    dir.join("resnet18.pth").exists().then_some(dir)
+/// `$DGMS_PARITY_DIR`, else the shared `../shared/fixtures/models`, when it
+/// holds `resnet18.pth`; if not, skips `what` with a note, or fails when
+/// `DGMS_REQUIRE_FIXTURES=1`.
+fn shared_fixtures(what: &str) -> Option<PathBuf> {
+    let dir = fixtures::dir_from_env(
+        "DGMS_PARITY_DIR",
+        fixtures::shared_dir().join("fixtures/models"),
+    );
+    let weights = fixtures::Absent::from_env().check(dir.join("resnet18.pth"), what)?;
+    weights.parent().map(Path::to_path_buf)
 }
 
 /// Names and shapes of a fixture's tensors, `num_batches_tracked` left out.
@@ -94,12 +89,9 @@ fn resnet18_names_are_torchvisions() {
     assert_eq!(ours["fc.weight"], vec![1000, 512]);
     assert!(!ours.contains_key("layer1.0.downsample.0.weight"));
     assert_eq!(model.classifier_name(), "fc");
-    match shared_fixtures() {
-        Some(dir) => {
-            let theirs = read_pth(dir.join("resnet18.pth")).unwrap();
-            assert_eq!(ours, fixture_names(&theirs));
-        }
-        None => println!("shared fixtures absent: names checked without resnet18.pth"),
+    if let Some(dir) = shared_fixtures("the names check against resnet18.pth") {
+        let theirs = read_pth(dir.join("resnet18.pth")).unwrap();
+        assert_eq!(ours, fixture_names(&theirs));
     }
 }
 
@@ -138,12 +130,9 @@ fn mobilenet_v2_names_are_torchvisions() {
     assert_eq!(model.classifier_name(), "classifier.1");
     let dw = model.conv("features.2.conv.1.0").unwrap().spec();
     assert_eq!((dw.groups, dw.stride), (96, 2));
-    match shared_fixtures() {
-        Some(dir) => {
-            let theirs = load_tensors(dir.join("mobilenet_v2.safetensors")).unwrap();
-            assert_eq!(ours, fixture_names(&theirs));
-        }
-        None => println!("shared fixtures absent: names checked without mobilenet_v2.safetensors"),
+    if let Some(dir) = shared_fixtures("the names check against mobilenet_v2.safetensors") {
+        let theirs = load_tensors(dir.join("mobilenet_v2.safetensors")).unwrap();
+        assert_eq!(ours, fixture_names(&theirs));
     }
 }
 
@@ -259,8 +248,7 @@ fn other_inputs_and_depths() {
 
 #[test]
 fn pth_loads_into_a_varmap() {
-    let Some(dir) = shared_fixtures() else {
-        println!("shared fixtures absent: skipped");
+    let Some(dir) = shared_fixtures("loading resnet18.pth") else {
         return;
     };
     let (model, varmap) = on_varmap("resnet18", &imagenet());
@@ -312,8 +300,7 @@ fn corrupt_pth_files_give_errors_naming_the_file() {
     let (_model, varmap) = on_varmap("resnet18", &imagenet());
     assert_names_file(load_varmap(&varmap, &garbage).unwrap_err(), &garbage);
 
-    let Some(dir) = shared_fixtures() else {
-        println!("shared fixtures absent: truncated-file cases skipped");
+    let Some(dir) = shared_fixtures("the truncated and corrupt resnet18.pth cases") else {
         return;
     };
     let full = std::fs::read(dir.join("resnet18.pth")).unwrap();

@@ -4,9 +4,10 @@
 mod common;
 
 use candle_core::{DType, Tensor};
-use common::{from_tensors, rel_err, resnet20_io, resnet20_on_varmap, resnet20_params};
+use common::{from_tensors, resnet20_io, resnet20_on_varmap, resnet20_params};
 use dgms_core::{InitConfig, MixtureOptions};
 use dgms_models::{DgmsModel, LayerSelection, ModelConfig, ModelError};
+use dgms_test_support::tensors::rel_diff_tensors;
 
 fn init(k: usize) -> InitConfig {
     InitConfig {
@@ -72,7 +73,7 @@ fn train_forward_uses_soft_weights_and_reaches_every_var() {
     let soft = substituted(model.as_ref(), |m, w| m.soft_weights(w).unwrap().detach());
     let plain = from_tensors("resnet20", &ModelConfig::default(), soft);
     let expected = plain.forward_t(&x, true).unwrap();
-    let err = rel_err(&logits, &expected);
+    let err = rel_diff_tensors(&logits, &expected);
     assert!(err < 1e-5, "train logits vs soft-substituted: {err:e}");
 
     let labels = Tensor::new(&[0u32, 3, 5, 9], x.device()).unwrap();
@@ -111,10 +112,10 @@ fn eval_forward_equals_hard_weight_model() {
     let hard = substituted(model.as_ref(), |m, w| m.hard_weights(w).unwrap());
     let plain = from_tensors("resnet20", &ModelConfig::default(), hard);
     let expected = plain.forward_t(&x, false).unwrap();
-    let err = rel_err(&logits, &expected);
+    let err = rel_diff_tensors(&logits, &expected);
     assert!(err < 1e-6, "eval logits vs hard-substituted: {err:e}");
     // With K = 4 the hard weights do change the network.
-    assert!(rel_err(&logits, &fp_logits) > 1e-3);
+    assert!(rel_diff_tensors(&logits, &fp_logits) > 1e-3);
     // Hard weights take at most K values per layer, one of them 0.
     let conv = model.conv("layer2.1.conv1").unwrap();
     let mut values: Vec<f32> = conv
@@ -132,7 +133,7 @@ fn eval_forward_equals_hard_weight_model() {
     // Without mixtures the model is the full-precision one again.
     model.disable_mixtures();
     assert!(model.mixtures().is_empty());
-    let err = rel_err(&model.forward_t(&x, false).unwrap(), &fp_logits);
+    let err = rel_diff_tensors(&model.forward_t(&x, false).unwrap(), &fp_logits);
     assert!(err < 1e-4, "after disable_mixtures: {err:e}");
 }
 

@@ -9,13 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_core::{InitConfig, MixtureOptions};
 use dgms_models::{build_model, is_batch_norm_stat, LayerSelection, ModelConfig};
-
-fn names_and_shapes(varmap: &VarMap) -> BTreeMap<String, Vec<usize>> {
-    let data = varmap.data().lock().unwrap();
-    data.iter()
-        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
-        .collect()
-}
+use dgms_test_support::varmap::names_and_shapes;
 
 fn on_varmap(name: &str, cfg: &ModelConfig) -> (Box<dyn dgms_models::DgmsModel>, VarMap) {
     let varmap = VarMap::new();

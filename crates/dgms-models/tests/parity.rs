@@ -10,14 +10,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use dgms_models::{build_model, load_tensors, ModelConfig, MODEL_NAMES};
+use dgms_test_support::fixtures;
 
 const TOLERANCE: f32 = 1e-4;
 
 fn fixture_dir() -> PathBuf {
-    match std::env::var_os("DGMS_PARITY_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models"),
-    }
+    fixtures::dir_from_env("DGMS_PARITY_DIR", fixtures::repo_fixture("fixtures/models"))
 }
 
 fn max_abs(t: &Tensor) -> f32 {

@@ -10,12 +10,14 @@
 
 use std::path::PathBuf;
 
-use candle_core::Tensor;
 use dgms_data::{Loader, LoaderConfig};
 use dgms_qsimd::engine::Precision;
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::Engine;
+use dgms_test_support::compare::rel_diff_with_floor;
+use dgms_test_support::fixtures;
+use dgms_test_support::tensors::to_f32_vec;
 use dgms_train::config::MixtureSettings;
 use dgms_train::export::{self, ShapeSource};
 use dgms_train::infer::candle_model;
@@ -28,30 +30,22 @@ const TOLERANCE: f32 = 1e-4;
 const INT8_MIN_AGREEMENT: f64 = 0.99;
 
 fn pretrained() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/pretrained/resnet20-fashion-mnist.safetensors")
+    fixtures::repo_fixture("fixtures/pretrained/resnet20-fashion-mnist.safetensors")
 }
 
 /// Agreement of two logit batches (n x classes): (max |a-b| / max |b|,
 /// images with the same top-1).
 fn agreement(a: &[f32], b: &[f32], classes: usize) -> (f32, usize) {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    let scale = b.iter().fold(0.0f32, |m, y| m.max(y.abs()));
+    // No floor: all-zero reference logits give NaN or infinity, which fail
+    // every tolerance, as they should.
+    let rel = rel_diff_with_floor(a, b, 0.0);
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
     let same = a
         .chunks_exact(classes)
         .zip(b.chunks_exact(classes))
         .filter(|(x, y)| argmax(x) == argmax(y))
         .count();
-    (diff / scale, same)
-}
-
-fn tensor_values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1().unwrap()
+    (rel, same)
 }
 
 /// (1) The shipped Fashion-MNIST ResNet-20 at K = 16 on all 2,000 embedded
@@ -84,13 +78,13 @@ fn embedded_test_set_agrees_with_candle() {
     for batch in loader.epoch(0) {
         let batch = batch.unwrap();
         let n = batch.images.dim(0).unwrap();
-        let x = tensor_values(&batch.images);
+        let x = to_f32_vec(&batch.images);
         let got = engine.run(&x, n).unwrap();
-        let want = tensor_values(&candle.forward_t(&batch.images, false).unwrap());
+        let want = to_f32_vec(&candle.forward_t(&batch.images, false).unwrap());
         let (d, same) = agreement(&got, &want, 10);
         worst_candle = worst_candle.max(d);
         same_candle += same;
-        let want = tensor_values(&hardened.net.forward_t(&batch.images, false).unwrap());
+        let want = to_f32_vec(&hardened.net.forward_t(&batch.images, false).unwrap());
         let (d, same) = agreement(&got, &want, 10);
         worst_hardened = worst_hardened.max(d);
         same_hardened += same;

@@ -1,28 +1,28 @@
-//! Helpers shared by the `dgms` binary's integration tests: the repository
-//! paths, running the binary, and comparing logits.
+//! Helpers shared by the `dgms` binary's integration tests: the fixture
+//! paths, running the binary, and comparing logits. The generic parts
+//! (fixture lookup, relative error, tensor values) are dgms-test-support's.
 
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use candle_core::Tensor;
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use dgms_test_support::compare::rel_diff_with_floor;
+use dgms_test_support::fixtures;
 
 pub fn pretrained() -> PathBuf {
-    repo().join("fixtures/pretrained/resnet20-fashion-mnist.safetensors")
+    fixtures::repo_fixture("fixtures/pretrained/resnet20-fashion-mnist.safetensors")
 }
 
-/// The shared parity fixtures, if present.
-pub fn shared_fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DGMS_PARITY_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => repo().join("../shared/fixtures/models"),
-    };
-    dir.is_dir().then_some(dir)
+/// The shared parity fixtures (`$DGMS_PARITY_DIR`, else
+/// `../shared/fixtures/models`) if the folder exists; if not, skips `what`
+/// with a note, or fails when `DGMS_REQUIRE_FIXTURES=1`.
+pub fn shared_fixtures(what: &str) -> Option<PathBuf> {
+    let dir = fixtures::dir_from_env(
+        "DGMS_PARITY_DIR",
+        fixtures::shared_dir().join("fixtures/models"),
+    );
+    fixtures::Absent::from_env().check(dir, what)
 }
 
 pub fn dgms(args: &[&str]) -> Output {
@@ -58,21 +58,14 @@ pub fn dgms_err(args: &[&str]) -> String {
 /// Agreement of two logit batches (n x classes): (max |a-b| / max |b|,
 /// images with the same top-1).
 pub fn agreement(a: &[f32], b: &[f32], classes: usize) -> (f32, usize) {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    let scale = b.iter().fold(0.0f32, |m, y| m.max(y.abs()));
+    // No floor: all-zero reference logits give NaN or infinity, which fail
+    // every tolerance, as they should.
+    let rel = rel_diff_with_floor(a, b, 0.0);
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
     let same = a
         .chunks_exact(classes)
         .zip(b.chunks_exact(classes))
         .filter(|(x, y)| argmax(x) == argmax(y))
         .count();
-    (diff / scale, same)
-}
-
-pub fn tensor_values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1().unwrap()
+    (rel, same)
 }

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_models::{build_model, load_varmap, DgmsModel, ModelConfig};
+use dgms_test_support::fixtures;
 
 /// The repo's `fixtures/models/`.
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models")
+    fixtures::repo_fixture("fixtures/models")
 }
 
 /// The ResNet-20 parity parameters.
@@ -45,15 +46,4 @@ pub fn from_tensors(
 ) -> Box<dyn DgmsModel> {
     let vb = VarBuilder::from_tensors(t, DType::F32, &Device::Cpu);
     build_model(name, cfg, vb).expect("build from tensors")
-}
-
-/// max |a - b| / max |b|.
-pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let m = |t: &Tensor| -> f32 {
-        t.abs()
-            .and_then(|t| t.max_all())
-            .and_then(|t| t.to_scalar::<f32>())
-            .expect("max")
-    };
-    m(&(a - b).expect("diff")) / m(b)
 }
