@@ -13,8 +13,9 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use common::{agreement, dgms_ok, shared_fixtures};
+use common::{dgms_ok, shared_fixtures};
 use dgms_qsimd::kernels::Isa;
+use dgms_test_support::compare::logit_agreement as agreement;
 use dgms_test_support::fixtures;
 use dgms_test_support::rng::Lcg64;
 use dgms_test_support::tensors::to_f32_vec;

@@ -76,15 +76,7 @@ impl Builder<'_> {
         for layer in layers {
             let module = match layer {
                 Layer::Conv(c) => {
-                    let spec = ConvSpec {
-                        in_channels: c.in_channels,
-                        out_channels: c.out_channels,
-                        kernel: c.kernel,
-                        stride: c.stride,
-                        padding: c.padding,
-                        groups: c.groups,
-                        bias: c.bias,
-                    };
+                    let spec = ConvSpec::from(c);
                     Module::Conv(QConv2d::with_backend(spec, self.backend, vb.pp(&c.name))?)
                 }
                 Layer::BatchNorm(bn) => Module::BatchNorm(batch_norm_with(

@@ -29,29 +29,19 @@ pub struct ConvSpec {
     pub bias: bool,
 }
 
-impl ConvSpec {
-    /// A `kernel` x `kernel` convolution, stride 1, "same" padding for odd
-    /// kernels, one group, no bias.
-    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+impl From<&dgms_arch::Conv> for ConvSpec {
+    /// The geometry of a described convolution (its name is the module's
+    /// path, given by the caller's `VarBuilder`).
+    fn from(c: &dgms_arch::Conv) -> Self {
         Self {
-            in_channels,
-            out_channels,
-            kernel,
-            stride: 1,
-            padding: kernel / 2,
-            groups: 1,
-            bias: false,
+            in_channels: c.in_channels,
+            out_channels: c.out_channels,
+            kernel: c.kernel,
+            stride: c.stride,
+            padding: c.padding,
+            groups: c.groups,
+            bias: c.bias,
         }
-    }
-
-    /// The same with another stride.
-    pub fn stride(self, stride: usize) -> Self {
-        Self { stride, ..self }
-    }
-
-    /// The same with a bias.
-    pub fn with_bias(self) -> Self {
-        Self { bias: true, ..self }
     }
 }
 

@@ -50,3 +50,17 @@ pub fn rel_diff_with_floor(a: &[f32], b: &[f32], floor: f32) -> f32 {
 pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     rel_diff_with_floor(a, b, f32::MIN_POSITIVE)
 }
+
+/// Agreement of two logit batches (n x classes): (max |a-b| / max |b|,
+/// images with the same top-1). No floor: all-zero reference logits give
+/// NaN or infinity, which fail every tolerance, as they should.
+pub fn logit_agreement(a: &[f32], b: &[f32], classes: usize) -> (f32, usize) {
+    let rel = rel_diff_with_floor(a, b, 0.0);
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let same = a
+        .chunks_exact(classes)
+        .zip(b.chunks_exact(classes))
+        .filter(|(x, y)| argmax(x) == argmax(y))
+        .count();
+    (rel, same)
+}

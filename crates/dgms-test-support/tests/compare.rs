@@ -2,7 +2,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dgms_test_support::compare::{rel_diff, rel_diff_with_floor, rel_err, rel_err_masked};
+use dgms_test_support::compare::{
+    logit_agreement, rel_diff, rel_diff_with_floor, rel_err, rel_err_masked,
+};
 use dgms_test_support::tensors::{rel_diff_tensors, to_f32_vec, to_f64_vec};
 use dgms_test_support::varmap::{names_and_shapes, value_count};
 
@@ -52,4 +54,18 @@ fn var_map_names_shapes_and_counts() {
     assert_eq!(map["conv.weight"], vec![4, 3, 3, 3]);
     assert_eq!(value_count(&varmap, |_| true), 112);
     assert_eq!(value_count(&varmap, |n| !n.contains("running")), 108);
+}
+
+#[test]
+fn logit_agreement_counts_equal_top1_and_measures_the_largest_difference() {
+    // Two images, three classes: the first keeps its top-1 (class 2), the
+    // second's moves from class 0 to class 1.
+    let reference = [0.0, 1.0, 4.0, 2.0, 1.0, 0.0];
+    let got = [0.0, 1.0, 3.0, 2.0, 2.5, 0.0];
+    let (rel, same) = logit_agreement(&got, &reference, 3);
+    assert_eq!(same, 1);
+    assert_eq!(rel, 1.5 / 4.0);
+    // All-zero reference logits give no finite ratio, so no tolerance passes.
+    let (rel, _) = logit_agreement(&[1.0, 0.0], &[0.0, 0.0], 2);
+    assert!(!rel.is_finite());
 }

@@ -15,7 +15,7 @@ use dgms_qsimd::engine::Precision;
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::Engine;
-use dgms_test_support::compare::rel_diff_with_floor;
+use dgms_test_support::compare::logit_agreement as agreement;
 use dgms_test_support::fixtures;
 use dgms_test_support::tensors::to_f32_vec;
 use dgms_train::config::MixtureSettings;
@@ -31,21 +31,6 @@ const INT8_MIN_AGREEMENT: f64 = 0.99;
 
 fn pretrained() -> PathBuf {
     fixtures::repo_fixture("fixtures/pretrained/resnet20-fashion-mnist.safetensors")
-}
-
-/// Agreement of two logit batches (n x classes): (max |a-b| / max |b|,
-/// images with the same top-1).
-fn agreement(a: &[f32], b: &[f32], classes: usize) -> (f32, usize) {
-    // No floor: all-zero reference logits give NaN or infinity, which fail
-    // every tolerance, as they should.
-    let rel = rel_diff_with_floor(a, b, 0.0);
-    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
-    let same = a
-        .chunks_exact(classes)
-        .zip(b.chunks_exact(classes))
-        .filter(|(x, y)| argmax(x) == argmax(y))
-        .count();
-    (rel, same)
 }
 
 /// (1) The shipped Fashion-MNIST ResNet-20 at K = 16 on all 2,000 embedded

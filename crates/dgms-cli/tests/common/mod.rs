@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use dgms_test_support::compare::rel_diff_with_floor;
 use dgms_test_support::fixtures;
 
 pub fn pretrained() -> PathBuf {
@@ -53,19 +52,4 @@ pub fn dgms_err(args: &[&str]) -> String {
     let out = dgms(args);
     assert_eq!(out.status.code(), Some(1), "dgms {args:?} should fail");
     String::from_utf8(out.stderr).unwrap()
-}
-
-/// Agreement of two logit batches (n x classes): (max |a-b| / max |b|,
-/// images with the same top-1).
-pub fn agreement(a: &[f32], b: &[f32], classes: usize) -> (f32, usize) {
-    // No floor: all-zero reference logits give NaN or infinity, which fail
-    // every tolerance, as they should.
-    let rel = rel_diff_with_floor(a, b, 0.0);
-    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
-    let same = a
-        .chunks_exact(classes)
-        .zip(b.chunks_exact(classes))
-        .filter(|(x, y)| argmax(x) == argmax(y))
-        .count();
-    (rel, same)
 }
