@@ -11,11 +11,15 @@
 //! - [`fixtures`]: locating fixtures in the repository and in the shared
 //!   folder beside it (`../shared`); a missing shared fixture skips its test
 //!   with a note, or fails it when `DGMS_REQUIRE_FIXTURES=1`.
-//! - [`tensors`]: candle tensors to host vectors, and their relative error.
-//! - [`varmap`]: names and shapes of a `candle_nn::VarMap`.
+//! - [`tensors`]: candle tensors to host vectors, and their relative error
+//!   (feature `candle`).
+//! - [`varmap`]: names and shapes of a `candle_nn::VarMap` (feature
+//!   `candle`).
 
 pub mod compare;
 pub mod fixtures;
 pub mod rng;
+#[cfg(feature = "candle")]
 pub mod tensors;
+#[cfg(feature = "candle")]
 pub mod varmap;
