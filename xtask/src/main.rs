@@ -58,4 +58,4 @@ pub fn target_dir() -> std::path::PathBuf {
     }
 }
 
-pub use dgms_train::fsutil::write_atomic;
+pub use dgms_io::write_atomic;

@@ -152,7 +152,7 @@ fn report(checkpoint: &Path, json: Option<&Path>, out: &mut Output) -> Result<()
     let report = phases::report(checkpoint)?;
     // The file first, so that it is written even when stdout is closed.
     if let Some(path) = json {
-        dgms_train::fsutil::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        dgms_io::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     out.text(report.to_table())?;
     if let Some(path) = json {

@@ -16,6 +16,9 @@ pub enum QsimdError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file atomically failed (the error names the file).
+    #[error(transparent)]
+    Write(#[from] dgms_io::IoError),
     // --- packed model format (`format`) ---
     /// An error while reading `path`; wraps the format error so that every
     /// message about a file names it.

@@ -161,11 +161,19 @@ fn names_in(dir: &Path) -> Vec<String> {
 #[test]
 fn failed_writes_leave_no_trace_and_existing_files_untouched() {
     let dir = tmp_dir("failed_writes");
-    // Into a directory that does not exist: an error naming the path.
-    let missing = dir.join("no_such_dir").join("m.dgms.safetensors");
-    let e = base_model().write(&missing).unwrap_err().to_string();
-    assert_has(&e, &[&missing.display().to_string()]);
-    assert!(!missing.exists());
+    // Under a "directory" that is a file: an error naming the path.
+    let blocker = dir.join("a_file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let impossible = blocker.join("m.dgms.safetensors");
+    let e = base_model().write(&impossible).unwrap_err().to_string();
+    assert_has(&e, &["a_file"]);
+    assert!(!impossible.exists());
+    std::fs::remove_file(&blocker).unwrap();
+    // Missing parent directories are created, as for every output.
+    let nested = dir.join("new_dir").join("m.dgms.safetensors");
+    base_model().write(&nested).unwrap();
+    assert!(PackedModel::read(&nested).is_ok());
+    std::fs::remove_dir_all(dir.join("new_dir")).unwrap();
 
     // An invalid model never replaces an existing file.
     let path = dir.join("m.dgms.safetensors");

@@ -24,21 +24,10 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    /// Renaming a finished temporary file over its destination failed.
-    #[error("renaming {} to {}", from.display(), to.display())]
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Writing `path` (through a temporary file) failed.
-    #[error("writing {}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: Box<TrainError>,
-    },
+    /// Writing a file (atomically, through dgms-io) failed, or an output
+    /// would replace an input.
+    #[error(transparent)]
+    File(#[from] dgms_io::IoError),
     /// A file is not a readable safetensors file.
     #[error("{} is not a safetensors file (truncated or corrupt header)", path.display())]
     NotSafetensors {

@@ -24,7 +24,7 @@ use dgms_qsimd::Engine;
 
 use crate::error::{Result, TrainError};
 use crate::export::BN_EPS;
-use crate::fsutil::write_atomic;
+use dgms_io::write_atomic;
 
 /// The f32 `v` with `v + eps == 1.0` (eps = 1e-5 rounded to f32, as candle
 /// adds it), so that a batch norm with running_var = v divides by exactly 1.
@@ -209,7 +209,7 @@ pub fn write_logits(path: &Path, logits: &[f32], n: usize, classes: usize) -> Re
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, classes], &bytes)
             .map_err(serialise)?;
     let out = safetensors::serialize([("logits", view)], None).map_err(serialise)?;
-    write_atomic(path, &out)
+    Ok(write_atomic(path, &out)?)
 }
 
 /// What `dgms infer` did.

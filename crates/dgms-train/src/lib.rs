@@ -17,7 +17,6 @@
 pub mod config;
 pub mod error;
 pub mod export;
-pub mod fsutil;
 pub mod infer;
 pub mod phases;
 pub mod process;

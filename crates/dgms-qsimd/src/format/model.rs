@@ -173,12 +173,12 @@ impl PackedModel {
         read::from_bytes(bytes)
     }
 
-    /// Writes atomically: the bytes go to a temporary file in the same
-    /// directory which is then renamed over `path`, so readers see either
+    /// Writes atomically (`dgms_io::write_atomic`: a synced temporary file
+    /// in the same directory renamed over `path`), so readers see either
     /// the old file or the complete new one.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let bytes = self.to_bytes()?;
-        write::write_atomic(path.as_ref(), &bytes)
+        Ok(dgms_io::write_atomic(path.as_ref(), &bytes)?)
     }
 
     /// Reads and validates the file at `path`; every error names the path.

@@ -1,4 +1,5 @@
-//! Serialization to safetensors bytes and the atomic file write.
+//! Serialization to safetensors bytes (the file is written by
+//! `dgms_io::write_atomic`).
 //!
 //! The header is built here rather than with `safetensors::serialize`
 //! because that function writes `__metadata__` from a `HashMap`, whose order
@@ -7,10 +8,6 @@
 //! it with the `safetensors` crate).
 
 use std::borrow::Cow;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -106,51 +103,4 @@ pub(crate) fn to_bytes(model: &PackedModel) -> Result<Vec<u8>> {
         out.extend_from_slice(&e.data);
     }
     Ok(out)
-}
-
-/// Distinguishes temporary files of concurrent writes within one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it
-/// over `path`; on any failure the temporary file is removed and `path` is
-/// left as it was.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source: std::io::Error| QsimdError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path has no file name",
-        ))
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        // Best effort: the temp file may not exist if `open` failed.
-        let _ = fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    // Persist the rename itself; not all platforms can sync a directory,
-    // and the data is already safe, so a failure here is not an error.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

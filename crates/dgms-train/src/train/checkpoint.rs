@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::fsutil::write_atomic_with;
 
 /// Format version written into every checkpoint.
 pub const FORMAT_VERSION: u32 = 1;
@@ -74,17 +73,13 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) ->
     let meta_json =
         serde_json::to_string(meta).map_err(TrainError::json("encoding checkpoint metadata"))?;
     let metadata: HashMap<String, String> = [(META_KEY.to_string(), meta_json)].into();
-    write_atomic_with(path, |tmp| {
-        safetensors::serialize_to_file(
-            tensors.iter().map(|(k, v)| (k.as_str(), v)),
-            Some(metadata),
-            tmp,
-        )
-        .map_err(|source| TrainError::SerialiseCheckpoint {
-            path: tmp.to_path_buf(),
-            source,
-        })
-    })
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
+            .map_err(|source| TrainError::SerialiseCheckpoint {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    Ok(dgms_io::write_atomic(path, &bytes)?)
 }
 
 /// Reads a checkpoint, with errors naming the file and what is wrong.

@@ -16,12 +16,12 @@ use serde::Serialize;
 
 use crate::config::{RunConfig, ScheduleKind};
 use crate::error::{Result, TrainError};
-use crate::fsutil::write_atomic;
 use crate::train::checkpoint::{self, mixture_key, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
 use crate::train::optim::{Param, Sgd};
 use crate::train::schedule::Schedule;
 use crate::train::session::{evaluate, prepare, Data, Model};
+use dgms_io::write_atomic;
 
 /// File names inside a run directory.
 pub const LAST: &str = "last.safetensors";
