@@ -132,10 +132,14 @@ pub struct InferArgs {
     /// accurate: see the README) instead of the exact f32 one.
     #[arg(long)]
     pub int8: bool,
-    /// Run the batch this many times (timing; the first run includes
-    /// buffer allocation).
+    /// Run the batch this many times, at most 100000 (timing; the first
+    /// run includes buffer allocation).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Run even if the input holds NaN or infinite values (refused by
+    /// default, naming the first such index).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// `--engine`: which implementation runs a packed model.

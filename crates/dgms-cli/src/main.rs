@@ -152,6 +152,7 @@ fn report(checkpoint: &Path, json: Option<&Path>, out: &mut Output) -> Result<()
     let report = phases::report(checkpoint)?;
     // The file first, so that it is written even when stdout is closed.
     if let Some(path) = json {
+        dgms_io::ensure_not_input("--json", path, &[("--checkpoint", checkpoint)])?;
         dgms_io::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     out.text(report.to_table())?;
@@ -193,11 +194,7 @@ fn quantize(args: &QuantizeArgs, out: &mut Output) -> Result<()> {
 /// embedded data, as for checkpoint output.
 fn quantize_packed(args: &QuantizeArgs, out: &mut Output) -> Result<()> {
     let shape = match (&args.input_shape, &args.data) {
-        (Some(s), _) => ShapeSource::Input(
-            s.clone()
-                .try_into()
-                .map_err(|s| anyhow::anyhow!("--input-shape {s:?}: expected C,H,W"))?,
-        ),
+        (Some(s), _) => ShapeSource::Input(export::input_shape(s)?),
         (None, Some(d)) => ShapeSource::Data(d.clone()),
         (None, None) if export::is_imagenet_model(&args.model) => ShapeSource::Input([3, 224, 224]),
         (None, None) => ShapeSource::Data("embedded".to_string()),
@@ -235,13 +232,14 @@ fn run_infer(args: &InferArgs, out: &mut Output) -> Result<()> {
         (_, Some(choice)) => Isa::from_choice(Some(choice)).context("--isa")?,
         (_, None) => Isa::from_env().context(ISA_ENV_VAR)?,
     };
-    let outcome = infer::infer(
-        &args.packed,
-        &args.input,
-        &args.out,
-        (engine, isa, precision),
-        args.repeat,
-    )?;
+    let settings = infer::InferSettings {
+        engine,
+        isa,
+        precision,
+        repeat: args.repeat,
+        allow_nonfinite: args.allow_nonfinite,
+    };
+    let outcome = infer::infer(&args.packed, &args.input, &args.out, settings)?;
     let mut sorted: Vec<f64> = outcome
         .times
         .iter()

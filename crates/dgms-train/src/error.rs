@@ -236,6 +236,26 @@ pub enum TrainError {
     /// An `infer` input file whose `input` tensor is missing or malformed.
     #[error("{}: {problem}", path.display())]
     BadInput { path: PathBuf, problem: String },
+    /// A command-line value outside what the command can take.
+    #[error("{flag} {value}: {expected}")]
+    BadValue {
+        flag: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// A non-finite value in an `infer` input (refused unless allowed).
+    #[error(
+        "{}: `input` holds {value} at index [{}] (flat index {flat}); \
+         logits of such an input mean nothing (pass --allow-nonfinite to run anyway)",
+        path.display(),
+        index.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    NonFiniteInput {
+        path: PathBuf,
+        value: f32,
+        index: [usize; 4],
+        flat: usize,
+    },
     /// The candle engine asked for a quantized-activation path.
     #[error("the {precision} path is the qsimd engine's (--engine qsimd); candle runs the hard weights in f32")]
     CandleIsExact { precision: String },

@@ -116,6 +116,7 @@ pub fn data_shape(source: &str) -> Result<([usize; 3], usize)> {
 /// `dgms export`: a hardened checkpoint to a packed file.
 pub fn export_packed(hardened_checkpoint: &Path, out: &Path) -> Result<ExportSummary> {
     let path = hardened_checkpoint;
+    dgms_io::ensure_not_input("--out", out, &[("--checkpoint", path)])?;
     let ckpt = checkpoint::load(path)?;
     if !ckpt.meta.hardened {
         return Err(TrainError::NotHardened {
@@ -247,6 +248,46 @@ pub enum ShapeSource {
     Input([usize; 3]),
 }
 
+/// Largest accepted side of an input (`--input-shape`), and largest
+/// accepted number of values of one image: far beyond any classifier's
+/// input (ImageNet is 3 x 224 x 224 = 150,528), and small enough that the
+/// engine's buffers for it cannot overflow or exhaust memory.
+pub const MAX_INPUT_SIDE: usize = 16_384;
+pub const MAX_INPUT_VALUES: usize = 1 << 26;
+
+/// Checks a `--input-shape` (C,H,W): three dimensions, each at least 1
+/// and at most [`MAX_INPUT_SIDE`], at most [`MAX_INPUT_VALUES`] values in
+/// all (overflow-safe).
+pub fn input_shape(dims: &[usize]) -> Result<[usize; 3]> {
+    let bad = |expected: String| TrainError::BadValue {
+        flag: "--input-shape",
+        value: dims
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        expected,
+    };
+    let shape: [usize; 3] = dims
+        .try_into()
+        .map_err(|_| bad(format!("expected C,H,W (3 numbers), got {}", dims.len())))?;
+    if let Some(d) = shape.iter().find(|&&d| d == 0 || d > MAX_INPUT_SIDE) {
+        return Err(bad(format!(
+            "every dimension must be in 1..={MAX_INPUT_SIDE}, got {d}"
+        )));
+    }
+    let values = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&v| v <= MAX_INPUT_VALUES);
+    if values.is_none() {
+        return Err(bad(format!(
+            "more than {MAX_INPUT_VALUES} values per image"
+        )));
+    }
+    Ok(shape)
+}
+
 /// The classifier weight of `model` (rows = classes), from its description.
 fn classifier_weight(model: &str) -> Option<String> {
     dgms_arch::architecture(model, &dgms_arch::ArchConfig::default())
@@ -271,6 +312,7 @@ pub fn quantize_packed(
     mixture: &MixtureSettings,
     out: &Path,
 ) -> Result<(ModelReport, ExportSummary, Model)> {
+    dgms_io::ensure_not_input("--out", out, &[("--weights", weights)])?;
     let tensors = load_tensors(weights)?;
     let (input_shape, classes) = match shape {
         ShapeSource::Data(source) => data_shape(source)?,

@@ -220,17 +220,78 @@ pub struct InferOutcome {
     pub times: Vec<Duration>,
 }
 
+/// Most runs of one batch `dgms infer --repeat` takes (a timing loop, not a
+/// load generator).
+pub const MAX_REPEAT: usize = 100_000;
+
+/// How `dgms infer` runs a packed model.
+#[derive(Clone, Copy, Debug)]
+pub struct InferSettings {
+    pub engine: EngineKind,
+    /// The Q-SIMD engine's instruction set (ignored by candle).
+    pub isa: Isa,
+    pub precision: Precision,
+    /// Runs of the batch, 1..=[`MAX_REPEAT`] (timing).
+    pub repeat: usize,
+    /// Run on an input holding NaN or infinite values instead of refusing
+    /// it.
+    pub allow_nonfinite: bool,
+}
+
+/// The first non-finite value of `input` (N, C, H, W): its value, its
+/// index and its flat index.
+fn first_non_finite(input: &[f32], [_, c, h, w]: [usize; 4]) -> Option<(f32, [usize; 4], usize)> {
+    let flat = input.iter().position(|v| !v.is_finite())?;
+    let index = [
+        flat / (c * h * w),
+        flat / (h * w) % c,
+        flat / w % h,
+        flat % w,
+    ];
+    Some((input[flat], index, flat))
+}
+
 /// `dgms infer`: runs the packed model on the `input` of `input_path`
-/// `repeat` times (>= 1) and writes the logits of the last run.
+/// `settings.repeat` times and writes the logits of the last run to `out`
+/// (never over one of the inputs). An input with a NaN or infinite value
+/// is refused, naming its first index, unless `settings.allow_nonfinite`.
 pub fn infer(
     packed_path: &Path,
     input_path: &Path,
     out: &Path,
-    (kind, isa, precision): (EngineKind, Isa, Precision),
-    repeat: usize,
+    settings: InferSettings,
 ) -> Result<InferOutcome> {
+    let InferSettings {
+        engine: kind,
+        isa,
+        precision,
+        repeat,
+        allow_nonfinite,
+    } = settings;
+    dgms_io::ensure_not_input(
+        "--out",
+        out,
+        &[("--packed", packed_path), ("--input", input_path)],
+    )?;
+    if !(1..=MAX_REPEAT).contains(&repeat) {
+        return Err(TrainError::BadValue {
+            flag: "--repeat",
+            value: repeat.to_string(),
+            expected: format!("expected 1..={MAX_REPEAT} runs"),
+        });
+    }
     let packed = read_packed(packed_path)?;
     let (input, [n, c, h, w]) = read_input(input_path)?;
+    if !allow_nonfinite {
+        if let Some((value, index, flat)) = first_non_finite(&input, [n, c, h, w]) {
+            return Err(TrainError::NonFiniteInput {
+                path: input_path.to_path_buf(),
+                value,
+                index,
+                flat,
+            });
+        }
+    }
     let shape = packed.meta.input_shape.as_slice();
     if shape != [c, h, w] {
         let takes = shape.iter().map(usize::to_string).collect::<Vec<_>>();
@@ -243,9 +304,9 @@ pub fn infer(
         });
     }
     let mut runner = Runner::new(&packed, kind, isa, precision)?;
-    let mut times = Vec::with_capacity(repeat.max(1));
+    let mut times = Vec::with_capacity(repeat);
     let mut logits = Vec::new();
-    for _ in 0..repeat.max(1) {
+    for _ in 0..repeat {
         let start = Instant::now();
         logits = runner.run(&input, n, [c, h, w])?;
         times.push(start.elapsed());
@@ -261,7 +322,20 @@ pub fn infer(
 
 #[cfg(test)]
 mod tests {
-    use super::unit_running_var;
+    use super::{first_non_finite, unit_running_var};
+
+    #[test]
+    fn first_non_finite_names_the_nchw_index() {
+        let shape = [2, 3, 4, 5];
+        let mut x = vec![0.5f32; 2 * 3 * 4 * 5];
+        assert_eq!(first_non_finite(&x, shape), None);
+        // n = 1, c = 2, h = 3, w = 4.
+        let flat = 60 + 2 * 20 + 3 * 5 + 4;
+        x[flat] = f32::NEG_INFINITY;
+        x[flat + 1] = f32::NAN;
+        let (v, index, at) = first_non_finite(&x, shape).unwrap();
+        assert_eq!((v, index, at), (f32::NEG_INFINITY, [1, 2, 3, 4], flat));
+    }
 
     #[test]
     fn unit_running_var_divides_by_one() {

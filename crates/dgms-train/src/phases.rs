@@ -45,6 +45,13 @@ pub fn open(path: &Path, data: Option<&str>) -> Result<(Checkpoint, Data, Model)
 
 /// Evaluates a checkpoint: mixture layers use their hard weights.
 pub fn eval(path: &Path, data: Option<&str>, max_eval: Option<usize>) -> Result<EvalResult> {
+    if max_eval == Some(0) {
+        return Err(TrainError::BadValue {
+            flag: "--max-eval",
+            value: "0".into(),
+            expected: "at least 1 image is needed to evaluate".into(),
+        });
+    }
     let (_, data, model) = open(path, data)?;
     let test = data.test_subset(max_eval)?;
     Ok(evaluate(model.net.as_ref(), test, data.kind)?.into())
@@ -100,6 +107,16 @@ pub fn recalibrate_batch_norm(model: &Model, data: &Data, batches: usize, seed: 
         .with_shuffle(true)
         .with_seed(seed);
     let loader = Loader::new(data.train.clone(), config)?;
+    let available = loader.batches_per_epoch();
+    if batches > available {
+        return Err(TrainError::BadValue {
+            flag: "--recalibrate-bn",
+            value: batches.to_string(),
+            expected: format!(
+                "the training set has {available} batches of 128 (one pass is the most)"
+            ),
+        });
+    }
     for batch in loader.epoch(0).take(batches) {
         let batch = batch?;
         model
@@ -145,6 +162,7 @@ pub fn report_of(layers: &[HardenedLayer]) -> ModelReport {
 /// batch-norm statistics re-estimated under the hard weights from
 /// `recalibrate_bn` training batches (0: kept as trained).
 pub fn harden(path: &Path, out: &Path, recalibrate_bn: usize) -> Result<ModelReport> {
+    dgms_io::ensure_not_input("--out", out, &[("--checkpoint", path)])?;
     let (ckpt, data, model) = open(path, None)?;
     if ckpt.meta.hardened {
         return Err(TrainError::AlreadyHardened {
@@ -207,6 +225,7 @@ pub fn quantize(
     mixture: &MixtureSettings,
     out: &Path,
 ) -> Result<(ModelReport, Model, Data)> {
+    dgms_io::ensure_not_input("--out", out, &[("--weights", weights)])?;
     let data_set = Data::load(data)?;
     let model = Model::new(model_name, &data_set, 0)?;
     model.load_weights(weights)?;
