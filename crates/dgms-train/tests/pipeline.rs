@@ -190,9 +190,11 @@ fn bad_input_gives_clear_errors() {
     let mut k16 = k4.clone();
     k16.epochs = 2;
     k16.mixture = Some(mixture(16));
+    // (A resumed run keeps its configuration: the first setting that
+    // differs is named with both values, here K before the epochs.)
     let msg = message(train(&k16, Some(&k4_ckpt)).unwrap_err());
     assert!(
-        msg.contains("trained with K = 4, but K = 16 was requested"),
+        msg.starts_with("--k 16 differs from the checkpoint's 4"),
         "{msg}"
     );
 
