@@ -342,7 +342,12 @@ impl RunConfig {
                 continue;
             }
             let (a, b) = (field(&ours, path), field(&theirs, path));
-            if a != b {
+            // "mixture" itself only says which command; its fields follow.
+            let differs = match path {
+                "mixture" => a.is_null() != b.is_null(),
+                _ => a != b,
+            };
+            if differs {
                 return Some(Mismatch {
                     flag,
                     requested: a.to_string(),
