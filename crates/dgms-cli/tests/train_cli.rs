@@ -11,16 +11,13 @@ use std::path::Path;
 use common::{dgms, dgms_ok, pretrained};
 use train_support::assert_same_run;
 
-const TINY: [&str; 9] = [
-    "--epochs",
-    "2",
-    "--batch-size",
-    "8",
-    "--max-batches",
-    "2",
-    "--max-eval",
-    "16",
-    "--seed=3",
+/// A tiny run, as (flag, value) pairs.
+const TINY: [(&str, &str); 5] = [
+    ("--epochs", "2"),
+    ("--batch-size", "8"),
+    ("--max-batches", "2"),
+    ("--max-eval", "16"),
+    ("--seed", "3"),
 ];
 
 fn s(p: &Path) -> &str {
@@ -36,10 +33,24 @@ fn first_error_line(args: &[&str], code: i32) -> String {
     stderr.lines().next().unwrap_or_default().to_string()
 }
 
+/// The TINY flags (those not in `extra`), then `extra`.
+fn tiny_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = Vec::new();
+    for (flag, value) in TINY {
+        let overridden = extra
+            .iter()
+            .any(|e| *e == flag || e.starts_with(&format!("{flag}=")));
+        if !overridden {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend(extra);
+    args
+}
+
 fn pretrain_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["pretrain"];
-    args.extend(TINY);
-    args.extend(extra);
+    args.extend(tiny_args(extra));
     args.extend(["--out", out]);
     args
 }
@@ -89,7 +100,6 @@ fn bad_hyper_parameters_name_their_flag() {
         ),
     ];
     for (extra, expected) in cases {
-        // (Later flags win: the TINY values are overridden.)
         let line = first_error_line(&pretrain_args(s(&out), extra), 1);
         assert_eq!(line, expected, "{extra:?}");
     }
@@ -104,8 +114,7 @@ fn bad_hyper_parameters_name_their_flag() {
         ),
     ] {
         let mut args = vec!["dgms", "--init", s(&init)];
-        args.extend(TINY);
-        args.extend(extra);
+        args.extend(tiny_args(&extra));
         args.extend(["--out", s(&out)]);
         assert_eq!(first_error_line(&args, 1), expected);
     }
