@@ -23,7 +23,7 @@ use train_support::assert_same_run;
 const RUN: [&str; 11] = [
     "pretrain",
     "--epochs",
-    "10",
+    "24",
     "--batch-size",
     "8",
     "--max-batches",
@@ -33,8 +33,9 @@ const RUN: [&str; 11] = [
     "--lr",
     "0.05",
 ];
-/// Kills: by time (milliseconds after the start), and inside the n-th save
-/// of a process (n-th new temporary file).
+/// Epochs of [`RUN`].
+const EPOCHS: usize = 24;
+/// Kills that must land (the child still running when killed).
 const KILLS: usize = 24;
 
 enum Kill {
@@ -42,19 +43,17 @@ enum Kill {
     InsideSave(usize),
 }
 
-/// The kill plan: alternating, times spread over a process's life, save
-/// numbers from the first (config.json) to past the first epochs.
-fn plan(run_time: Duration) -> Vec<Kill> {
-    (0..KILLS)
-        .map(|i| {
-            if i % 2 == 0 {
-                let fraction = (i / 2 + 1) as f64 / (KILLS / 2 + 1) as f64;
-                Kill::After(run_time.mul_f64(fraction * 0.6))
-            } else {
-                Kill::InsideSave(1 + (i / 2) % 7)
-            }
-        })
-        .collect()
+/// The i-th kill: alternating, by time (0.5 to 3 epochs' worth of the
+/// uninterrupted run after the start, so that the earlier ones land in the
+/// start-up, the later ones in training, evaluation or saves) and inside
+/// the n-th save of a process (n = 1: config.json, then resume's
+/// metrics.jsonl, then each epoch's best, last and metrics.jsonl).
+fn kill(i: usize, epoch_time: Duration) -> Kill {
+    if i % 2 == 0 {
+        Kill::After(epoch_time.mul_f64(0.5 + 0.5 * ((i / 2) % 6) as f64))
+    } else {
+        Kill::InsideSave(1 + (i / 2) % 6)
+    }
 }
 
 fn spawn(args: &[String]) -> Child {
@@ -86,6 +85,16 @@ fn next_args(run: &Path) -> Vec<String> {
         ]);
         args
     }
+}
+
+/// Epochs the run in `run` has recorded.
+fn epochs_done(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |m| m.lines().count())
+}
+
+/// Whether the run in `run` completed every epoch.
+fn finished(run: &Path) -> bool {
+    epochs_done(run) == EPOCHS
 }
 
 /// Temporary files of dgms-io in `dir`.
@@ -149,11 +158,18 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
 
     let run = dir.path().join("killed");
     std::fs::create_dir_all(&run).unwrap();
-    let (mut killed, mut inside_saves) = (0, 0);
-    for kill in plan(run_time) {
-        let (k, inside) = attempt(&run, &kill);
+    let epoch_time = run_time / EPOCHS as u32;
+    let (mut killed, mut inside_saves, mut attempts) = (0, 0, 0);
+    // Epochs completed (lines of metrics.jsonl) when each kill landed.
+    let mut at_epochs = Vec::new();
+    while killed < KILLS && !finished(&run) {
+        let (k, inside) = attempt(&run, &kill(attempts, epoch_time));
+        attempts += 1;
         killed += usize::from(k);
         inside_saves += usize::from(inside);
+        if k {
+            at_epochs.push(epochs_done(&run));
+        }
     }
     // Then to the end.
     let mut resumes = 0;
@@ -166,12 +182,16 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
         assert!(resumes < 5, "the run does not finish: {status}");
     }
     println!(
-        "{killed} kills ({inside_saves} while a temporary file existed, i.e. inside a save); \
-         uninterrupted run {:.1} s, total {:.1} s",
+        "{killed} kills in {attempts} attempts ({inside_saves} while a temporary file existed, \
+         i.e. inside a save), at epochs {at_epochs:?} of {EPOCHS}; uninterrupted run {:.1} s, \
+         total {:.1} s",
         run_time.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert!(killed >= 20, "only {killed} kills landed");
+    assert!(
+        killed >= 20,
+        "only {killed} kills landed before the run finished"
+    );
     assert!(inside_saves >= 3, "only {inside_saves} kills inside saves");
     assert_same_run(&straight, &run);
 }
