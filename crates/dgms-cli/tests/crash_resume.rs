@@ -49,7 +49,7 @@ enum Kill {
 /// the n-th save of a process (n = 1: config.json, then resume's
 /// metrics.jsonl, then each epoch's best, last and metrics.jsonl).
 fn kill(i: usize, epoch_time: Duration) -> Kill {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Kill::After(epoch_time.mul_f64(0.5 + 0.5 * ((i / 2) % 6) as f64))
     } else {
         Kill::InsideSave(1 + (i / 2) % 6)
