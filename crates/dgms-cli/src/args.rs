@@ -369,6 +369,12 @@ impl TrainArgs {
                 );
             }
         }
+        if meta.hardened {
+            bail!(
+                "{} is a hardened checkpoint (`dgms harden` or `dgms quantize`): there is no training run to resume",
+                path.display()
+            );
+        }
         let saved_phase = if meta.config.mixture.is_some() {
             Phase::Dgms
         } else {

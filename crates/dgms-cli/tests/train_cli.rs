@@ -304,3 +304,48 @@ fn ctrl_c_stops_with_130_and_resume_finishes_the_same_run() {
     dgms_ok(&["pretrain", "--resume", s(&last)]);
     assert_same_run(&straight, &run);
 }
+
+/// A second Ctrl-C exits at once, also with 130; whatever was written is
+/// whole (every write is atomic), and the run resumes from it.
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_dgms"))
+        .args(pretrain_args(s(&run), &["--epochs", "8"]))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let last = run.join("last.safetensors");
+    let start = Instant::now();
+    while !last.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success());
+    // (Fails harmlessly if the run already stopped at a step boundary.)
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.starts_with("interrupt: stopping at the next step"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("interrupted again: exiting now")
+            || stderr.contains("interrupted: training stopped at step"),
+        "{stderr}"
+    );
+    // Whichever came first (the second Ctrl-C or the step boundary), the
+    // checkpoint is whole and resumes to the end.
+    dgms_ok(&["pretrain", "--resume", s(&last)]);
+}
