@@ -2,13 +2,15 @@
 //! dgms-train's plain configuration types. Defaults come from
 //! `dgms_train::config`, the same constants `cargo xtask train` uses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dgms_train::config::{self, MixtureSettings, RunConfig, ScheduleKind};
 use dgms_train::infer::EngineKind;
 use dgms_train::phases;
-use dgms_train::train::optim::SgdConfig;
+use dgms_train::train::checkpoint;
+use dgms_train::train::run::{checkpoint_dir, same_dir};
 
 #[derive(Parser)]
 #[command(
@@ -180,45 +182,63 @@ impl From<ScheduleArg> for ScheduleKind {
     }
 }
 
+/// The flags of `dgms pretrain` and `dgms dgms`. Every setting is an
+/// `Option`, so that a resumed run knows which flags were given: those
+/// must equal the checkpoint's, the others are taken from it. The defaults
+/// (shown in brackets, from `dgms_train::config`) apply to a fresh run.
 #[derive(Args)]
 pub struct TrainArgs {
-    #[arg(long, default_value = "resnet20")]
-    pub model: String,
-    /// `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR` or `cifar10:DIR`.
-    #[arg(long, default_value = "embedded")]
-    pub data: String,
+    /// Architecture [default: resnet20].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR` or `cifar10:DIR`
+    /// [default: embedded].
+    #[arg(long)]
+    pub data: Option<String>,
     /// Epochs [pretrain 8, dgms 4].
     #[arg(long)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
-    pub batch_size: usize,
+    /// Images per batch, 1..=65536 [default: 128].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Peak (one-cycle) or base learning rate [pretrain 0.1, dgms 1e-3].
     #[arg(long)]
     pub lr: Option<f64>,
-    #[arg(long, value_enum, default_value_t = ScheduleArg::OneCycle)]
-    pub schedule: ScheduleArg,
-    /// Multi-step milestones, in epochs (comma-separated).
+    /// Learning-rate schedule [default: one-cycle].
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Multi-step milestones, in epochs (comma-separated, increasing).
     #[arg(long, value_delimiter = ',')]
-    pub milestones: Vec<usize>,
-    #[arg(long, default_value_t = config::DEFAULT_GAMMA)]
-    pub gamma: f64,
-    #[arg(long, default_value_t = config::DEFAULT_MOMENTUM)]
-    pub momentum: f64,
+    pub milestones: Option<Vec<usize>>,
+    /// Multi-step factor [default: 0.1].
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// SGD momentum, in [0, 1) [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f64>,
     #[arg(long)]
     pub no_nesterov: bool,
-    #[arg(long, default_value_t = config::DEFAULT_WEIGHT_DECAY)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Run directory (checkpoints, metrics.jsonl, config.json).
+    /// [default: 5e-4]
     #[arg(long)]
-    pub out: PathBuf,
+    pub weight_decay: Option<f64>,
+    /// [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run directory (checkpoints, metrics.jsonl, config.json); with
+    /// --resume the checkpoint's directory (the default).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Start from these full-precision weights.
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Resume from a checkpoint of this run (restores everything).
+    /// Resume from a checkpoint of this run (restores everything; the
+    /// configuration is the checkpoint's).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Replace a run already in --out (its checkpoints, metrics and
+    /// config) instead of refusing.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Stop this invocation after N completed epochs (the schedule still
     /// spans --epochs); continue later with --resume.
     #[arg(long)]
@@ -231,13 +251,17 @@ pub struct TrainArgs {
     pub max_eval: Option<usize>,
 }
 
+/// The mixture flags of `dgms dgms` and `dgms quantize` (options for the
+/// same reason as [`TrainArgs`]).
 #[derive(Args)]
 pub struct MixtureArgs {
-    /// Components per layer (16 = 4-bit, 8 = 3-bit, 4 = 2-bit).
-    #[arg(long, default_value_t = config::DEFAULT_K)]
-    pub k: usize,
-    #[arg(long, default_value_t = default_tau())]
-    pub tau: f32,
+    /// Components per layer, 2..=256 (16 = 4-bit, 8 = 3-bit, 4 = 2-bit)
+    /// [default: 16].
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Temperature [default: 0.01].
+    #[arg(long)]
+    pub tau: Option<f32>,
     #[arg(long)]
     pub train_tau: bool,
     /// "Empirical" init: every sigma 0.01.
@@ -249,52 +273,178 @@ pub struct MixtureArgs {
     /// Apply weight decay to the mixture parameters too.
     #[arg(long)]
     pub mixture_weight_decay: bool,
-    #[arg(long, default_value_t = 0)]
-    pub init_seed: u64,
-}
-
-/// The default temperature, as `MixtureSettings::with_k` sets it.
-fn default_tau() -> f32 {
-    MixtureSettings::with_k(config::DEFAULT_K).tau
+    /// Seed of the k-means restarts [default: 0].
+    #[arg(long)]
+    pub init_seed: Option<u64>,
 }
 
 impl MixtureArgs {
-    /// The mixture settings these arguments ask for.
+    /// The mixture settings these arguments ask for (defaults for the
+    /// flags not given).
     pub fn settings(&self) -> MixtureSettings {
-        MixtureSettings {
-            k: self.k,
-            tau: self.tau,
-            train_tau: self.train_tau,
-            empirical: self.empirical,
-            layers: self.layers.clone(),
-            weight_decay: self.mixture_weight_decay,
-            init_seed: self.init_seed,
+        let mut m = MixtureSettings::with_k(self.k.unwrap_or(config::DEFAULT_K));
+        self.apply(&mut m);
+        m
+    }
+
+    /// Sets in `m` the settings whose flags were given.
+    fn apply(&self, m: &mut MixtureSettings) {
+        if let Some(k) = self.k {
+            m.k = k;
+        }
+        if let Some(tau) = self.tau {
+            m.tau = tau;
+        }
+        m.train_tau |= self.train_tau;
+        m.empirical |= self.empirical;
+        if let Some(layers) = &self.layers {
+            m.layers = Some(layers.clone());
+        }
+        m.weight_decay |= self.mixture_weight_decay;
+        if let Some(seed) = self.init_seed {
+            m.init_seed = seed;
+        }
+    }
+}
+
+/// Which training command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pretrain,
+    Dgms,
+}
+
+impl Phase {
+    pub fn command(self) -> &'static str {
+        match self {
+            Phase::Pretrain => "pretrain",
+            Phase::Dgms => "dgms",
         }
     }
 }
 
 impl TrainArgs {
-    /// The run configuration: `base` (the phase's defaults:
-    /// `RunConfig::pretrain` or `RunConfig::dgms`) with the arguments
-    /// applied.
-    pub fn config(&self, base: RunConfig) -> RunConfig {
-        RunConfig {
-            epochs: self.epochs.unwrap_or(base.epochs),
-            batch_size: self.batch_size,
-            lr: self.lr.unwrap_or(base.lr),
-            schedule: self.schedule.into(),
-            milestones: self.milestones.clone(),
-            gamma: self.gamma,
-            sgd: SgdConfig {
-                momentum: self.momentum,
-                nesterov: !self.no_nesterov,
-                weight_decay: self.weight_decay,
-            },
-            seed: self.seed,
-            max_batches: self.max_batches,
-            max_eval: self.max_eval,
-            init_from: self.init.clone(),
-            ..base
+    /// The run's configuration. Fresh: the phase's defaults
+    /// (`RunConfig::pretrain` / `RunConfig::dgms`, as `cargo xtask train`
+    /// uses) with the flags given. Resumed: the checkpoint's configuration
+    /// with the flags given, which the library then refuses if they change
+    /// it; the run directory is the checkpoint's.
+    pub fn config(&self, phase: Phase, mixture: Option<&MixtureArgs>) -> Result<RunConfig> {
+        let mut cfg = match &self.resume {
+            Some(path) => self.resumed_base(phase, path)?,
+            None => {
+                let Some(out) = self.out.clone() else {
+                    bail!("--out DIR is required (the run directory), except with --resume");
+                };
+                let model = self.model.as_deref().unwrap_or("resnet20");
+                let data = self.data.as_deref().unwrap_or("embedded");
+                match phase {
+                    Phase::Pretrain => RunConfig::pretrain(model, data, out),
+                    Phase::Dgms => RunConfig::dgms(
+                        model,
+                        data,
+                        out,
+                        None,
+                        mixture
+                            .map(MixtureArgs::settings)
+                            .unwrap_or_else(|| MixtureSettings::with_k(config::DEFAULT_K)),
+                    ),
+                }
+            }
+        };
+        self.apply(&mut cfg);
+        if let (Some(args), Some(m)) = (mixture, cfg.mixture.as_mut()) {
+            args.apply(m);
+        }
+        Ok(cfg)
+    }
+
+    /// The configuration saved in the checkpoint at `path`, in its
+    /// directory (which `--out`, if given, must name).
+    fn resumed_base(&self, phase: Phase, path: &Path) -> Result<RunConfig> {
+        let meta = checkpoint::load(path)?.meta;
+        let dir = checkpoint_dir(path);
+        if let Some(out) = &self.out {
+            if !same_dir(out, &dir) {
+                bail!(
+                    "--out {} is not the directory of the checkpoint {}: a resumed run continues in its own directory (drop --out)",
+                    out.display(),
+                    path.display()
+                );
+            }
+        }
+        if meta.hardened {
+            bail!(
+                "{} is a hardened checkpoint (`dgms harden` or `dgms quantize`): there is no training run to resume",
+                path.display()
+            );
+        }
+        let saved_phase = if meta.config.mixture.is_some() {
+            Phase::Dgms
+        } else {
+            Phase::Pretrain
+        };
+        if saved_phase != phase {
+            bail!(
+                "{} is a checkpoint of a `dgms {}` run: resume it with `dgms {} --resume {}`",
+                path.display(),
+                saved_phase.command(),
+                saved_phase.command(),
+                path.display()
+            );
+        }
+        Ok(RunConfig {
+            out_dir: dir,
+            ..meta.config
+        })
+    }
+
+    /// Sets in `cfg` the settings whose flags were given.
+    fn apply(&self, cfg: &mut RunConfig) {
+        if let Some(v) = &self.model {
+            cfg.model = v.clone();
+        }
+        if let Some(v) = &self.data {
+            cfg.data = v.clone();
+        }
+        if let Some(v) = self.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            cfg.lr = v;
+        }
+        if let Some(v) = self.schedule {
+            cfg.schedule = v.into();
+        }
+        if let Some(v) = &self.milestones {
+            cfg.milestones = v.clone();
+        }
+        if let Some(v) = self.gamma {
+            cfg.gamma = v;
+        }
+        if let Some(v) = self.momentum {
+            cfg.sgd.momentum = v;
+        }
+        if self.no_nesterov {
+            cfg.sgd.nesterov = false;
+        }
+        if let Some(v) = self.weight_decay {
+            cfg.sgd.weight_decay = v;
+        }
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = &self.init {
+            cfg.init_from = Some(v.clone());
+        }
+        if let Some(v) = self.max_batches {
+            cfg.max_batches = Some(v);
+        }
+        if let Some(v) = self.max_eval {
+            cfg.max_eval = Some(v);
         }
     }
 }

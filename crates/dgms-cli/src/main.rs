@@ -5,16 +5,19 @@
 //!
 //! Exit codes: 0 on success, and also when stdout is closed by its reader
 //! (`dgms report ... | head -1`); 1 on any other error (printed with its
-//! chain of causes); 2 on a usage error (clap).
+//! chain of causes); 2 on a usage error (clap); 130 when Ctrl-C stopped a
+//! training run (`pretrain`, `dgms`: the first Ctrl-C stops at the next
+//! step boundary and says how to resume, a second exits at once).
 
 mod args;
 
 use std::fmt::Display;
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
-use args::{Cli, Command, InferArgs, MixtureArgs, QuantizeArgs, TrainArgs};
+use args::{Cli, Command, InferArgs, MixtureArgs, Phase, QuantizeArgs, TrainArgs};
 use clap::Parser;
 use dgms_qsimd::engine::Precision;
 use dgms_qsimd::kernels::{Isa, ISA_ENV_VAR};
@@ -23,7 +26,8 @@ use dgms_train::export::{self, ShapeSource, PACKED_SUFFIX};
 use dgms_train::infer::{self, EngineKind};
 use dgms_train::phases::{self, EvalResult};
 use dgms_train::train::session::{evaluate, Data};
-use dgms_train::train::trainer::train_until;
+use dgms_train::train::trainer::{train_with, TrainOptions};
+use dgms_train::TrainError;
 
 /// stdout was closed by its reader: the command ends quietly, exit 0.
 #[derive(Debug)]
@@ -36,6 +40,40 @@ impl Display for StdoutClosed {
 }
 
 impl std::error::Error for StdoutClosed {}
+
+/// Exit code of a training run stopped by Ctrl-C (128 + SIGINT, as shells
+/// report it).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Raised by the first Ctrl-C; the training loop stops at the next step
+/// boundary.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// A training run stopped by Ctrl-C: the message says what survives and
+/// how to resume; `main` exits with [`EXIT_INTERRUPTED`].
+#[derive(Debug)]
+struct Interrupted(String);
+
+impl Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The first Ctrl-C raises [`STOP_REQUESTED`]; a second exits at once
+/// (every file is written atomically, so none is left half-written).
+fn install_interrupt_handler() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted again: exiting now");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        eprintln!("interrupt: stopping at the next step (Ctrl-C again to exit at once)");
+    })
+    .context("installing the Ctrl-C handler")
+}
 
 /// The one way results reach stdout. A write to a closed stdout becomes
 /// [`StdoutClosed`], which `main` turns into a quiet exit 0 for every
@@ -75,9 +113,19 @@ impl Output {
 fn main() {
     dgms_train::process::init_process();
     let mut out = Output::new();
-    match run(Cli::parse().command, &mut out) {
+    let command = Cli::parse().command;
+    let training = matches!(command, Command::Pretrain(_) | Command::Dgms { .. });
+    let result = match training {
+        true => install_interrupt_handler().and_then(|()| run(command, &mut out)),
+        false => run(command, &mut out),
+    };
+    match result {
         Ok(()) => {}
         Err(e) if e.is::<StdoutClosed>() => {}
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(1);
@@ -114,30 +162,50 @@ fn run(command: Command, out: &mut Output) -> Result<()> {
 
 /// `dgms pretrain`.
 fn pretrain(args: &TrainArgs, out: &mut Output) -> Result<()> {
-    let cfg = args.config(RunConfig::pretrain(
-        &args.model,
-        &args.data,
-        args.out.clone(),
-    ));
-    let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
-    out.json(&outcome)
+    let cfg = args.config(Phase::Pretrain, None)?;
+    run_training(Phase::Pretrain, args, &cfg, out)
 }
 
 /// `dgms dgms`: the same defaults as `cargo xtask train` (`RunConfig::dgms`).
 fn dgms(args: &TrainArgs, mixture: &MixtureArgs, out: &mut Output) -> Result<()> {
-    let base = RunConfig::dgms(
-        &args.model,
-        &args.data,
-        args.out.clone(),
-        args.init.clone(),
-        mixture.settings(),
-    );
-    let cfg = args.config(base);
+    let cfg = args.config(Phase::Dgms, Some(mixture))?;
     if cfg.init_from.is_none() && args.resume.is_none() {
         bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
     }
-    let outcome = train_until(&cfg, args.resume.as_deref(), args.stop_after)?;
-    out.json(&outcome)
+    run_training(Phase::Dgms, args, &cfg, out)
+}
+
+/// Trains `cfg`, stopping at the next step boundary after a Ctrl-C with
+/// [`Interrupted`], whose message names the last good checkpoint and the
+/// command that resumes it.
+fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Output) -> Result<()> {
+    let opts = TrainOptions {
+        resume: args.resume.as_deref(),
+        stop_after: args.stop_after,
+        force: args.force,
+        stop: Some(&STOP_REQUESTED),
+    };
+    match train_with(cfg, &opts) {
+        Ok(outcome) => out.json(&outcome),
+        Err(TrainError::Interrupted { step, epoch, last }) => {
+            let kept = match last {
+                Some(last) => format!(
+                    "the last good checkpoint is {last}; resume with: dgms {} --resume {last}",
+                    phase.command(),
+                    last = last.display()
+                ),
+                None => format!(
+                    "no checkpoint was written yet; start again with --force (the run directory {} holds only its config)",
+                    cfg.out_dir.display()
+                ),
+            };
+            Err(Interrupted(format!(
+                "interrupted: training stopped at step {step} (epoch {epoch}); {kept}"
+            ))
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `dgms harden`.

@@ -33,6 +33,12 @@ pub trait DgmsModel: ModuleT + Send + Sync + std::fmt::Debug {
     /// Parameter-name prefix of the final classifier (full precision).
     fn classifier_name(&self) -> &str;
 
+    /// Seeds the dropout masks of the next training passes (the trainer
+    /// calls it before every step with a seed derived from the run's seed
+    /// and the step, so that a resumed run draws the same masks). Models
+    /// without dropout ignore it.
+    fn set_dropout_seed(&self, _seed: u64) {}
+
     /// The convolution with parameter-name prefix `name`.
     fn conv(&self, name: &str) -> Option<&QConv2d> {
         self.convs().into_iter().find(|c| c.name() == name)

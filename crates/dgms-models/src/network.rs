@@ -4,6 +4,9 @@
 //! mixture); parameters are created in the description's order under its
 //! names, so PyTorch state dicts load as they are.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use candle_core::Tensor;
 use candle_nn::{ModuleT, VarBuilder};
 use dgms_arch::{Activation, Architecture, Layer, MaxPool, Shortcut};
@@ -27,8 +30,53 @@ enum Module {
     },
     GlobalAvgPool,
     Flatten,
-    Dropout(f32),
+    Dropout(Dropout),
     Linear(candle_nn::Linear),
+}
+
+/// Dropout with probability `p`, its mask drawn from the network's
+/// dropout seed and this layer's ordinal (candle's own dropout draws from
+/// its CPU generator, which cannot be seeded, so a resumed run would
+/// differ from an uninterrupted one).
+#[derive(Debug)]
+struct Dropout {
+    p: f32,
+    ordinal: u64,
+    seed: Arc<AtomicU64>,
+}
+
+/// SplitMix64: a small, well-mixed generator for dropout masks.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Dropout {
+    /// As `candle_nn::ops::dropout`: elements kept with probability 1 - p
+    /// and scaled by 1 / (1 - p), the mask a function of the seed only.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if !(0.0..1.0).contains(&self.p) {
+            candle_core::bail!("dropout probability {} not in [0, 1)", self.p);
+        }
+        let mut state = self.seed.load(Ordering::SeqCst) ^ splitmix64(&mut self.ordinal.clone());
+        let scale = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                // 24 random bits: a uniform draw in [0, 1) exact in f32.
+                let u = (splitmix64(&mut state) >> 40) as f32 / (1u32 << 24) as f32;
+                if u >= self.p {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.dims(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
 }
 
 /// What a block adds to its body's output.
@@ -45,18 +93,27 @@ enum Join {
 pub struct Network {
     arch: Architecture,
     modules: Vec<Module>,
+    /// Shared with every [`Dropout`] layer.
+    dropout_seed: Arc<AtomicU64>,
 }
 
 impl Network {
     /// Creates (or, from tensors, loads) the parameters of `arch` under
     /// its names in `vb`; convolutions and batch norms run on `backend`.
     pub fn new(arch: Architecture, backend: ConvBackend, vb: VarBuilder) -> Result<Self> {
+        let dropout_seed = Arc::new(AtomicU64::new(0));
         let builder = Builder {
             arch: &arch,
             backend,
+            dropout_seed: dropout_seed.clone(),
+            dropouts: AtomicU64::new(0),
         };
         let modules = builder.sequence(&arch.layers, &vb)?;
-        Ok(Self { arch, modules })
+        Ok(Self {
+            arch,
+            modules,
+            dropout_seed,
+        })
     }
 
     /// The description the network was built from.
@@ -68,6 +125,9 @@ impl Network {
 struct Builder<'a> {
     arch: &'a Architecture,
     backend: ConvBackend,
+    dropout_seed: Arc<AtomicU64>,
+    /// Dropout layers built so far (each gets its ordinal).
+    dropouts: AtomicU64,
 }
 
 impl Builder<'_> {
@@ -114,7 +174,11 @@ impl Builder<'_> {
                 },
                 Layer::GlobalAvgPool => Module::GlobalAvgPool,
                 Layer::Flatten => Module::Flatten,
-                Layer::Dropout(p) => Module::Dropout(*p),
+                Layer::Dropout(p) => Module::Dropout(Dropout {
+                    p: *p,
+                    ordinal: self.dropouts.fetch_add(1, Ordering::Relaxed),
+                    seed: self.dropout_seed.clone(),
+                }),
                 Layer::Linear(l) => {
                     let linear = candle_nn::linear(l.in_features, l.out_features, vb.pp(&l.name))
                         .map_err(|e| ModelError::load(&l.name, e))?;
@@ -160,9 +224,7 @@ impl ModuleT for Module {
             Module::GlobalAvgPool => x.mean((2, 3)),
             // PyTorch's `x.view(N, -1)`: channel-major flattening.
             Module::Flatten => x.flatten_from(1),
-            // Dropout draws from candle's CPU generator, which cannot be
-            // seeded, so training passes through it are not reproducible.
-            Module::Dropout(p) if train => candle_nn::ops::dropout(x, *p),
+            Module::Dropout(d) if train => d.forward(x),
             Module::Dropout(_) => Ok(x.clone()),
             Module::Linear(l) => l.forward_t(x, train),
         }
@@ -255,6 +317,10 @@ impl DgmsModel for Network {
     fn default_mixture_layers(&self) -> Vec<String> {
         self.arch.default_mixture_layers()
     }
+
+    fn set_dropout_seed(&self, seed: u64) {
+        self.dropout_seed.store(seed, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
@@ -262,7 +328,41 @@ mod tests {
     use candle_core::{Device, Tensor};
     use dgms_arch::MaxPool;
 
-    use super::padded_max_pool;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use super::{padded_max_pool, Dropout};
+
+    fn dropout(seed: u64, ordinal: u64) -> Dropout {
+        Dropout {
+            p: 0.25,
+            ordinal,
+            seed: Arc::new(AtomicU64::new(seed)),
+        }
+    }
+
+    /// The mask is a function of (seed, layer) alone: the same seed gives
+    /// the same output bit for bit, another seed or layer another mask;
+    /// kept elements are scaled by 1 / (1 - p), about p of them dropped.
+    #[test]
+    fn dropout_is_seeded() {
+        let x = Tensor::ones((4, 1000), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let run = |d: &Dropout| -> Vec<f32> {
+            d.forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let a = run(&dropout(7, 0));
+        assert_eq!(a, run(&dropout(7, 0)));
+        assert_ne!(a, run(&dropout(8, 0)));
+        assert_ne!(a, run(&dropout(7, 1)));
+        assert!(a.iter().all(|&v| v == 0.0 || v == 1.0 / 0.75));
+        let dropped = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.03, "dropped {dropped}");
+    }
 
     /// Against a direct 3x3 / 2 / 1 max-pool with -inf padding.
     #[test]

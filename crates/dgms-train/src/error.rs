@@ -203,6 +203,72 @@ pub enum TrainError {
         /// Which checkpoint survives.
         kept: String,
     },
+    /// A hyper-parameter out of range (names the flag).
+    #[error(transparent)]
+    InvalidSetting(#[from] crate::config::InvalidSetting),
+    /// A resumed run asked for a setting other than its checkpoint's.
+    #[error(
+        "{flag} {requested} differs from the checkpoint's {saved} ({}): a resumed run keeps its configuration; drop {flag}, or start a new run in another directory",
+        path.display()
+    )]
+    ResumeMismatch {
+        path: PathBuf,
+        flag: &'static str,
+        requested: String,
+        saved: String,
+    },
+    /// A checkpoint resumed into a directory other than its own.
+    #[error(
+        "the checkpoint {} is not in the run directory {}: a run resumes in its own directory",
+        checkpoint.display(),
+        out_dir.display()
+    )]
+    ResumeElsewhere {
+        checkpoint: PathBuf,
+        out_dir: PathBuf,
+    },
+    /// A fresh run into a directory that holds a run already.
+    #[error(
+        "{} already holds a run ({found}); continue it with --resume {}, or start over with --force (replaces it)",
+        dir.display(),
+        dir.join("last.safetensors").display()
+    )]
+    RunExists { dir: PathBuf, found: String },
+    /// Evaluation after an epoch gave a non-finite loss or logits.
+    #[error(
+        "training diverged: evaluation after epoch {epoch} (step {step}) gave {what}; training stopped, {kept}"
+    )]
+    Diverged {
+        /// 1-based.
+        epoch: usize,
+        step: usize,
+        /// E.g. "test loss NaN" or "3 rows with non-finite logits".
+        what: String,
+        kept: String,
+    },
+    /// An update left a parameter (or optimizer or batch-norm state) NaN
+    /// or infinite.
+    #[error(
+        "{name} is not finite after optimizer step {step} (epoch {epoch}, batch {batch}); training stopped, {kept}"
+    )]
+    NonFiniteParameter {
+        name: String,
+        /// 1-based: the step whose update made it so.
+        step: usize,
+        /// 1-based.
+        epoch: usize,
+        batch: usize,
+        kept: String,
+    },
+    /// The caller's stop flag was raised (Ctrl-C); the run stopped at a
+    /// step boundary. `last` is the last checkpoint written, if any.
+    #[error("interrupted at step {step} (epoch {epoch})")]
+    Interrupted {
+        step: usize,
+        /// 1-based: the epoch in progress.
+        epoch: usize,
+        last: Option<PathBuf>,
+    },
     /// A data source that does not parse or load.
     #[error("{what} {source_name}")]
     Data {

@@ -190,9 +190,11 @@ fn bad_input_gives_clear_errors() {
     let mut k16 = k4.clone();
     k16.epochs = 2;
     k16.mixture = Some(mixture(16));
+    // (A resumed run keeps its configuration: the first setting that
+    // differs is named with both values, here K before the epochs.)
     let msg = message(train(&k16, Some(&k4_ckpt)).unwrap_err());
     assert!(
-        msg.contains("trained with K = 4, but K = 16 was requested"),
+        msg.starts_with("--k 16 differs from the checkpoint's 4"),
         "{msg}"
     );
 
@@ -212,11 +214,14 @@ fn bad_input_gives_clear_errors() {
     assert!(msg.contains("nope"), "{msg}");
 
     // NaN loss: training stops, says at which step, keeps the last good
-    // checkpoint.
+    // checkpoint. (lr 1e37: the first update leaves the weights finite,
+    // which the per-step parameter check accepts, but so large that the
+    // next forward pass overflows.)
     let mut diverge = tiny(&dir.path().join("diverge"));
     diverge.epochs = 3;
     diverge.max_batches = Some(3);
-    diverge.lr = 1e12;
+    diverge.lr = 1e37;
+    diverge.schedule = dgms_train::config::ScheduleKind::Constant;
     let msg = message(train(&diverge, None).unwrap_err());
     assert!(msg.contains("loss is") && msg.contains("at step"), "{msg}");
     assert!(msg.contains("training stopped"), "{msg}");

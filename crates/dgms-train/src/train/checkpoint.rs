@@ -2,8 +2,10 @@
 //! statistics included), every mixture's parameters
 //! (`<layer>.mixture.<mu|sigma|pi|pi_zero|sigma_zero|tau>`), the optimizer's
 //! momentum buffers (`optim.momentum.<param>`), and in its header metadata
-//! (key `dgms`) the epoch, step, seed, accuracies and the resolved config.
-//! Written to a temporary file and renamed, so a crash never leaves a
+//! (key `dgms`) the epoch, step, seed, accuracies and the resolved config;
+//! a training checkpoint also holds (key `dgms.metrics`) the run's
+//! `metrics.jsonl` up to its epoch, from which a resumed run rewrites that
+//! file. Written through `dgms_io::write_atomic`, so a crash never leaves a
 //! half-written checkpoint.
 //!
 //! Randomness needs no saved state: shuffling and augmentation derive from
@@ -23,6 +25,8 @@ use crate::error::{Result, TrainError};
 /// Format version written into every checkpoint.
 pub const FORMAT_VERSION: u32 = 1;
 const META_KEY: &str = "dgms";
+/// Header key of the metrics history (the lines of `metrics.jsonl`).
+const METRICS_KEY: &str = "dgms.metrics";
 
 /// What a checkpoint says about itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,9 +74,23 @@ pub fn mixture_tensors(mixtures: &[(String, GaussianMixture)], out: &mut Vec<(St
 
 /// Writes `tensors` and `meta` to `path` atomically.
 pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) -> Result<()> {
+    save_with_metrics(path, tensors, meta, None)
+}
+
+/// As [`save`], with the run's metrics history (the text of
+/// `metrics.jsonl` up to this checkpoint's epoch) in the header.
+pub fn save_with_metrics(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    meta: &CheckpointMeta,
+    metrics: Option<&str>,
+) -> Result<()> {
     let meta_json =
         serde_json::to_string(meta).map_err(TrainError::json("encoding checkpoint metadata"))?;
-    let metadata: HashMap<String, String> = [(META_KEY.to_string(), meta_json)].into();
+    let mut metadata: HashMap<String, String> = [(META_KEY.to_string(), meta_json)].into();
+    if let Some(text) = metrics {
+        metadata.insert(METRICS_KEY.to_string(), text.to_string());
+    }
     let bytes =
         safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
             .map_err(|source| TrainError::SerialiseCheckpoint {
@@ -117,6 +135,24 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             }
         })?;
     Ok(Checkpoint { meta, tensors })
+}
+
+/// The metrics history saved with a training checkpoint (the text of
+/// `metrics.jsonl` up to its epoch; empty for a checkpoint without one).
+pub fn read_metrics(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(TrainError::io("reading checkpoint", path))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|source| {
+        TrainError::NotSafetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METRICS_KEY))
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// Loads plain tensors from a safetensors file (a checkpoint or a weights

@@ -6,7 +6,9 @@ use crate::error::Result;
 
 /// Number of rows whose label is among the `k` largest logits (ties count
 /// against the label: a logit equal to the label's ranks above it only if it
-/// comes first, as a stable sort would place it).
+/// comes first, as a stable sort would place it). A row with any NaN or
+/// infinite logit is wrong: NaN compares false with everything, so it would
+/// otherwise rank first.
 pub fn correct_top_k(logits: &Tensor, labels: &Tensor, k: usize) -> Result<usize> {
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
     let labels: Vec<u32> = labels.to_vec1()?;
@@ -14,6 +16,9 @@ pub fn correct_top_k(logits: &Tensor, labels: &Tensor, k: usize) -> Result<usize
         .iter()
         .zip(&labels)
         .filter(|(row, &label)| {
+            if !row.iter().all(|v| v.is_finite()) {
+                return false;
+            }
             let l = row[label as usize];
             let above = row
                 .iter()
@@ -32,6 +37,8 @@ pub struct Tally {
     pub top1: usize,
     pub top5: usize,
     pub seen: usize,
+    /// Rows with a NaN or infinite logit (counted wrong).
+    pub non_finite_rows: usize,
 }
 
 impl Tally {
@@ -41,8 +48,18 @@ impl Tally {
         self.loss_sum += mean_loss * n as f64;
         self.top1 += correct_top_k(logits, labels, 1)?;
         self.top5 += correct_top_k(logits, labels, 5)?;
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        self.non_finite_rows += rows
+            .iter()
+            .filter(|row| !row.iter().all(|v| v.is_finite()))
+            .count();
         self.seen += n;
         Ok(())
+    }
+
+    /// Whether every logit and the loss were finite.
+    pub fn is_finite(&self) -> bool {
+        self.non_finite_rows == 0 && self.loss_sum.is_finite()
     }
 
     pub fn loss(&self) -> f64 {
@@ -82,5 +99,40 @@ mod tests {
         assert_eq!((t.seen, t.top1), (3, 1));
         assert!((t.loss() - 2.0).abs() < 1e-12);
         assert!((t.top1() - 100.0 / 3.0).abs() < 1e-9);
+        assert!(t.is_finite());
+    }
+
+    /// A NaN in the label's logit once made every comparison false, so the
+    /// label ranked first: such rows (and rows with any non-finite logit)
+    /// are wrong for top-1 and top-5, and make the tally non-finite.
+    #[test]
+    fn non_finite_rows_are_wrong() {
+        let nan = f32::NAN;
+        let logits = Tensor::new(
+            &[
+                [nan, 0.0, 0.0, 0.0, 0.0, 0.0],
+                [1.0, f32::INFINITY, 0.0, 0.0, 0.0, 0.0],
+                [1.0, nan, 0.0, 0.0, 0.0, 0.0],
+                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let labels = Tensor::new(&[0u32, 1, 0, 0], &Device::Cpu).unwrap();
+        assert_eq!(correct_top_k(&logits, &labels, 1).unwrap(), 1);
+        assert_eq!(correct_top_k(&logits, &labels, 5).unwrap(), 1);
+        let mut t = Tally::default();
+        t.add(0.5, &logits, &labels).unwrap();
+        assert_eq!((t.top1, t.top5, t.non_finite_rows), (1, 1, 3));
+        assert!(!t.is_finite());
+        let mut finite_logits_nan_loss = Tally::default();
+        finite_logits_nan_loss
+            .add(
+                f64::NAN,
+                &logits.narrow(0, 3, 1).unwrap(),
+                &labels.narrow(0, 3, 1).unwrap(),
+            )
+            .unwrap();
+        assert!(!finite_logits_nan_loss.is_finite());
     }
 }

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod session;
 pub mod trainer;
