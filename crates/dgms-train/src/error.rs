@@ -302,13 +302,6 @@ pub enum TrainError {
     /// An `infer` input file whose `input` tensor is missing or malformed.
     #[error("{}: {problem}", path.display())]
     BadInput { path: PathBuf, problem: String },
-    /// A command-line value outside what the command can take.
-    #[error("{flag} {value}: {expected}")]
-    BadValue {
-        flag: &'static str,
-        value: String,
-        expected: String,
-    },
     /// A non-finite value in an `infer` input (refused unless allowed).
     #[error(
         "{}: `input` holds {value} at index [{}] (flat index {flat}); \

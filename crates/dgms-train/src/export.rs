@@ -21,6 +21,7 @@ use dgms_data::DataSource;
 use dgms_models::{build_model, load_tensors, set_varmap, ModelConfig};
 use dgms_qsimd::format::{fold_batch_norm, FpTensor, ModelMeta, PackedLayer, PackedModel};
 
+use crate::config::InvalidSetting;
 use crate::config::MixtureSettings;
 use crate::error::{Result, TrainError};
 use crate::phases::{harden_model, report_of};
@@ -259,14 +260,16 @@ pub const MAX_INPUT_VALUES: usize = 1 << 26;
 /// and at most [`MAX_INPUT_SIDE`], at most [`MAX_INPUT_VALUES`] values in
 /// all (overflow-safe).
 pub fn input_shape(dims: &[usize]) -> Result<[usize; 3]> {
-    let bad = |expected: String| TrainError::BadValue {
-        flag: "--input-shape",
-        value: dims
-            .iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        expected,
+    let bad = |expected: String| {
+        TrainError::from(InvalidSetting {
+            flag: "--input-shape",
+            value: dims
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            expected,
+        })
     };
     let shape: [usize; 3] = dims
         .try_into()

@@ -22,6 +22,7 @@ use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::Engine;
 
+use crate::config::InvalidSetting;
 use crate::error::{Result, TrainError};
 use crate::export::BN_EPS;
 use dgms_io::write_atomic;
@@ -274,11 +275,11 @@ pub fn infer(
         &[("--packed", packed_path), ("--input", input_path)],
     )?;
     if !(1..=MAX_REPEAT).contains(&repeat) {
-        return Err(TrainError::BadValue {
+        return Err(TrainError::from(InvalidSetting {
             flag: "--repeat",
             value: repeat.to_string(),
             expected: format!("expected 1..={MAX_REPEAT} runs"),
-        });
+        }));
     }
     let packed = read_packed(packed_path)?;
     let (input, [n, c, h, w]) = read_input(input_path)?;

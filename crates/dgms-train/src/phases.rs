@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use dgms_core::{HardenedLayer, ModelReport};
 use serde::Serialize;
 
+use crate::config::InvalidSetting;
 use crate::config::{MixtureSettings, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
@@ -46,11 +47,11 @@ pub fn open(path: &Path, data: Option<&str>) -> Result<(Checkpoint, Data, Model)
 /// Evaluates a checkpoint: mixture layers use their hard weights.
 pub fn eval(path: &Path, data: Option<&str>, max_eval: Option<usize>) -> Result<EvalResult> {
     if max_eval == Some(0) {
-        return Err(TrainError::BadValue {
+        return Err(TrainError::from(InvalidSetting {
             flag: "--max-eval",
             value: "0".into(),
             expected: "at least 1 image is needed to evaluate".into(),
-        });
+        }));
     }
     let (_, data, model) = open(path, data)?;
     let test = data.test_subset(max_eval)?;
@@ -109,13 +110,13 @@ pub fn recalibrate_batch_norm(model: &Model, data: &Data, batches: usize, seed: 
     let loader = Loader::new(data.train.clone(), config)?;
     let available = loader.batches_per_epoch();
     if batches > available {
-        return Err(TrainError::BadValue {
+        return Err(TrainError::from(InvalidSetting {
             flag: "--recalibrate-bn",
             value: batches.to_string(),
             expected: format!(
                 "the training set has {available} batches of 128 (one pass is the most)"
             ),
-        });
+        }));
     }
     for batch in loader.epoch(0).take(batches) {
         let batch = batch?;
