@@ -82,6 +82,15 @@ pub enum ModelError {
         source: candle_core::Error,
     },
 
+    /// A `.pth` file refused by the bounded pre-scan ([`crate::pth_scan`]):
+    /// it exceeds a limit or is malformed; the source says which, where.
+    #[error("checkpoint {path}: cannot read it: {source}")]
+    PthRefused {
+        path: String,
+        #[source]
+        source: crate::pth_scan::PthScanError,
+    },
+
     /// A mixture error from `dgms-core` (its message names the layer).
     #[error(transparent)]
     Core(#[from] CoreError),
