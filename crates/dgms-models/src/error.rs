@@ -91,6 +91,15 @@ pub enum ModelError {
         source: crate::pth_scan::PthScanError,
     },
 
+    /// A safetensors checkpoint fails the shared structural check
+    /// (`dgms_io::check_safetensors`).
+    #[error("checkpoint {path}: not a valid safetensors file: {source}")]
+    Safetensors {
+        path: String,
+        #[source]
+        source: dgms_io::SafetensorsCheckError,
+    },
+
     /// A mixture error from `dgms-core` (its message names the layer).
     #[error(transparent)]
     Core(#[from] CoreError),
