@@ -6,6 +6,8 @@
   protocol 2 (torch.save's default), every storage a stored zip entry
   `archive/data/<key>`, the pickle `archive/data.pkl`. The state dict holds
   mixture tensors named like the authors' (`...sub_distribution.mu`).
+- `shared_storage.pth` (hostile): 200 tensors all views of one 4 KB
+  storage, so reading them would take 200 times the storage.
 - `nested.p<N>.pkl` for N = 0..5: one nested checkpoint-like value
   pickled at every protocol, to show the pre-scan accepts each.
 
@@ -102,15 +104,27 @@ def tensors():
     return checkpoint, out
 
 
+def put(z, name, data):
+    """A stored entry with a fixed date, so the files are reproducible."""
+    z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+
+
 def main():
     checkpoint, storages = tensors()
     buf = io.BytesIO()
     TorchPickler(buf, protocol=2).dump(checkpoint)
     with zipfile.ZipFile("fixtures/pth/checkpoint.pth.tar", "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", buf.getvalue())
+        put(z, "archive/data.pkl", buf.getvalue())
         for s in storages:
-            z.writestr(f"archive/data/{s.key}", struct.pack(f"<{len(s.values)}f", *s.values))
-        z.writestr("archive/version", "3\n")
+            put(z, f"archive/data/{s.key}", struct.pack(f"<{len(s.values)}f", *s.values))
+        put(z, "archive/version", "3\n")
+    sd = collections.OrderedDict(
+        (f"t{i}", Tensor("0", (1024,), [])) for i in range(200))
+    buf = io.BytesIO()
+    TorchPickler(buf, protocol=2).dump(sd)
+    with zipfile.ZipFile("fixtures/pth/shared_storage.pth", "w", zipfile.ZIP_STORED) as z:
+        put(z, "archive/data.pkl", buf.getvalue())
+        put(z, "archive/data/0", bytes(4096))
     plain = {"epoch": 3, "state": {0: {"buf": [1.5, 2.5]}, 1: None},
              "groups": [{"lr": 0.1, "params": [0, 1, 2]}], "name": "x" * 300,
              "blob": b"\x00\x01" * 200, "t": (1, (2, (3, (4,)))), "s": {1, 2},

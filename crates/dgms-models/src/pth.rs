@@ -13,6 +13,8 @@
 //! - each tensor's extent is checked against the size of the zip entry
 //!   holding its storage before it is read, so a corrupt shape cannot ask
 //!   for an absurd allocation;
+//! - the tensors read take at most [`MAX_SHARING`] times the file's
+//!   length, though several may share one storage;
 //! - candle reopens the zip for every tensor, so the number of tensors
 //!   times the number of entries is bounded ([`MAX_TENSOR_LOOKUPS`]);
 //! - the pickle reader indexes into argument lists it has not checked, so
@@ -37,6 +39,11 @@ use crate::error::{ModelError, Result};
 /// Most tensors x zip entries: candle parses the zip's directory again
 /// for every tensor it reads (ResNet-50 with optimizer state: ~5e5).
 pub const MAX_TENSOR_LOOKUPS: u64 = 1 << 24;
+
+/// Most bytes of tensors read, as a multiple of the file's length:
+/// torch.save stores each storage once, and state dicts rarely hold views
+/// sharing one (tied weights), so this is generous.
+pub const MAX_SHARING: u64 = 4;
 
 /// Keys under which training checkpoints commonly nest the state dict,
 /// tried in order when the top level holds no tensors.
@@ -76,7 +83,8 @@ fn open(path: &Path) -> candle_core::Result<PthTensors> {
 
 /// Checks that the tensor `info` describes fits in the zip entry holding
 /// its storage (`entries`: sizes by entry name; see the module docs).
-fn check_extent(info: &TensorInfo, entries: &HashMap<String, u64>) -> candle_core::Result<()> {
+/// Returns the bytes the tensor takes.
+fn check_extent(info: &TensorInfo, entries: &HashMap<String, u64>) -> candle_core::Result<u64> {
     let Some(&entry_len) = entries.get(&info.path) else {
         return Err(candle_core::Error::Msg(format!(
             "tensor `{}`: its storage `{}` is not in the archive",
@@ -88,11 +96,10 @@ fn check_extent(info: &TensorInfo, entries: &HashMap<String, u64>) -> candle_cor
         .dims()
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let bytes = elems
-        .and_then(|n| n.checked_mul(info.dtype.size_in_bytes()))
-        .and_then(|n| n.checked_add(info.layout.start_offset()));
-    match bytes {
-        Some(b) if (b as u64) <= entry_len => Ok(()),
+    let bytes = elems.and_then(|n| n.checked_mul(info.dtype.size_in_bytes()));
+    let end = bytes.and_then(|n| n.checked_add(info.layout.start_offset()));
+    match (bytes, end) {
+        (Some(b), Some(e)) if (e as u64) <= entry_len => Ok(b as u64),
         _ => Err(candle_core::Error::Msg(format!(
             "tensor `{}`: shape {:?} ({:?}) does not fit in its storage `{}` ({entry_len} bytes)",
             info.name,
@@ -140,10 +147,22 @@ pub fn read_pth(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
             "no tensors found: not a PyTorch state dict".into(),
         )));
     }
+    // Every extent before any read: tensors sharing one storage could
+    // otherwise make a small file read its largest storage many times.
+    let mut total = 0u64;
+    for name in &names {
+        total =
+            total.saturating_add(check_extent(&pth.tensor_infos()[*name], &entries).map_err(fail)?);
+    }
+    let bound = file_len.saturating_mul(MAX_SHARING);
+    if total > bound {
+        return Err(fail(candle_core::Error::Msg(format!(
+            "its tensors take {total} bytes, more than {MAX_SHARING} x the file's {file_len} \
+             (tensors sharing storages)"
+        ))));
+    }
     let mut tensors = HashMap::with_capacity(names.len());
     for name in names {
-        let info = &pth.tensor_infos()[name];
-        check_extent(info, &entries).map_err(fail)?;
         let tensor = guarded(|| pth.get(name))
             .map_err(|e| fail(e.context(format!("tensor `{name}`"))))?
             .ok_or_else(|| fail(candle_core::Error::Msg(format!("tensor `{name}` vanished"))))?;

@@ -283,3 +283,15 @@ fn dgms_authors_checkpoint_pickle_passes_the_scan() {
     let bytes = std::fs::read(path).unwrap();
     pth_scan::scan_pickle(rel, stored_pickle(&bytes)).unwrap();
 }
+
+#[test]
+fn many_tensors_sharing_one_storage_are_refused() {
+    // 200 views of one 4 KB storage in a 17 KB file: 800 KB if read.
+    let path = repo_fixture("pth/shared_storage.pth");
+    let start = Instant::now();
+    let err = read_pth(&path).unwrap_err();
+    assert!(start.elapsed() < QUICK);
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("tensors sharing storages"), "{msg}");
+}
