@@ -34,6 +34,13 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file (atomically, through dgms-io) failed.
+    #[error("writing the {what}")]
+    Write {
+        what: String,
+        #[source]
+        source: dgms_io::IoError,
+    },
 
     /// The file is shorter than its header (or format) says.
     #[error("{}: truncated {what}: expected {expected} bytes, found {found}", path.display())]

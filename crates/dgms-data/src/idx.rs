@@ -4,9 +4,14 @@
 //! bytes, `DD` = number of dimensions), then one u32 per dimension — and the
 //! bytes. Images are `n x rows x cols` (magic `0x0803`), labels `n` (`0x0801`).
 //! Whether a file is gzip is decided by its first two bytes, not its name.
+//!
+//! A file is read as a stream: the header first, then exactly the bytes it
+//! implies (checked arithmetic, at most [`MAX_IDX_BYTES`]), then a short
+//! probe for trailing data; so a gzip bomb is never inflated beyond the
+//! header's extent plus [`TRAILING_PROBE`] bytes.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -32,39 +37,85 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic.
-/// Returns the bytes and whether they were decompressed.
-pub(crate) fn read_maybe_gz(path: &Path, what: &str) -> Result<(Vec<u8>, bool)> {
-    let io_err = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            DataError::MissingFile {
-                path: path.to_path_buf(),
-                what: what.to_string(),
-            }
-        } else {
-            DataError::Io {
-                path: path.to_path_buf(),
-                what: what.to_string(),
-                source,
-            }
+/// Largest idx payload accepted, in bytes (MNIST's largest file holds
+/// 47 MB), so a header cannot make the reader allocate without bound.
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+/// Bytes read past the extent a header implies to report trailing data;
+/// a gzip bomb is never inflated further than this.
+pub const TRAILING_PROBE: u64 = 1 << 16;
+/// Largest file [`read_maybe_gz`] reads (after gunzip): CIFAR-10 batches
+/// are 30.7 MB.
+pub const MAX_WHOLE_FILE_BYTES: u64 = 1 << 28;
+
+/// The error of a failed open or read of `path`.
+fn io_error(path: &Path, what: &str, gz: bool, source: std::io::Error) -> DataError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        DataError::MissingFile {
+            path: path.to_path_buf(),
+            what: what.to_string(),
         }
-    };
-    let mut raw = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .map_err(io_err)?;
-    if !raw.starts_with(&GZIP_MAGIC) {
-        return Ok((raw, false));
-    }
-    let mut out = Vec::new();
-    MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|source| DataError::Io {
+    } else if gz {
+        DataError::Io {
             path: path.to_path_buf(),
             what: format!("{what} (gzip stream corrupt or truncated)"),
             source,
-        })?;
-    Ok((out, true))
+        }
+    } else {
+        DataError::Io {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+/// Opens `path` as a stream of its bytes, gunzipped when it starts with the
+/// gzip magic; also returns whether it is gzip.
+fn open_maybe_gz(path: &Path, what: &str) -> Result<(Box<dyn Read>, bool)> {
+    let file = File::open(path).map_err(|e| io_error(path, what, false, e))?;
+    let mut reader = BufReader::new(file);
+    let head = reader
+        .fill_buf()
+        .map_err(|e| io_error(path, what, false, e))?;
+    if head.starts_with(&GZIP_MAGIC) {
+        Ok((Box::new(MultiGzDecoder::new(reader)), true))
+    } else {
+        Ok((Box::new(reader), false))
+    }
+}
+
+/// Up to `n` bytes of `reader` (fewer at its end); allocation grows with
+/// the bytes actually read, never with `n` alone.
+fn read_up_to(reader: &mut dyn Read, n: u64) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader.take(n).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Reads a whole file of at most [`MAX_WHOLE_FILE_BYTES`] (after gunzip),
+/// gunzipping it when it starts with the gzip magic. Returns the bytes and
+/// whether they were decompressed.
+pub(crate) fn read_maybe_gz(path: &Path, what: &str) -> Result<(Vec<u8>, bool)> {
+    let (mut reader, gz) = open_maybe_gz(path, what)?;
+    let bytes = read_up_to(&mut reader, MAX_WHOLE_FILE_BYTES + 1)
+        .map_err(|e| io_error(path, what, gz, e))?;
+    if bytes.len() as u64 > MAX_WHOLE_FILE_BYTES {
+        return Err(DataError::TrailingData {
+            path: path.to_path_buf(),
+            what: format!("{what} (larger than the limit{})", gz_note(gz)),
+            expected: MAX_WHOLE_FILE_BYTES,
+            found: bytes.len() as u64,
+        });
+    }
+    Ok((bytes, gz))
+}
+
+fn gz_note(gz: bool) -> &'static str {
+    if gz {
+        ", after gunzip"
+    } else {
+        ""
+    }
 }
 
 /// What a magic number looks like, for error messages.
@@ -78,31 +129,31 @@ fn describe_magic(magic: u32) -> String {
     }
 }
 
-/// Checks the header and length of an idx file of `dims` dimensions and
-/// returns the dimension sizes and the payload.
-fn parse<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-    gz: bool,
-    magic: u32,
-    what: &str,
-) -> Result<(Vec<usize>, &'a [u8])> {
+/// Reads an idx file of the given `magic` as a stream: the header first,
+/// then exactly the bytes it implies (checked arithmetic, at most
+/// [`MAX_IDX_BYTES`]), then at most [`TRAILING_PROBE`] more to refuse a
+/// longer file. Returns the dimension sizes and the payload.
+fn read_idx(path: &Path, magic: u32, long_what: &str, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
+    let (mut reader, gz) = open_maybe_gz(path, long_what)?;
+    let io = |e| io_error(path, long_what, gz, e);
     let dims = (magic & 0xff) as usize;
     let header = 4 + 4 * dims;
-    let gz_note = if gz { ", after gunzip" } else { "" };
-    let truncated = |expected: usize, what: String| DataError::Truncated {
+    let note = gz_note(gz);
+    let truncated = |expected: u64, found: usize, what: String| DataError::Truncated {
         path: path.to_path_buf(),
         what,
-        expected: expected as u64,
-        found: bytes.len() as u64,
+        expected,
+        found: found as u64,
     };
-    if bytes.len() < 4 {
+    let head = read_up_to(&mut reader, 4).map_err(io)?;
+    let Ok(magic_bytes) = <[u8; 4]>::try_from(head.as_slice()) else {
         return Err(truncated(
-            header,
-            format!("{what} (a {header}-byte header at least{gz_note})"),
+            header as u64,
+            head.len(),
+            format!("{what} (a {header}-byte header at least{note})"),
         ));
-    }
-    let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    };
+    let found = u32::from_be_bytes(magic_bytes);
     if found != magic {
         return Err(DataError::WrongMagic {
             path: path.to_path_buf(),
@@ -111,49 +162,66 @@ fn parse<'a>(
             found,
         });
     }
-    if bytes.len() < header {
+    let dim_bytes = read_up_to(&mut reader, 4 * dims as u64).map_err(io)?;
+    if dim_bytes.len() < 4 * dims {
         return Err(truncated(
-            header,
-            format!("{what} (a {header}-byte header at least{gz_note})"),
+            header as u64,
+            4 + dim_bytes.len(),
+            format!("{what} (a {header}-byte header at least{note})"),
         ));
     }
-    let sizes: Vec<usize> = bytes[4..header]
+    let sizes: Vec<usize> = dim_bytes
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
     let payload = sizes
         .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .and_then(|p| p.checked_add(header))
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
         .ok_or_else(|| DataError::BadHeader {
             path: path.to_path_buf(),
             reason: format!("dimensions {sizes:?} overflow"),
         })?;
+    if payload > MAX_IDX_BYTES {
+        return Err(DataError::BadHeader {
+            path: path.to_path_buf(),
+            reason: format!(
+                "dimensions {sizes:?} make {payload} bytes, more than the limit of {MAX_IDX_BYTES}"
+            ),
+        });
+    }
     let shape = sizes
         .iter()
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(" x ");
-    let described = format!("{what} (header: {shape}{gz_note})");
-    if bytes.len() < payload {
-        return Err(truncated(payload, described));
+    let described = format!("{what} (header: {shape}{note})");
+    let expected = header as u64 + payload;
+    let body = read_up_to(&mut reader, payload).map_err(io)?;
+    if (body.len() as u64) < payload {
+        return Err(truncated(expected, header + body.len(), described));
     }
-    if bytes.len() > payload {
+    let extra =
+        std::io::copy(&mut reader.take(TRAILING_PROBE), &mut std::io::sink()).map_err(io)?;
+    if extra > 0 {
+        let at_least = if extra == TRAILING_PROBE {
+            "at least "
+        } else {
+            ""
+        };
         return Err(DataError::TrailingData {
             path: path.to_path_buf(),
-            what: described,
-            expected: payload as u64,
-            found: bytes.len() as u64,
+            what: format!("{described} (read {at_least}{extra} bytes past it)"),
+            expected,
+            found: expected + extra,
         });
     }
-    Ok((sizes, &bytes[header..]))
+    Ok((sizes, body))
 }
 
 /// Reads an idx images file (`.gz` or raw).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
     let what = "idx images file (magic 0x00000803, n x rows x cols bytes)";
-    let (bytes, gz) = read_maybe_gz(path, what)?;
-    let (sizes, pixels) = parse(path, &bytes, gz, IMAGES_MAGIC, "idx images file")?;
+    let (sizes, pixels) = read_idx(path, IMAGES_MAGIC, what, "idx images file")?;
     // `parse` returns one size per dimension of the magic, here 3.
     let &[n, rows, cols] = sizes.as_slice() else {
         return Err(DataError::BadHeader {
@@ -171,7 +239,7 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
         n,
         rows,
         cols,
-        pixels: pixels.to_vec(),
+        pixels,
     })
 }
 
@@ -179,8 +247,7 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
 /// `< classes`.
 pub fn read_labels(path: &Path, classes: usize) -> Result<Vec<u8>> {
     let what = "idx labels file (magic 0x00000801, n bytes)";
-    let (bytes, gz) = read_maybe_gz(path, what)?;
-    let (_, labels) = parse(path, &bytes, gz, LABELS_MAGIC, "idx labels file")?;
+    let (_, labels) = read_idx(path, LABELS_MAGIC, what, "idx labels file")?;
     if let Some((index, &label)) = labels
         .iter()
         .enumerate()
@@ -193,7 +260,7 @@ pub fn read_labels(path: &Path, classes: usize) -> Result<Vec<u8>> {
             classes,
         });
     }
-    Ok(labels.to_vec())
+    Ok(labels)
 }
 
 /// Reads a pair of images and labels files into a one-channel dataset of
@@ -282,27 +349,24 @@ pub fn load_dir(dir: &Path, kind: DatasetKind, name: &str) -> Result<Splits> {
 /// Writes bytes to `path`, gzip-compressed (with mtime 0, so the output is
 /// deterministic) when the name ends in `.gz`.
 fn write_maybe_gz(path: &Path, header: &[u8], payload: &[u8], what: &str) -> Result<()> {
-    let io_err = |source| DataError::Io {
-        path: path.to_path_buf(),
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    dgms_io::write_atomic_with(path, |file| {
+        if gz {
+            let mut w = GzBuilder::new()
+                .mtime(0)
+                .write(file, Compression::default());
+            w.write_all(header)
+                .and_then(|()| w.write_all(payload))
+                .and_then(|()| w.finish().map(drop))
+        } else {
+            file.write_all(header)
+                .and_then(|()| file.write_all(payload))
+        }
+    })
+    .map_err(|source| DataError::Write {
         what: what.to_string(),
         source,
-    };
-    let file = File::create(path).map_err(io_err)?;
-    let gz = path.extension().is_some_and(|e| e == "gz");
-    let result = if gz {
-        let mut w = GzBuilder::new()
-            .mtime(0)
-            .write(file, Compression::default());
-        w.write_all(header)
-            .and_then(|()| w.write_all(payload))
-            .and_then(|()| w.finish().map(drop))
-    } else {
-        let mut w = std::io::BufWriter::new(file);
-        w.write_all(header)
-            .and_then(|()| w.write_all(payload))
-            .and_then(|()| w.flush())
-    };
-    result.map_err(io_err)
+    })
 }
 
 fn u32_dim(path: &Path, value: usize) -> Result<[u8; 4]> {

@@ -287,3 +287,91 @@ fn missing_files() {
         "{msg}"
     );
 }
+
+/// A gzip file of `header` and `body`, then `members` more gzip members of
+/// 16 MiB of zeros each (a small file inflating to `members` x 16 MiB).
+fn gzip_bomb(path: &Path, header: &[u8], body: &[u8], members: usize) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut first = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    first.write_all(header).unwrap();
+    first.write_all(body).unwrap();
+    file.write_all(&first.finish().unwrap()).unwrap();
+    let mut zeros = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    zeros.write_all(&vec![0u8; 16 << 20]).unwrap();
+    let member = zeros.finish().unwrap();
+    for _ in 0..members {
+        file.write_all(&member).unwrap();
+    }
+}
+
+#[test]
+fn gzip_bomb_behind_a_valid_header_fails_fast() {
+    // 10 images of 28 x 28, then 1 GiB of compressed zeros (~1 MB on disk).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb-images-idx3-ubyte.gz");
+    gzip_bomb(
+        &path,
+        &raw_images(10, 28, 28, &[])[..16],
+        &pixels(10, 28, 28),
+        64,
+    );
+    assert!(std::fs::metadata(&path).unwrap().len() < 4 << 20);
+    let start = std::time::Instant::now();
+    let err = idx::read_images(&path).unwrap_err();
+    // Inflating the whole GiB takes seconds; the probe stops after 64 KiB.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let expected = 16 + 10 * 784;
+    match &err {
+        DataError::TrailingData {
+            expected: e, found, ..
+        } => {
+            assert_eq!(*e, expected);
+            assert_eq!(*found, expected + idx::TRAILING_PROBE);
+        }
+        other => panic!("{other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("bomb-images-idx3-ubyte.gz"), "{msg}");
+    assert!(msg.contains("10 x 28 x 28, after gunzip"), "{msg}");
+    assert!(msg.contains("at least 65536 bytes past it"), "{msg}");
+}
+
+#[test]
+fn header_implying_an_absurd_size_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4e9 x 4e9 x 4e9 overflows u64; 60000 x 1000 x 1000 is over the limit.
+    for (name, dims, words) in [
+        ("overflow", [4_000_000_000u32; 3], "overflow"),
+        ("huge", [60_000, 1_000, 1_000], "more than the limit"),
+    ] {
+        let path = dir.path().join(format!("{name}.gz"));
+        let mut header = IMAGES_MAGIC.to_be_bytes().to_vec();
+        for d in dims {
+            header.extend(d.to_be_bytes());
+        }
+        gzip_bomb(&path, &header, &[], 1);
+        let msg = idx::read_images(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("{name}.gz")) && msg.contains(words),
+            "{msg}"
+        );
+    }
+    // A header saying 1e9 bytes over a short body: truncated, reading only
+    // what is there.
+    let path = dir.path().join("short.gz");
+    let mut header = IMAGES_MAGIC.to_be_bytes().to_vec();
+    for d in [1_000u32, 1_000, 1_000] {
+        header.extend(d.to_be_bytes());
+    }
+    gzip_bomb(&path, &header, &[7; 100], 0);
+    let msg = idx::read_images(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("expected 1000000016 bytes, found 116"),
+        "{msg}"
+    );
+}

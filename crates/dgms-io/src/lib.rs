@@ -10,13 +10,19 @@
 //! [`ensure_not_input`] refuses an output path that names one of the
 //! command's inputs (the same path, a symlink to it, or a hard link: the
 //! same device and inode), so that no command replaces what it reads.
+//!
+//! [`check_safetensors`] is the one structural check of safetensors bytes
+//! (header length, header JSON, dtypes, shapes against offsets, offsets
+//! tiling the data section) that every reader runs before parsing.
 
 mod atomic;
 mod error;
+pub mod safetensors_check;
 mod same_file;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use error::IoError;
+pub use safetensors_check::{check_safetensors, SafetensorsCheckError, SafetensorsLayout};
 pub use same_file::{ensure_not_input, is_same_file};
 
 /// Result with this crate's error.

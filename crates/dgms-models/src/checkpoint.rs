@@ -61,13 +61,22 @@ pub fn is_pth(path: impl AsRef<Path>) -> bool {
 
 /// Every tensor of a checkpoint file on the CPU, by name: a PyTorch state
 /// dict for `.pth` / `.pt` (see [`crate::pth::read_pth`]), else safetensors
-/// (read into memory, no mmap). Errors name the file.
+/// (read into memory, no mmap, after the shared structural check
+/// `dgms_io::check_safetensors`). Errors name the file.
 pub fn load_tensors(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
     let path = path.as_ref();
     if is_pth(path) {
         return crate::pth::read_pth(path);
     }
-    candle_core::safetensors::load(path, &Device::Cpu)
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        source: e.into(),
+    })?;
+    dgms_io::check_safetensors(&bytes).map_err(|source| ModelError::Safetensors {
+        path: path.display().to_string(),
+        source,
+    })?;
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| ModelError::Candle(e.with_path(path)))
 }
 

@@ -82,6 +82,24 @@ pub enum ModelError {
         source: candle_core::Error,
     },
 
+    /// A `.pth` file refused by the bounded pre-scan ([`crate::pth_scan`]):
+    /// it exceeds a limit or is malformed; the source says which, where.
+    #[error("checkpoint {path}: cannot read it: {source}")]
+    PthRefused {
+        path: String,
+        #[source]
+        source: crate::pth_scan::PthScanError,
+    },
+
+    /// A safetensors checkpoint fails the shared structural check
+    /// (`dgms_io::check_safetensors`).
+    #[error("checkpoint {path}: not a valid safetensors file: {source}")]
+    Safetensors {
+        path: String,
+        #[source]
+        source: dgms_io::SafetensorsCheckError,
+    },
+
     /// A mixture error from `dgms-core` (its message names the layer).
     #[error(transparent)]
     Core(#[from] CoreError),

@@ -73,6 +73,7 @@ pub mod error;
 pub mod model;
 pub mod network;
 pub mod pth;
+pub mod pth_scan;
 pub mod qconv;
 pub mod selection;
 

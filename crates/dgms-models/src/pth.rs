@@ -4,11 +4,19 @@
 //! The pickle is parsed by `candle_core::pickle`; this module adds what a
 //! loader of untrusted files needs on top of it:
 //!
-//! - every failure is a [`ModelError::Checkpoint`] naming the file;
-//! - each tensor's extent is checked against the file's length before it is
-//!   read, so a corrupt shape cannot ask for an absurd allocation
-//!   (`torch.save` stores its entries uncompressed, so no tensor can be
-//!   larger than the file);
+//! - every failure is a [`ModelError::Checkpoint`] (or, for a file the
+//!   pre-scan refuses, [`ModelError::PthRefused`]) naming the file;
+//! - before candle parses anything, [`crate::pth_scan::scan`] checks the zip
+//!   entries (stored, inside the file) and walks every pickle with bounded
+//!   stack, nesting, memo and allocation, so a hostile pickle cannot
+//!   overflow the stack, exhaust memory or hang candle's reader;
+//! - each tensor's extent is checked against the size of the zip entry
+//!   holding its storage before it is read, so a corrupt shape cannot ask
+//!   for an absurd allocation;
+//! - the tensors read take at most [`MAX_SHARING`] times the file's
+//!   length, though several may share one storage;
+//! - candle reopens the zip for every tensor, so the number of tensors
+//!   times the number of entries is bounded ([`MAX_TENSOR_LOOKUPS`]);
 //! - the pickle reader indexes into argument lists it has not checked, so
 //!   a malformed pickle can make it panic: calls into it run under
 //!   `catch_unwind` and a panic becomes an error (the panic hook still
@@ -27,6 +35,15 @@ use candle_core::pickle::{PthTensors, TensorInfo};
 use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
+
+/// Most tensors x zip entries: candle parses the zip's directory again
+/// for every tensor it reads (ResNet-50 with optimizer state: ~5e5).
+pub const MAX_TENSOR_LOOKUPS: u64 = 1 << 24;
+
+/// Most bytes of tensors read, as a multiple of the file's length:
+/// torch.save stores each storage once, and state dicts rarely hold views
+/// sharing one (tied weights), so this is generous.
+pub const MAX_SHARING: u64 = 4;
 
 /// Keys under which training checkpoints commonly nest the state dict,
 /// tried in order when the top level holds no tensors.
@@ -64,24 +81,31 @@ fn open(path: &Path) -> candle_core::Result<PthTensors> {
     Ok(top)
 }
 
-/// Checks that the tensor `info` describes fits in a file of `file_len`
-/// bytes (see the module docs).
-fn check_extent(info: &TensorInfo, file_len: u64) -> candle_core::Result<()> {
+/// Checks that the tensor `info` describes fits in the zip entry holding
+/// its storage (`entries`: sizes by entry name; see the module docs).
+/// Returns the bytes the tensor takes.
+fn check_extent(info: &TensorInfo, entries: &HashMap<String, u64>) -> candle_core::Result<u64> {
+    let Some(&entry_len) = entries.get(&info.path) else {
+        return Err(candle_core::Error::Msg(format!(
+            "tensor `{}`: its storage `{}` is not in the archive",
+            info.name, info.path
+        )));
+    };
     let elems = info
         .layout
         .dims()
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let bytes = elems
-        .and_then(|n| n.checked_mul(info.dtype.size_in_bytes()))
-        .and_then(|n| n.checked_add(info.layout.start_offset()));
-    match bytes {
-        Some(b) if (b as u64) <= file_len => Ok(()),
+    let bytes = elems.and_then(|n| n.checked_mul(info.dtype.size_in_bytes()));
+    let end = bytes.and_then(|n| n.checked_add(info.layout.start_offset()));
+    match (bytes, end) {
+        (Some(b), Some(e)) if (e as u64) <= entry_len => Ok(b as u64),
         _ => Err(candle_core::Error::Msg(format!(
-            "tensor `{}`: shape {:?} ({:?}) does not fit in the file ({file_len} bytes)",
+            "tensor `{}`: shape {:?} ({:?}) does not fit in its storage `{}` ({entry_len} bytes)",
             info.name,
             info.layout.dims(),
-            info.dtype
+            info.dtype,
+            info.path
         ))),
     }
 }
@@ -97,7 +121,20 @@ pub fn read_pth(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
         source,
     };
     let file_len = std::fs::metadata(path).map_err(|e| fail(e.into()))?.len();
+    let entries =
+        crate::pth_scan::scan(path, file_len).map_err(|source| ModelError::PthRefused {
+            path: path.display().to_string(),
+            source,
+        })?;
     let pth = open(path).map_err(fail)?;
+    let lookups = (pth.tensor_infos().len() as u64).saturating_mul(entries.len() as u64);
+    if lookups > MAX_TENSOR_LOOKUPS {
+        return Err(fail(candle_core::Error::Msg(format!(
+            "{} tensors in {} zip entries: more than {MAX_TENSOR_LOOKUPS} lookups",
+            pth.tensor_infos().len(),
+            entries.len()
+        ))));
+    }
     let mut names: Vec<&String> = pth
         .tensor_infos()
         .keys()
@@ -110,10 +147,22 @@ pub fn read_pth(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
             "no tensors found: not a PyTorch state dict".into(),
         )));
     }
+    // Every extent before any read: tensors sharing one storage could
+    // otherwise make a small file read its largest storage many times.
+    let mut total = 0u64;
+    for name in &names {
+        total =
+            total.saturating_add(check_extent(&pth.tensor_infos()[*name], &entries).map_err(fail)?);
+    }
+    let bound = file_len.saturating_mul(MAX_SHARING);
+    if total > bound {
+        return Err(fail(candle_core::Error::Msg(format!(
+            "its tensors take {total} bytes, more than {MAX_SHARING} x the file's {file_len} \
+             (tensors sharing storages)"
+        ))));
+    }
     let mut tensors = HashMap::with_capacity(names.len());
     for name in names {
-        let info = &pth.tensor_infos()[name];
-        check_extent(info, file_len).map_err(fail)?;
         let tensor = guarded(|| pth.get(name))
             .map_err(|e| fail(e.context(format!("tensor `{name}`"))))?
             .ok_or_else(|| fail(candle_core::Error::Msg(format!("tensor `{name}` vanished"))))?;

@@ -31,6 +31,11 @@ pub enum QsimdError {
     /// The bytes are not a well-formed safetensors file.
     #[error("not a valid safetensors file: {0}")]
     Safetensors(#[source] safetensors::SafeTensorError),
+    /// The file fails the shared structural check of safetensors files
+    /// (`dgms_io::check_safetensors`): header length, header JSON, dtypes,
+    /// shapes against offsets, offsets tiling the data section.
+    #[error("not a valid safetensors file: {0}")]
+    Structure(#[source] dgms_io::SafetensorsCheckError),
     /// The safetensors header is malformed in a way caught before handing it
     /// to the `safetensors` crate (e.g. data offsets beyond the end).
     #[error("not a valid safetensors file: {reason}")]

@@ -35,6 +35,14 @@ pub enum TrainError {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// A safetensors file (checkpoint, `--init` weights, `infer --input`)
+    /// fails the shared structural check (`dgms_io::check_safetensors`).
+    #[error("{} is not a valid safetensors file: {source}", path.display())]
+    BadSafetensors {
+        path: PathBuf,
+        #[source]
+        source: dgms_io::SafetensorsCheckError,
+    },
     /// Tensor data of a file could not be read.
     #[error("{}: corrupt tensor data", path.display())]
     CorruptTensors {

@@ -173,6 +173,7 @@ pub fn read_input(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
         path: path.to_path_buf(),
         problem,
     };
+    crate::train::checkpoint::check_structure(path, &bytes)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|source| {
         TrainError::NotSafetensors {
             path: path.to_path_buf(),

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use super::bitpack::{bits_for_k, packed_len};
 use super::layer::{in_layer, layer_err, tensor_err, FpTensor, PackedLayer};
@@ -22,7 +21,10 @@ use crate::error::{QsimdError, Result};
 const LEN_PREFIX: usize = 8;
 
 pub(crate) fn from_bytes(bytes: &[u8]) -> Result<PackedModel> {
-    precheck_offsets(bytes)?;
+    // The shared structural check (header, dtypes, offsets tiling the data)
+    // first: the safetensors crate would add an unchecked offset to the
+    // header length, and every reader of the project checks alike.
+    dgms_io::check_safetensors(bytes).map_err(QsimdError::Structure)?;
     let (header_len, md) = SafeTensors::read_metadata(bytes).map_err(QsimdError::Safetensors)?;
     let data = LEN_PREFIX
         .checked_add(header_len)
@@ -169,8 +171,8 @@ fn read_layer(lm: &LayerMeta, md: &Metadata, data: &[u8]) -> Result<PackedLayer>
     PackedLayer::from_packed(name.clone(), lm.shape.clone(), codebook, packed)
 }
 
-/// The payload bytes of one tensor (offsets were validated by safetensors;
-/// `get` keeps this panic-free regardless).
+/// The payload bytes of one tensor (offsets were validated by
+/// `check_safetensors`; `get` keeps this panic-free regardless).
 fn slice<'d>(name: &str, info: &TensorInfo, data: &'d [u8]) -> Result<&'d [u8]> {
     let (s, e) = info.data_offsets;
     data.get(s..e).ok_or_else(|| {
@@ -201,70 +203,4 @@ fn f32_values(name: &str, info: &TensorInfo, data: &[u8]) -> Result<Vec<f32>> {
         ));
     }
     Ok(chunks.iter().map(|c| f32::from_le_bytes(*c)).collect())
-}
-
-/// Rejects data offsets beyond the end of the file before the `safetensors`
-/// crate sees them: it adds the largest offset to the header length without
-/// overflow checks, which would panic (debug) or wrap (release) on a crafted
-/// header. Anything this cannot parse is left for safetensors to report.
-fn precheck_offsets(bytes: &[u8]) -> Result<()> {
-    let Some(prefix) = bytes
-        .get(..LEN_PREFIX)
-        .and_then(|p| <[u8; 8]>::try_from(p).ok())
-    else {
-        return Ok(());
-    };
-    let header = usize::try_from(u64::from_le_bytes(prefix))
-        .ok()
-        .and_then(|n| LEN_PREFIX.checked_add(n))
-        .and_then(|end| bytes.get(LEN_PREFIX..end));
-    let Some(header) = header else {
-        return Ok(());
-    };
-    let Ok(MaxOffset(Some((name, max)))) = serde_json::from_slice::<MaxOffset>(header) else {
-        return Ok(());
-    };
-    let limit = bytes.len() as u64;
-    if max > limit {
-        return Err(QsimdError::Header {
-            reason: format!(
-                "tensor {}: data offset {max} lies beyond the end of the {limit}-byte file",
-                quote(&name)
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// The largest `data_offsets` entry of a header and its tensor's name.
-/// A visitor rather than `serde_json::Value` so that every entry is seen,
-/// including duplicate keys that a map would collapse.
-struct MaxOffset(Option<(String, u64)>);
-
-impl<'de> Deserialize<'de> for MaxOffset {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaxOffset;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a safetensors header object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> std::result::Result<MaxOffset, A::Error> {
-                let mut best: Option<(String, u64)> = None;
-                while let Some((name, info)) = a.next_entry::<String, serde_json::Value>()? {
-                    let offsets = info.get("data_offsets").and_then(|o| o.as_array());
-                    for v in offsets.into_iter().flatten().filter_map(|o| o.as_u64()) {
-                        if best.as_ref().is_none_or(|(_, m)| v > *m) {
-                            best = Some((name.clone(), v));
-                        }
-                    }
-                }
-                Ok(MaxOffset(best))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }

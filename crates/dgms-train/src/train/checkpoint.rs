@@ -103,7 +103,14 @@ pub fn save_with_metrics(
 /// Reads a checkpoint, with errors naming the file and what is wrong.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(TrainError::io("reading checkpoint", path))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|source| {
+    load_bytes(path, &bytes)
+}
+
+/// Parses the bytes of a checkpoint; `path` only names it in errors. The
+/// bytes pass the shared structural check before any parser sees them.
+pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
+    check_structure(path, bytes)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|source| {
         TrainError::NotSafetensors {
             path: path.to_path_buf(),
             source,
@@ -127,13 +134,12 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             expected: FORMAT_VERSION,
         });
     }
-    let tensors =
-        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|source| {
-            TrainError::CorruptTensors {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|source| {
+        TrainError::CorruptTensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     Ok(Checkpoint { meta, tensors })
 }
 
@@ -141,6 +147,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 /// `metrics.jsonl` up to its epoch; empty for a checkpoint without one).
 pub fn read_metrics(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(TrainError::io("reading checkpoint", path))?;
+    check_structure(path, &bytes)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|source| {
         TrainError::NotSafetensors {
             path: path.to_path_buf(),
@@ -155,10 +162,22 @@ pub fn read_metrics(path: &Path) -> Result<String> {
         .unwrap_or_default())
 }
 
+/// The shared structural check of safetensors bytes (header, dtypes,
+/// offsets), with the error naming `path`.
+pub fn check_structure(path: &Path, bytes: &[u8]) -> Result<()> {
+    dgms_io::check_safetensors(bytes)
+        .map(drop)
+        .map_err(|source| TrainError::BadSafetensors {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// Loads plain tensors from a safetensors file (a checkpoint or a weights
 /// file), for `--init`.
 pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(TrainError::io("reading", path))?;
+    check_structure(path, &bytes)?;
     candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|source| {
         TrainError::UnreadableWeights {
             path: path.to_path_buf(),
