@@ -39,7 +39,7 @@ pub enum DataError {
     Write {
         what: String,
         #[source]
-        source: dgms_io::IoError,
+        source: Box<dgms_io::IoError>,
     },
 
     /// The file is shorter than its header (or format) says.

@@ -365,7 +365,7 @@ fn write_maybe_gz(path: &Path, header: &[u8], payload: &[u8], what: &str) -> Res
     })
     .map_err(|source| DataError::Write {
         what: what.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 
