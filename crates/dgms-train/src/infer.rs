@@ -331,12 +331,12 @@ mod tests {
         let shape = [2, 3, 4, 5];
         let mut x = vec![0.5f32; 2 * 3 * 4 * 5];
         assert_eq!(first_non_finite(&x, shape), None);
-        // n = 1, c = 2, h = 3, w = 4.
-        let flat = 60 + 2 * 20 + 3 * 5 + 4;
+        // n = 1, c = 2, h = 3, w = 3 (and a NaN after it).
+        let flat = 60 + 2 * 20 + 3 * 5 + 3;
         x[flat] = f32::NEG_INFINITY;
         x[flat + 1] = f32::NAN;
         let (v, index, at) = first_non_finite(&x, shape).unwrap();
-        assert_eq!((v, index, at), (f32::NEG_INFINITY, [1, 2, 3, 4], flat));
+        assert_eq!((v, index, at), (f32::NEG_INFINITY, [1, 2, 3, 3], flat));
     }
 
     #[test]
