@@ -185,7 +185,8 @@ fn check_offsets(
         }
         if t.end > data_len {
             return Err(err(format!(
-                "data offsets [{}, {}) run past the end of the {data_len}-byte data section",
+                "data offsets [{}, {}) run past the end of the {data_len}-byte data section \
+                 (the file is truncated or corrupt)",
                 t.start, t.end
             )));
         }

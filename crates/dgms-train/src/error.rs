@@ -37,7 +37,7 @@ pub enum TrainError {
     },
     /// A safetensors file (checkpoint, `--init` weights, `infer --input`)
     /// fails the shared structural check (`dgms_io::check_safetensors`).
-    #[error("{} is not a valid safetensors file: {source}", path.display())]
+    #[error("{} is not a valid safetensors file", path.display())]
     BadSafetensors {
         path: PathBuf,
         #[source]
