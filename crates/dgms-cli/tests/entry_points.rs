@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::collections::HashMap;
+use dgms_test_support::tensors::tensor_bits;
 use std::path::Path;
 
-use candle_core::{DType, Device};
 use common::{dgms_ok, pretrained};
 use dgms_train::config::{MixtureSettings, RunConfig};
 use dgms_train::phases;
@@ -22,26 +21,6 @@ const BATCH_SIZE: usize = 64;
 const MAX_BATCHES: usize = 3;
 const MAX_EVAL: usize = 64;
 const RECALIBRATION_BATCHES: usize = 2;
-
-/// Every tensor of a safetensors file as raw bits (u8 indices widened
-/// exactly), by name.
-fn tensor_bits(path: &Path) -> HashMap<String, (Vec<usize>, Vec<u32>)> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(name, t)| {
-            let values: Vec<f32> = t
-                .flatten_all()
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let bits = values.iter().map(|v| v.to_bits()).collect();
-            (name, (t.dims().to_vec(), bits))
-        })
-        .collect()
-}
 
 fn assert_same_tensors(library: &Path, binary: &Path) {
     let (a, b) = (tensor_bits(library), tensor_bits(binary));

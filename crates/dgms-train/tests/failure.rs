@@ -5,25 +5,17 @@
 //! is rebuilt from the checkpoint, an occupied run directory needs
 //! `force`, and the stop flag ends a run at a step boundary.
 
+mod common;
+
+use common::tiny;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use dgms_train::config::RunConfig;
 use dgms_train::train::checkpoint;
 use dgms_train::train::trainer::{
     train, train_until, train_with, EpochMetrics, TrainOptions, BEST, CONFIG, LAST, METRICS,
 };
 use dgms_train::TrainError;
-
-fn tiny(out: &Path) -> RunConfig {
-    let mut cfg = RunConfig::pretrain("resnet20", "embedded", out.to_path_buf());
-    cfg.epochs = 2;
-    cfg.batch_size = 16;
-    cfg.max_batches = Some(2);
-    cfg.max_eval = Some(64);
-    cfg.lr = 0.05;
-    cfg
-}
 
 /// The lines of `metrics.jsonl` without the wall-clock `seconds`.
 fn metrics_without_seconds(dir: &Path) -> Vec<serde_json::Value> {

@@ -2,6 +2,9 @@
 //! data: resume equals an uninterrupted run (full precision and DGMS), the
 //! phases after training agree, and bad input gives clear errors.
 
+mod common;
+
+use common::{chain, tiny};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,23 +17,7 @@ use dgms_train::TrainError;
 
 /// The error with its chain of causes, as the binaries print it.
 fn message(e: TrainError) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    msg
-}
-
-fn tiny(out: &Path) -> RunConfig {
-    let mut cfg = RunConfig::pretrain("resnet20", "embedded", out.to_path_buf());
-    cfg.epochs = 2;
-    cfg.batch_size = 16;
-    cfg.max_batches = Some(2);
-    cfg.max_eval = Some(64);
-    cfg.lr = 0.05;
-    cfg
+    chain(&e)
 }
 
 fn mixture(k: usize) -> MixtureSettings {

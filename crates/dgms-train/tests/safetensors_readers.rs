@@ -3,6 +3,9 @@
 //! file through the shared structural check, with a message naming the file
 //! and the problem.
 
+mod common;
+
+use common::chain;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
@@ -54,18 +57,6 @@ fn corrupt_files() -> Vec<(&'static str, Vec<u8>, &'static [&'static str])> {
         ),
         ("trailing_bytes", file(x, &[0; 12]), &["4 trailing bytes"]),
     ]
-}
-
-/// The error and its sources, joined.
-fn chain(e: &dyn Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 type Reader = fn(&Path) -> Option<String>;

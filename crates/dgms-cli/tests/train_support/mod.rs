@@ -3,34 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::collections::BTreeMap;
+use dgms_test_support::tensors::tensor_bits;
 use std::path::Path;
-
-use candle_core::{DType, Device};
-
-/// Every tensor of a safetensors file as raw bits, by name.
-pub fn tensor_bits(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u32>)> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_iter()
-        .map(|(name, t)| {
-            let values: Vec<f32> = t
-                .flatten_all()
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            (
-                name,
-                (
-                    t.dims().to_vec(),
-                    values.iter().map(|v| v.to_bits()).collect(),
-                ),
-            )
-        })
-        .collect()
-}
 
 /// The lines of `metrics.jsonl` without the wall-clock `seconds`.
 pub fn metrics_without_seconds(run: &Path) -> Vec<serde_json::Value> {
