@@ -202,6 +202,18 @@ fn an_occupied_run_directory_needs_force() {
     };
     train_with(&cfg, &opts).unwrap();
     assert_eq!(metrics_without_seconds(&cfg.out_dir).len(), 1);
+
+    // --force never removes the weights the new run starts from.
+    let last = cfg.out_dir.join(LAST);
+    let before = std::fs::read(&last).unwrap();
+    let mut from_last = cfg.clone();
+    from_last.init_from = Some(last.clone());
+    let msg = train_with(&from_last, &opts).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("--force would remove ") && msg.contains("same file as --init"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&last).unwrap(), before);
 }
 
 #[test]

@@ -102,8 +102,9 @@ pub fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 /// Makes `dir` ready for a fresh run: an error if it holds a run already
-/// (unless `force`, which removes that run's files).
-fn claim_run_dir(dir: &Path, force: bool) -> Result<()> {
+/// (unless `force`, which removes that run's files, but never the `init`
+/// weights the new run starts from).
+fn claim_run_dir(dir: &Path, force: bool, init: Option<&Path>) -> Result<()> {
     let found: Vec<&str> = [CONFIG, LAST, METRICS, BEST]
         .into_iter()
         .filter(|f| dir.join(f).exists())
@@ -116,6 +117,11 @@ fn claim_run_dir(dir: &Path, force: bool) -> Result<()> {
             dir: dir.to_path_buf(),
             found: found.join(", "),
         });
+    }
+    for f in &found {
+        if let Some(init) = init {
+            dgms_io::ensure_not_input("--force would remove", &dir.join(f), &[("--init", init)])?;
+        }
     }
     tracing::warn!("--force: replacing the run in {}", dir.display());
     for f in found {
@@ -132,9 +138,16 @@ fn dropout_seed(seed: u64, step: usize) -> u64 {
 }
 
 /// The first NaN or infinite value among `tensors`, as `name[index] = v`.
+/// Runs after every step, so it first reduces each tensor to its sum (one
+/// pass, no copy to the host: a NaN or infinity anywhere makes the sum
+/// non-finite) and scans values only where the sum is not finite (an
+/// overflowing sum of finite values then finds nothing and passes).
 fn first_non_finite(tensors: &[(String, Tensor)]) -> Result<Option<String>> {
     for (name, t) in tensors {
         if t.dtype() != DType::F32 {
+            continue;
+        }
+        if t.sum_all()?.to_scalar::<f32>()?.is_finite() {
             continue;
         }
         let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
@@ -153,7 +166,7 @@ impl<'a> Run<'a> {
         cfg.validate()?;
         let resumed = load_resume(cfg, opts.resume)?;
         if resumed.is_none() {
-            claim_run_dir(&cfg.out_dir, opts.force)?;
+            claim_run_dir(&cfg.out_dir, opts.force, cfg.init_from.as_deref())?;
         }
         let (data, model) = prepare(cfg, resumed.as_ref().map(|(p, c)| (*p, c)))?;
         let mut sgd = Sgd::new(optimizer_params(&model, cfg), cfg.sgd.clone());
