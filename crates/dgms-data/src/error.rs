@@ -34,6 +34,18 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// An image-folder split without class folders.
+    #[error("{}: no class folders (expected <split>/<class>/<image files>, as torchvision's ImageFolder)", dir.display())]
+    NoClasses { dir: PathBuf },
+    /// A class folder without any image file.
+    #[error("{}: class `{class}` holds no image file (extensions: jpg, jpeg, png, ppm, bmp, pgm, tif, tiff, webp, any case)", dir.display())]
+    EmptyClass { dir: PathBuf, class: String },
+    /// An image that cannot be decoded (corrupt, truncated, not an image).
+    #[error("{}: cannot decode the image: {reason}", path.display())]
+    Undecodable { path: PathBuf, reason: String },
+    /// An image transform that cannot run (bad sizes, an empty image).
+    #[error("image transform: {reason}")]
+    Transform { reason: String },
     /// Writing a file (atomically, through dgms-io) failed.
     #[error("writing the {what}")]
     Write {

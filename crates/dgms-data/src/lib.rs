@@ -39,6 +39,9 @@
 //! - [`idx`], [`cifar`]: file readers (and idx writers);
 //! - [`dataset`]: [`Dataset`] (raw `u8` pixels, N x C x H x W) and
 //!   [`DatasetKind`] with the per-dataset defaults;
+//! - [`folder`], [`image_decode`], [`image_transform`]: class-per-folder
+//!   image sets (torchvision's `ImageFolder` order), decoding to RGB as PIL
+//!   does, and torchvision's ImageNet evaluation transform;
 //! - [`augment`], [`normalize`], [`loader`]: the batch pipeline;
 //! - `hub` (feature `hub`): fetching through `candle-datasets`.
 
@@ -46,9 +49,12 @@ pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod error;
+pub mod folder;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
+pub mod image_decode;
+pub mod image_transform;
 pub mod loader;
 pub mod normalize;
 pub mod source;
@@ -56,8 +62,11 @@ pub mod source;
 pub use augment::{Augment, CropFlip};
 pub use dataset::{Dataset, DatasetKind, Splits};
 pub use error::{DataError, Result};
+pub use folder::ImageFolder;
 #[cfg(feature = "hub")]
 pub use hub::load_hub;
+pub use image_decode::{decode_rgb, RgbImage};
+pub use image_transform::EvalTransform;
 pub use loader::{Batch, BatchIter, Loader, LoaderConfig, Mode};
 pub use normalize::Normalize;
 pub use source::DataSource;
