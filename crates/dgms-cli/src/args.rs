@@ -362,7 +362,8 @@ impl TrainArgs {
     /// The configuration saved in the checkpoint at `path`, in its
     /// directory (which `--out`, if given, must name).
     fn resumed_base(&self, phase: Phase, path: &Path) -> Result<RunConfig> {
-        let meta = checkpoint::load(path)?.meta;
+        // Only the metadata here; the library loads the tensors.
+        let meta = checkpoint::load_meta(path)?;
         let dir = checkpoint_dir(path);
         if let Some(out) = &self.out {
             if !same_dir(out, &dir) {

@@ -6,7 +6,7 @@
 //! `ToTensor()` (/255) and `Normalize(mean, std)`, giving f32 (3, crop,
 //! crop).
 
-use fast_image_resize::images::Image;
+use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::error::{DataError, Result};
@@ -63,7 +63,8 @@ pub fn crop_offset(side: u32, crop: u32) -> u32 {
 /// filter.
 pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
     let fail = |e: String| DataError::Transform { reason: e };
-    let src = Image::from_vec_u8(img.width, img.height, img.pixels.clone(), PixelType::U8x3)
+    // Borrowed: the decoded pixels are not copied.
+    let src = ImageRef::new(img.width, img.height, &img.pixels, PixelType::U8x3)
         .map_err(|e| fail(e.to_string()))?;
     let mut dst = Image::new(width, height, PixelType::U8x3);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));

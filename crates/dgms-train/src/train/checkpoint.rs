@@ -56,6 +56,10 @@ pub struct CheckpointMeta {
 pub struct Checkpoint {
     pub meta: CheckpointMeta,
     pub tensors: HashMap<String, Tensor>,
+    /// The run's metrics history saved with it (the text of
+    /// `metrics.jsonl` up to its epoch; empty for a checkpoint without
+    /// one, e.g. a hardened one).
+    pub metrics: String,
 }
 
 /// Name of a mixture tensor in a checkpoint.
@@ -109,17 +113,34 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 /// Parses the bytes of a checkpoint; `path` only names it in errors. The
 /// bytes pass the shared structural check before any parser sees them.
 pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
-    check_structure(path, bytes)?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|source| {
-        TrainError::NotSafetensors {
+    let (meta, metrics) = meta_of(path, bytes)?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|source| {
+        TrainError::CorruptTensors {
             path: path.to_path_buf(),
             source,
         }
     })?;
-    let raw = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
+    Ok(Checkpoint {
+        meta,
+        tensors,
+        metrics,
+    })
+}
+
+/// What a checkpoint says about itself, without building its tensors (the
+/// file still passes the structural check).
+pub fn load_meta(path: &Path) -> Result<CheckpointMeta> {
+    let bytes = std::fs::read(path).map_err(TrainError::io("reading checkpoint", path))?;
+    Ok(meta_of(path, &bytes)?.0)
+}
+
+/// The checked metadata of checkpoint bytes and its metrics history. The
+/// structural check parses the header; its metadata is used as it returns
+/// it, not parsed a second time.
+fn meta_of(path: &Path, bytes: &[u8]) -> Result<(CheckpointMeta, String)> {
+    let metadata = check_structure(path, bytes)?.metadata.unwrap_or_default();
+    let raw = metadata
+        .get(META_KEY)
         .ok_or_else(|| TrainError::NotACheckpoint {
             path: path.to_path_buf(),
         })?;
@@ -134,43 +155,18 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
             expected: FORMAT_VERSION,
         });
     }
-    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|source| {
-        TrainError::CorruptTensors {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
-    Ok(Checkpoint { meta, tensors })
-}
-
-/// The metrics history saved with a training checkpoint (the text of
-/// `metrics.jsonl` up to its epoch; empty for a checkpoint without one).
-pub fn read_metrics(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(TrainError::io("reading checkpoint", path))?;
-    check_structure(path, &bytes)?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|source| {
-        TrainError::NotSafetensors {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
-    Ok(header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(METRICS_KEY))
-        .cloned()
-        .unwrap_or_default())
+    let metrics = metadata.get(METRICS_KEY).cloned().unwrap_or_default();
+    Ok((meta, metrics))
 }
 
 /// The shared structural check of safetensors bytes (header, dtypes,
-/// offsets), with the error naming `path`.
-pub fn check_structure(path: &Path, bytes: &[u8]) -> Result<()> {
-    dgms_io::check_safetensors(bytes)
-        .map(drop)
-        .map_err(|source| TrainError::BadSafetensors {
-            path: path.to_path_buf(),
-            source,
-        })
+/// offsets), with the error naming `path`; returns the checked layout
+/// (tensors and metadata as the header declares them).
+pub fn check_structure(path: &Path, bytes: &[u8]) -> Result<dgms_io::SafetensorsLayout> {
+    dgms_io::check_safetensors(bytes).map_err(|source| TrainError::BadSafetensors {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Loads plain tensors from a safetensors file (a checkpoint or a weights

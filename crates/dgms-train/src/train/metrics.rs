@@ -12,11 +12,15 @@ use crate::error::Result;
 pub fn correct_top_k(logits: &Tensor, labels: &Tensor, k: usize) -> Result<usize> {
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
     let labels: Vec<u32> = labels.to_vec1()?;
-    Ok(rows
-        .iter()
-        .zip(&labels)
+    Ok(count_top_k(&rows, &labels, k))
+}
+
+/// [`correct_top_k`] on host rows.
+fn count_top_k(rows: &[Vec<f32>], labels: &[u32], k: usize) -> usize {
+    rows.iter()
+        .zip(labels)
         .filter(|(row, &label)| {
-            if !row.iter().all(|v| v.is_finite()) {
+            if !is_finite_row(row) {
                 return false;
             }
             let l = row[label as usize];
@@ -27,7 +31,11 @@ pub fn correct_top_k(logits: &Tensor, labels: &Tensor, k: usize) -> Result<usize
                 .count();
             above < k
         })
-        .count())
+        .count()
+}
+
+fn is_finite_row(row: &[f32]) -> bool {
+    row.iter().all(|v| v.is_finite())
 }
 
 /// Running sums over an epoch or an evaluation.
@@ -44,15 +52,14 @@ pub struct Tally {
 impl Tally {
     /// Adds one batch: its mean loss and its logits and labels.
     pub fn add(&mut self, mean_loss: f64, logits: &Tensor, labels: &Tensor) -> Result<()> {
-        let n = labels.dim(0)?;
-        self.loss_sum += mean_loss * n as f64;
-        self.top1 += correct_top_k(logits, labels, 1)?;
-        self.top5 += correct_top_k(logits, labels, 5)?;
+        // The logits and labels come to the host once, for all three counts.
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-        self.non_finite_rows += rows
-            .iter()
-            .filter(|row| !row.iter().all(|v| v.is_finite()))
-            .count();
+        let labels: Vec<u32> = labels.to_vec1()?;
+        let n = labels.len();
+        self.loss_sum += mean_loss * n as f64;
+        self.top1 += count_top_k(&rows, &labels, 1);
+        self.top5 += count_top_k(&rows, &labels, 5);
+        self.non_finite_rows += rows.iter().filter(|row| !is_finite_row(row)).count();
         self.seen += n;
         Ok(())
     }

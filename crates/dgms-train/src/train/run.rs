@@ -172,10 +172,10 @@ impl<'a> Run<'a> {
         let mut sgd = Sgd::new(optimizer_params(&model, cfg), cfg.sgd.clone());
         let (mut epoch, mut step, mut best_top1) = (0, 0, f64::NEG_INFINITY);
         let (mut metrics, mut saved_epoch) = (String::new(), None);
-        if let Some((path, ckpt)) = &resumed {
+        if let Some((_, ckpt)) = &resumed {
             sgd.load_state(&ckpt.tensors)?;
             (epoch, step, best_top1) = (ckpt.meta.epoch, ckpt.meta.step, ckpt.meta.best_top1);
-            metrics = checkpoint::read_metrics(path)?;
+            metrics = ckpt.metrics.clone();
             saved_epoch = Some(epoch);
         }
         std::fs::create_dir_all(&cfg.out_dir)
