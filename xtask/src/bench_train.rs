@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use dgms_data::{Loader, LoaderConfig};
+use dgms_data::{Loader, LoaderConfig, Mode};
 use dgms_models::{build_model_with_backend, ConvBackend};
 use dgms_train::config::RunConfig;
 use dgms_train::train::optim::Sgd;
@@ -56,7 +56,7 @@ fn measure(data: &Data, args: &Args, backend: ConvBackend) -> Result<(f64, f64)>
     sgd.set_lr(0.01);
     let loader = Loader::new(
         data.train.clone(),
-        LoaderConfig::train(data.kind, args.batch_size, 0),
+        LoaderConfig::for_split(&data.train, Mode::Train, args.batch_size, 0),
     )?;
     let batches: Vec<_> = loader
         .epoch(0)
@@ -86,7 +86,7 @@ pub fn run(args: &Args) -> Result<()> {
     let data = Data::load("embedded")?;
     let (train, eval) = measure(&data, args, ConvBackend::Im2col)?;
     let (candle_train, candle_eval) = measure(&data, args, ConvBackend::Candle)?;
-    let (c, h, w) = data.kind.shape();
+    let (c, h, w) = data.train.shape();
     let report = Report {
         model: "resnet20",
         input: [c, h, w],

@@ -118,7 +118,7 @@ fn post_training(
     let (report, model, data) =
         phases::quantize("resnet20", pretrained, DATA, &mixture, &ptq_path)?;
     let test = data.test_subset(max_eval)?;
-    let top1: EvalResult = evaluate(model.net.as_ref(), test, data.kind)?.into();
+    let top1: EvalResult = evaluate(model.net.as_ref(), &test)?.into();
     let fp32_weights_bytes = model
         .named_tensors()
         .iter()

@@ -12,6 +12,8 @@ use dgms_train::phases;
 use dgms_train::train::checkpoint;
 use dgms_train::train::run::{checkpoint_dir, same_dir};
 
+pub use crate::data_args::{DataCommand, EvalArgs, ImageArgs};
+
 #[derive(Parser)]
 #[command(
     name = "dgms",
@@ -48,16 +50,14 @@ pub enum Command {
         #[arg(long, default_value_t = phases::DEFAULT_RECALIBRATION_BATCHES)]
         recalibrate_bn: usize,
     },
-    /// Evaluates a checkpoint on its test set (mixture layers hard).
-    Eval {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Data source (default: the one it was trained on).
-        #[arg(long)]
-        data: Option<String>,
-        /// Evaluate on the first N test images only.
-        #[arg(long)]
-        max_eval: Option<usize>,
+    /// Evaluates a checkpoint (mixture layers hard) or a weights file on
+    /// the test (val) split: prints images, top-1, top-5, loss and skipped
+    /// files as JSON, with a progress bar on stderr.
+    Eval(EvalArgs),
+    /// Data tools: `dgms data export` writes what the model would see.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
     },
     /// The report (docs/METHOD.md#report: sparsity, bits, compression) of a DGMS or
     /// hardened checkpoint.
@@ -249,6 +249,8 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only.
     #[arg(long)]
     pub max_eval: Option<usize>,
+    #[command(flatten)]
+    pub images: ImageArgs,
 }
 
 /// The mixture flags of `dgms dgms` and `dgms quantize` (options for the
@@ -447,5 +449,6 @@ impl TrainArgs {
         if let Some(v) = self.max_eval {
             cfg.max_eval = Some(v);
         }
+        cfg.images = self.images.over(cfg.images);
     }
 }

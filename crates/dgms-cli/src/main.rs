@@ -10,6 +10,8 @@
 //! step boundary and says how to resume, a second exits at once).
 
 mod args;
+mod data_args;
+mod data_commands;
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -78,7 +80,7 @@ fn install_interrupt_handler() -> Result<()> {
 /// The one way results reach stdout. A write to a closed stdout becomes
 /// [`StdoutClosed`], which `main` turns into a quiet exit 0 for every
 /// command; other write errors are errors.
-struct Output {
+pub(crate) struct Output {
     stdout: std::io::Stdout,
 }
 
@@ -90,7 +92,7 @@ impl Output {
     }
 
     /// Writes `text` as it is (tables end in their own newline).
-    fn text(&mut self, text: impl Display) -> Result<()> {
+    pub(crate) fn text(&mut self, text: impl Display) -> Result<()> {
         let mut lock = self.stdout.lock();
         match write!(lock, "{text}").and_then(|()| lock.flush()) {
             Ok(()) => Ok(()),
@@ -100,12 +102,12 @@ impl Output {
     }
 
     /// Writes `text` and a newline.
-    fn line(&mut self, text: impl Display) -> Result<()> {
+    pub(crate) fn line(&mut self, text: impl Display) -> Result<()> {
         self.text(format_args!("{text}\n"))
     }
 
     /// Writes `value` as pretty JSON and a newline.
-    fn json(&mut self, value: &impl serde::Serialize) -> Result<()> {
+    pub(crate) fn json(&mut self, value: &impl serde::Serialize) -> Result<()> {
         self.line(serde_json::to_string_pretty(value)?)
     }
 }
@@ -142,11 +144,10 @@ fn run(command: Command, out: &mut Output) -> Result<()> {
             out: path,
             recalibrate_bn,
         } => harden(&checkpoint, &path, recalibrate_bn, out),
-        Command::Eval {
-            checkpoint,
-            data,
-            max_eval,
-        } => out.json(&phases::eval(&checkpoint, data.as_deref(), max_eval)?),
+        Command::Eval(args) => data_commands::eval(&args, out),
+        Command::Data { command } => match command {
+            args::DataCommand::Export(args) => data_commands::export(&args, out),
+        },
         Command::Report { checkpoint, json } => report(&checkpoint, json.as_deref(), out),
         Command::Quantize(args) => quantize(&args, out),
         Command::Export {
@@ -250,7 +251,7 @@ fn quantize(args: &QuantizeArgs, out: &mut Output) -> Result<()> {
     out.text(report.to_table())?;
     out.line(format_args!("wrote {}", args.out.display()))?;
     if args.eval {
-        let tally = evaluate(quantized.net.as_ref(), data_set.test.clone(), data_set.kind)
+        let tally = evaluate(quantized.net.as_ref(), &data_set.test)
             .context("evaluating the quantized model")?;
         out.json(&EvalResult::from(tally))?;
     }
@@ -278,7 +279,7 @@ fn quantize_packed(args: &QuantizeArgs, out: &mut Output) -> Result<()> {
     out.line(format_args!("wrote {}", args.out.display()))?;
     if let (true, ShapeSource::Data(source)) = (args.eval, &shape) {
         let data_set = Data::load(source)?;
-        let tally = evaluate(quantized.net.as_ref(), data_set.test.clone(), data_set.kind)
+        let tally = evaluate(quantized.net.as_ref(), &data_set.test)
             .context("evaluating the quantized model")?;
         out.json(&EvalResult::from(tally))?;
     }

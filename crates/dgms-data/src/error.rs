@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// The data-source forms accepted by [`crate::DataSource`]'s parser, quoted
 /// in its errors.
 pub const ACCEPTED_SOURCES: &str =
-    "`embedded`, `fashion-mnist` (default folder), `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`";
+    "`embedded`, `fashion-mnist` (default folder), `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `imagenet:DIR`, `folder:TRAIN_DIR,VAL_DIR`";
 
 /// Errors returned by `dgms-data`.
 #[derive(Debug, thiserror::Error)]

@@ -80,6 +80,28 @@ impl ImageFolder {
     }
 }
 
+/// The class names under `root` (its sub-folders, sorted as
+/// [`ImageFolder::scan`] sorts them), without listing any image.
+pub fn class_names(root: &Path) -> Result<Vec<String>> {
+    let mut classes: Vec<(Vec<u8>, String)> = read_dir(root)?
+        .into_iter()
+        .filter(|(path, _)| path.is_dir())
+        .map(|(_, name)| {
+            (
+                name.as_encoded_bytes().to_vec(),
+                name.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    if classes.is_empty() {
+        return Err(DataError::NoClasses {
+            dir: root.to_path_buf(),
+        });
+    }
+    classes.sort();
+    Ok(classes.into_iter().map(|(_, name)| name).collect())
+}
+
 /// Whether `path` has one of [`IMAGE_EXTENSIONS`] (any case).
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()

@@ -49,24 +49,34 @@ pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod error;
+mod file_batch;
+pub mod file_split;
 pub mod folder;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod image_decode;
+pub mod image_pipeline;
 pub mod image_transform;
+pub mod inspect;
 pub mod loader;
 pub mod normalize;
+mod prefetch;
 pub mod source;
+pub mod split;
 
 pub use augment::{Augment, CropFlip};
 pub use dataset::{Dataset, DatasetKind, Splits};
 pub use error::{DataError, Result};
+pub use file_split::FileSplit;
 pub use folder::ImageFolder;
 #[cfg(feature = "hub")]
 pub use hub::load_hub;
 pub use image_decode::{decode_rgb, RgbImage};
+pub use image_pipeline::{ImageTransform, TrainCrop};
 pub use image_transform::EvalTransform;
 pub use loader::{Batch, BatchIter, Loader, LoaderConfig, Mode};
 pub use normalize::Normalize;
+pub use prefetch::Prefetch;
 pub use source::DataSource;
+pub use split::{Split, SplitPair};

@@ -9,8 +9,6 @@
 //! at epoch `e`, batch `b` reproduces exactly the batches of an uninterrupted
 //! run.
 
-use std::sync::Arc;
-
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -21,14 +19,15 @@ use crate::augment::Augment;
 use crate::dataset::{Dataset, DatasetKind};
 use crate::error::{DataError, Result};
 use crate::normalize::Normalize;
+use crate::split::Split;
 
 /// Generator streams: distinct keys for distinct uses of the same
 /// (seed, epoch), so that shuffling and augmentation never share numbers.
 const STREAM_SHUFFLE: u64 = 1;
-const STREAM_AUGMENT: u64 = 2;
+pub(crate) const STREAM_AUGMENT: u64 = 2;
 
 /// The generator for one use: the 32-byte ChaCha key is the four numbers.
-fn rng_for(seed: u64, epoch: u64, stream: u64, index: u64) -> ChaCha8Rng {
+pub(crate) fn rng_for(seed: u64, epoch: u64, stream: u64, index: u64) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     for (chunk, v) in key.chunks_exact_mut(8).zip([seed, epoch, stream, index]) {
         chunk.copy_from_slice(&v.to_le_bytes());
@@ -75,6 +74,25 @@ impl LoaderConfig {
             mode: Mode::Train,
             augment: Augment::for_kind(kind),
             normalize: Normalize::for_kind(kind),
+            device: Device::Cpu,
+        }
+    }
+
+    /// Defaults for a split of either kind ([`Split::default_augment`],
+    /// [`Split::default_normalize`]): in `Train` mode shuffled, otherwise
+    /// in order; the last partial batch kept; CPU.
+    pub fn for_split(split: &Split, mode: Mode, batch_size: usize, seed: u64) -> Self {
+        LoaderConfig {
+            batch_size,
+            seed,
+            shuffle: mode == Mode::Train,
+            drop_last: false,
+            mode,
+            augment: match mode {
+                Mode::Train => split.default_augment(),
+                Mode::Eval => Augment::none(),
+            },
+            normalize: split.default_normalize(),
             device: Device::Cpu,
         }
     }
@@ -146,38 +164,40 @@ pub struct Batch {
     pub index: usize,
 }
 
-/// Batches over a dataset.
+/// Batches over a split.
 #[derive(Debug, Clone)]
 pub struct Loader {
-    dataset: Arc<Dataset>,
-    config: LoaderConfig,
+    pub(crate) split: Split,
+    pub(crate) config: LoaderConfig,
     /// Per-channel byte -> normalised value lookup tables.
-    tables: Vec<[f32; 256]>,
+    pub(crate) tables: Vec<[f32; 256]>,
 }
 
 impl Loader {
-    /// Checks the dataset and the options against each other.
-    pub fn new(dataset: impl Into<Arc<Dataset>>, config: LoaderConfig) -> Result<Self> {
-        let dataset = dataset.into();
-        dataset.validate()?;
+    /// Checks the split and the options against each other.
+    pub fn new(split: impl Into<Split>, config: LoaderConfig) -> Result<Self> {
+        let split = split.into();
+        if let Split::Memory(d) = &split {
+            d.validate()?;
+        }
         let bad = |reason: String| DataError::InvalidConfig {
-            dataset: dataset.name.clone(),
+            dataset: split.name().to_string(),
             reason,
         };
         if config.batch_size == 0 {
             return Err(bad("batch size 0, expected at least 1".to_string()));
         }
-        config.normalize.check(dataset.channels).map_err(bad)?;
+        config.normalize.check(split.shape().0).map_err(bad)?;
         let tables = config.normalize.tables();
         Ok(Loader {
-            dataset,
+            split,
             config,
             tables,
         })
     }
 
-    pub fn dataset(&self) -> &Dataset {
-        &self.dataset
+    pub fn split(&self) -> &Split {
+        &self.split
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -191,7 +211,7 @@ impl Loader {
 
     /// Batches in one epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.dataset.n, self.config.batch_size);
+        let (n, b) = (self.split.len(), self.config.batch_size);
         if self.config.drop_last {
             n / b
         } else {
@@ -204,14 +224,14 @@ impl Loader {
         if self.config.drop_last {
             self.batches_per_epoch() * self.config.batch_size
         } else {
-            self.dataset.n
+            self.split.len()
         }
     }
 
     /// The order of the dataset's images in `epoch`: a permutation drawn from
     /// `(seed, epoch)` when shuffling, `0..n` otherwise.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.dataset.n).collect();
+        let mut order: Vec<usize> = (0..self.split.len()).collect();
         if self.config.shuffle {
             order.shuffle(&mut rng_for(self.config.seed, epoch, STREAM_SHUFFLE, 0));
         }
@@ -261,20 +281,34 @@ impl Loader {
         }
         let b = self.config.batch_size;
         let start = index * b;
-        Ok(start..(start + b).min(self.dataset.n))
+        Ok(start..(start + b).min(self.split.len()))
     }
 
     /// Builds a batch from explicit dataset indices, with the augmentation
     /// of `epoch` (in `Train` mode). Each image is processed on the rayon
     /// pool; its crop and flip come from `(seed, epoch, dataset index)`.
     pub fn batch_of(&self, epoch: u64, index: usize, indices: &[usize]) -> Result<Batch> {
-        let ds = &*self.dataset;
-        if let Some(&bad) = indices.iter().find(|&&i| i >= ds.n) {
+        let n = self.split.len();
+        if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
             return Err(DataError::InvalidDataset {
-                name: ds.name.clone(),
-                reason: format!("sample index {bad} requested, but n = {}", ds.n),
+                name: self.split.name().to_string(),
+                reason: format!("sample index {bad} requested, but n = {n}"),
             });
         }
+        match &self.split {
+            Split::Memory(ds) => self.memory_batch(ds, epoch, index, indices),
+            Split::Files(files) => self.file_batch(files, epoch, index, indices),
+        }
+    }
+
+    /// [`Self::batch_of`] for pixels in memory.
+    fn memory_batch(
+        &self,
+        ds: &Dataset,
+        epoch: u64,
+        index: usize,
+        indices: &[usize],
+    ) -> Result<Batch> {
         let (c, h, w) = (ds.channels, ds.height, ds.width);
         let chw = ds.image_len();
         let augment = match self.config.mode {

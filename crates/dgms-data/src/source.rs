@@ -6,6 +6,9 @@ use std::str::FromStr;
 
 use crate::dataset::{DatasetKind, Splits};
 use crate::error::{DataError, Result};
+use crate::file_split::FileSplit;
+use crate::image_pipeline::ImageTransform;
+use crate::split::{Split, SplitPair};
 
 /// Environment variable that overrides the folder of the embedded subset.
 pub const EMBEDDED_ENV: &str = "DGMS_EMBEDDED_DATA";
@@ -23,7 +26,8 @@ const EMBEDDED_DIR: &str = concat!(
 /// A dataset location.
 ///
 /// Parsed from `embedded`, `fashion-mnist`, `fashion-mnist:DIR`,
-/// `mnist:DIR` or `cifar10:DIR`; `Display` gives the same form back.
+/// `mnist:DIR`, `cifar10:DIR`, `imagenet:DIR` or `folder:TRAIN,VAL`;
+/// `Display` gives the same form back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
     /// The repository's Fashion-MNIST subset (10,000 train / 2,000 test
@@ -36,6 +40,11 @@ pub enum DataSource {
     Mnist(PathBuf),
     /// A folder of CIFAR-10 binary batches.
     Cifar10(PathBuf),
+    /// An ImageNet-layout folder: `DIR/train/<class>/...` and
+    /// `DIR/val/<class>/...`, images decoded per batch.
+    ImageNet(PathBuf),
+    /// Any two class-per-folder splits (CUB-200, Stanford Cars, ...).
+    Folder { train: PathBuf, val: PathBuf },
 }
 
 impl DataSource {
@@ -50,36 +59,117 @@ impl DataSource {
         }
     }
 
-    /// The dataset family (sets normalisation and augmentation defaults).
-    pub fn kind(&self) -> DatasetKind {
+    /// The family of an in-memory data set (sets normalisation and
+    /// augmentation defaults); `None` for image folders.
+    pub fn kind(&self) -> Option<DatasetKind> {
         match self {
-            DataSource::Embedded | DataSource::FashionMnist(_) => DatasetKind::FashionMnist,
-            DataSource::Mnist(_) => DatasetKind::Mnist,
-            DataSource::Cifar10(_) => DatasetKind::Cifar10,
+            DataSource::Embedded | DataSource::FashionMnist(_) => Some(DatasetKind::FashionMnist),
+            DataSource::Mnist(_) => Some(DatasetKind::Mnist),
+            DataSource::Cifar10(_) => Some(DatasetKind::Cifar10),
+            DataSource::ImageNet(_) | DataSource::Folder { .. } => None,
         }
     }
 
-    /// The folder the data is read from.
+    /// Whether the images are files decoded per batch (the folder sources).
+    pub fn is_image_folder(&self) -> bool {
+        self.kind().is_none()
+    }
+
+    /// The folder the data is read from (for `folder:`, the train folder).
     pub fn dir(&self) -> PathBuf {
         match self {
             DataSource::Embedded => Self::embedded_dir(),
-            DataSource::FashionMnist(d) | DataSource::Mnist(d) | DataSource::Cifar10(d) => {
-                d.clone()
-            }
+            DataSource::FashionMnist(d)
+            | DataSource::Mnist(d)
+            | DataSource::Cifar10(d)
+            | DataSource::ImageNet(d) => d.clone(),
+            DataSource::Folder { train, .. } => train.clone(),
         }
     }
 
-    /// Reads the train and test splits into memory.
+    /// The train and evaluation folders of a folder source.
+    fn split_dirs(&self) -> Option<(PathBuf, PathBuf)> {
+        match self {
+            DataSource::ImageNet(d) => Some((d.join("train"), d.join("val"))),
+            DataSource::Folder { train, val } => Some((train.clone(), val.clone())),
+            _ => None,
+        }
+    }
+
+    /// Opens both splits: in-memory sources are read whole; folder sources
+    /// are listed (their images are decoded per batch with `transform`).
+    /// The evaluation split of a folder source must have the training
+    /// split's classes, in the same order; otherwise labels would mean
+    /// different things.
+    pub fn open(&self, transform: ImageTransform) -> Result<SplitPair> {
+        let Some((train_dir, val_dir)) = self.split_dirs() else {
+            let splits = self.load()?;
+            return Ok(SplitPair {
+                train: Split::from(splits.train),
+                test: Split::from(splits.test),
+            });
+        };
+        let train = FileSplit::scan(format!("{self} train"), &train_dir, transform)?;
+        let val = FileSplit::scan(format!("{self} val"), &val_dir, transform)?;
+        if train.folder.classes != val.folder.classes {
+            let (t, v) = (&train.folder.classes, &val.folder.classes);
+            let first = t
+                .iter()
+                .zip(v)
+                .position(|(a, b)| a != b)
+                .unwrap_or(t.len().min(v.len()));
+            return Err(DataError::BadSource {
+                given: self.to_string(),
+                reason: format!(
+                    "{} has {} classes and {} has {}; they first differ at label {first} \
+                     ({:?} vs {:?}): both splits need the same class folders",
+                    train_dir.display(),
+                    t.len(),
+                    val_dir.display(),
+                    v.len(),
+                    t.get(first),
+                    v.get(first),
+                ),
+            });
+        }
+        Ok(SplitPair {
+            train: Split::from(train),
+            test: Split::from(val),
+        })
+    }
+
+    /// The class names of a source without reading its images (in-memory
+    /// sources: the family's names; folders: the training split's class
+    /// folders).
+    pub fn class_names(&self) -> Result<Vec<String>> {
+        match (self.kind(), self.split_dirs()) {
+            (Some(kind), _) => Ok(kind.class_names().map(String::from).to_vec()),
+            (None, Some((train, _))) => crate::folder::class_names(&train),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// Reads the train and test splits of an in-memory source; a folder
+    /// source is an error (use [`Self::open`]).
     pub fn load(&self) -> Result<Splits> {
         let dir = self.dir();
         let splits = match self {
             DataSource::Embedded => {
                 crate::idx::load_dir(&dir, DatasetKind::FashionMnist, "fashion-mnist-subset")?
             }
-            DataSource::FashionMnist(_) | DataSource::Mnist(_) => {
-                crate::idx::load_dir(&dir, self.kind(), self.kind().name())?
+            DataSource::FashionMnist(_) => {
+                crate::idx::load_dir(&dir, DatasetKind::FashionMnist, "fashion-mnist")?
             }
+            DataSource::Mnist(_) => crate::idx::load_dir(&dir, DatasetKind::Mnist, "mnist")?,
             DataSource::Cifar10(_) => crate::cifar::load_dir(&dir, "cifar10")?,
+            DataSource::ImageNet(_) | DataSource::Folder { .. } => {
+                return Err(DataError::BadSource {
+                    given: self.to_string(),
+                    reason: "an image folder is read per batch, not into memory \
+                             (DataSource::open)"
+                        .to_string(),
+                })
+            }
         };
         tracing::info!(
             source = %self,
@@ -135,6 +225,26 @@ impl FromStr for DataSource {
             ("mnist", None) => Err(needs_dir("mnist")),
             ("cifar10", Some(d)) => Ok(DataSource::Cifar10(d)),
             ("cifar10", None) => Err(needs_dir("cifar10")),
+            ("imagenet", Some(d)) => Ok(DataSource::ImageNet(d)),
+            ("imagenet", None) => Err(needs_dir("imagenet")),
+            ("folder", Some(d)) => {
+                let text = d.to_string_lossy().into_owned();
+                match text.split_once(',') {
+                    Some((t, v)) if !t.is_empty() && !v.is_empty() => Ok(DataSource::Folder {
+                        train: PathBuf::from(t),
+                        val: PathBuf::from(v),
+                    }),
+                    _ => Err(DataError::BadSource {
+                        given: given.to_string(),
+                        reason: "`folder` needs two folders: `folder:TRAIN_DIR,VAL_DIR`"
+                            .to_string(),
+                    }),
+                }
+            }
+            ("folder", None) => Err(DataError::BadSource {
+                given: given.to_string(),
+                reason: "`folder` needs two folders: `folder:TRAIN_DIR,VAL_DIR`".to_string(),
+            }),
             _ => Err(DataError::UnknownSource {
                 given: given.to_string(),
             }),
@@ -149,6 +259,10 @@ impl fmt::Display for DataSource {
             DataSource::FashionMnist(d) => write!(f, "fashion-mnist:{}", d.display()),
             DataSource::Mnist(d) => write!(f, "mnist:{}", d.display()),
             DataSource::Cifar10(d) => write!(f, "cifar10:{}", d.display()),
+            DataSource::ImageNet(d) => write!(f, "imagenet:{}", d.display()),
+            DataSource::Folder { train, val } => {
+                write!(f, "folder:{},{}", train.display(), val.display())
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use dgms_data::{DataSource, DatasetKind, Normalize};
 fn embedded_subset_is_balanced() {
     let source: DataSource = "embedded".parse().unwrap();
     assert_eq!(source, DataSource::Embedded);
-    assert_eq!(source.kind(), DatasetKind::FashionMnist);
+    assert_eq!(source.kind(), Some(DatasetKind::FashionMnist));
     let splits = source.load().unwrap();
     for (split, n) in [(&splits.train, 10_000), (&splits.test, 2_000)] {
         assert_eq!(split.n, n);

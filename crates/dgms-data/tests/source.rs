@@ -22,9 +22,29 @@ fn accepted_forms() {
         p("cifar10:/x:y"),
         DataSource::Cifar10(PathBuf::from("/x:y"))
     );
-    assert_eq!(p("mnist:d").kind(), DatasetKind::Mnist);
-    assert_eq!(p("cifar10:d").kind(), DatasetKind::Cifar10);
-    for s in ["embedded", "fashion-mnist:/a", "mnist:b", "cifar10:/c/d"] {
+    assert_eq!(p("mnist:d").kind(), Some(DatasetKind::Mnist));
+    assert_eq!(p("cifar10:d").kind(), Some(DatasetKind::Cifar10));
+    assert_eq!(
+        p("imagenet:/data/in"),
+        DataSource::ImageNet(PathBuf::from("/data/in"))
+    );
+    assert_eq!(
+        p("folder:/cub/train,/cub/test"),
+        DataSource::Folder {
+            train: PathBuf::from("/cub/train"),
+            val: PathBuf::from("/cub/test")
+        }
+    );
+    assert_eq!(p("imagenet:d").kind(), None);
+    assert!(p("folder:a,b").is_image_folder());
+    for s in [
+        "embedded",
+        "fashion-mnist:/a",
+        "mnist:b",
+        "cifar10:/c/d",
+        "imagenet:/e",
+        "folder:/f,g",
+    ] {
         assert_eq!(p(s).to_string(), s);
         assert_eq!(p(&p(s).to_string()), p(s));
     }
@@ -49,11 +69,18 @@ fn fashion_mnist_default_folder() {
 
 #[test]
 fn unknown_and_incomplete_forms() {
-    let err = "imagenet:/data".parse::<DataSource>().unwrap_err();
+    let err = "coco:/data".parse::<DataSource>().unwrap_err();
     assert!(matches!(err, DataError::UnknownSource { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("`imagenet:/data`"), "{msg}");
-    for form in ["embedded", "fashion-mnist:DIR", "mnist:DIR", "cifar10:DIR"] {
+    assert!(msg.contains("`coco:/data`"), "{msg}");
+    for form in [
+        "embedded",
+        "fashion-mnist:DIR",
+        "mnist:DIR",
+        "cifar10:DIR",
+        "imagenet:DIR",
+        "folder:TRAIN_DIR,VAL_DIR",
+    ] {
         assert!(msg.contains(form), "{msg} lacks {form}");
     }
     let msg = "mnist".parse::<DataSource>().unwrap_err().to_string();
@@ -64,4 +91,17 @@ fn unknown_and_incomplete_forms() {
     assert!(msg.contains("DGMS_EMBEDDED_DATA"), "{msg}");
     assert!("".parse::<DataSource>().is_err());
     assert!("Embedded".parse::<DataSource>().is_err());
+}
+
+#[test]
+fn folder_sources_need_their_folders() {
+    for (given, expected) in [
+        ("imagenet", "imagenet:DIR"),
+        ("folder", "folder:TRAIN_DIR,VAL_DIR"),
+        ("folder:only-one", "folder:TRAIN_DIR,VAL_DIR"),
+        ("folder:a,", "folder:TRAIN_DIR,VAL_DIR"),
+    ] {
+        let err = given.parse::<DataSource>().unwrap_err().to_string();
+        assert!(err.contains(expected), "{given}: {err}");
+    }
 }

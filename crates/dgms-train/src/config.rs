@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::image_settings::ImageSettings;
 use crate::train::optim::SgdConfig;
 
 /// Defaults shared by every entry point (`dgms pretrain` / `dgms dgms` and
@@ -97,6 +98,9 @@ pub struct RunConfig {
     pub init_from: Option<PathBuf>,
     /// Mixture fine-tuning (None = full-precision training).
     pub mixture: Option<MixtureSettings>,
+    /// Transforms of a folder data source (absent in older configs).
+    #[serde(default)]
+    pub images: ImageSettings,
 }
 
 impl RunConfig {
@@ -122,6 +126,7 @@ impl RunConfig {
             out_dir,
             init_from: None,
             mixture: None,
+            images: ImageSettings::default(),
         }
     }
 
@@ -197,6 +202,7 @@ impl RunConfig {
     /// Checks every hyper-parameter before anything runs; the error names
     /// the command-line flag, the value and the accepted range.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.images.validate()?;
         if self.epochs == 0 {
             return Err(invalid("--epochs", self.epochs, "must be at least 1"));
         }
@@ -285,9 +291,12 @@ pub struct Mismatch {
 
 /// The flag that sets each field of [`RunConfig`] (nested fields dotted),
 /// in the order the comparison reports them.
-const FIELD_FLAGS: [(&str, &str); 22] = [
+const FIELD_FLAGS: [(&str, &str); 25] = [
     ("model", "--model"),
     ("data", "--data"),
+    ("images.resize", "--resize"),
+    ("images.crop", "--crop"),
+    ("images.random_resized_crop", "--random-resized-crop"),
     ("mixture", "the command (pretrain or dgms)"),
     ("mixture.k", "--k"),
     ("mixture.tau", "--tau"),

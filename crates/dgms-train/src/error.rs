@@ -91,6 +91,18 @@ pub enum TrainError {
         found: u32,
         expected: u32,
     },
+    /// Weights whose classifier has another number of classes than the data.
+    #[error(
+        "{}: the classifier `{classifier}` has {weights} classes, but the data has {data} \
+         (class folders or the data set's labels)",
+        path.display()
+    )]
+    ClassCount {
+        path: PathBuf,
+        classifier: String,
+        weights: usize,
+        data: usize,
+    },
     /// A checkpoint of another model than the one asked for.
     #[error("{} is a checkpoint of model {found}, not {expected}", path.display())]
     WrongModel {

@@ -24,6 +24,7 @@ use dgms_qsimd::format::{fold_batch_norm, FpTensor, ModelMeta, PackedLayer, Pack
 use crate::config::InvalidSetting;
 use crate::config::MixtureSettings;
 use crate::error::{Result, TrainError};
+use crate::image_settings::ImageSettings;
 use crate::phases::{harden_model, report_of};
 use crate::train::checkpoint;
 use crate::train::session::Model;
@@ -100,18 +101,45 @@ fn write(model: &PackedModel, out: &Path) -> Result<ExportSummary> {
     Ok(ExportSummary::new(model, file_bytes))
 }
 
-/// Input shape [C, H, W] and classes of the data set named by `source`
-/// (parsed only, nothing loaded).
-pub fn data_shape(source: &str) -> Result<([usize; 3], usize)> {
-    let kind = DataSource::from_str(source)
-        .map_err(|e| TrainError::Data {
-            what: "data source",
-            source_name: format!("{source:?}"),
-            source: e,
-        })?
-        .kind();
-    let (c, h, w) = kind.shape();
-    Ok(([c, h, w], kind.classes()))
+/// Input shape [C, H, W] and classes of the data set named by `source`:
+/// parsed only for in-memory sets; for folder sources the shape is
+/// (3, crop, crop) and the classes are the training split's class folders
+/// (listed, no image read).
+pub fn data_shape(source: &str, images: &ImageSettings) -> Result<([usize; 3], usize)> {
+    let parsed = DataSource::from_str(source).map_err(|e| TrainError::Data {
+        what: "data source",
+        source_name: format!("{source:?}"),
+        source: e,
+    })?;
+    if let Some(kind) = parsed.kind() {
+        let (c, h, w) = kind.shape();
+        return Ok(([c, h, w], kind.classes()));
+    }
+    let classes = parsed.class_names().map_err(|e| TrainError::Data {
+        what: "listing the classes of",
+        source_name: parsed.to_string(),
+        source: e,
+    })?;
+    let crop = images.crop as usize;
+    Ok(([3, crop, crop], classes.len()))
+}
+
+/// The rows of `model`'s classifier weight in `tensors` (read from `path`).
+fn classifier_rows(model: &str, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<usize> {
+    let name = classifier_weight(model).ok_or_else(|| TrainError::UnknownModel {
+        model: model.to_string(),
+    })?;
+    let w = tensors.get(&name).ok_or_else(|| TrainError::NoClassifier {
+        path: path.to_path_buf(),
+        name: name.clone(),
+    })?;
+    w.dims()
+        .first()
+        .copied()
+        .ok_or_else(|| TrainError::ScalarClassifier {
+            path: path.to_path_buf(),
+            name,
+        })
 }
 
 /// `dgms export`: a hardened checkpoint to a packed file.
@@ -124,7 +152,17 @@ pub fn export_packed(hardened_checkpoint: &Path, out: &Path) -> Result<ExportSum
             path: path.to_path_buf(),
         });
     }
-    let (input_shape, classes) = data_shape(&ckpt.meta.config.data)?;
+    let cfg = &ckpt.meta.config;
+    // A folder run: the shape from its crop, the classes from its own
+    // classifier (the data folder need not exist where it is exported).
+    let (input_shape, classes) = match DataSource::from_str(&cfg.data) {
+        Ok(source) if source.is_image_folder() => {
+            let crop = cfg.images.crop as usize;
+            let classes = classifier_rows(&ckpt.meta.model, &ckpt.tensors, path)?;
+            ([3, crop, crop], classes)
+        }
+        _ => data_shape(&cfg.data, &cfg.images)?,
+    };
     let meta = ModelMeta::new(&ckpt.meta.model, input_shape.to_vec(), classes);
     let model = packed_from_tensors(meta, &ckpt.tensors, &ckpt.meta.mixture_k).map_err(|e| {
         TrainError::Export {
@@ -318,24 +356,8 @@ pub fn quantize_packed(
     dgms_io::ensure_not_input("--out", out, &[("--weights", weights)])?;
     let tensors = load_tensors(weights)?;
     let (input_shape, classes) = match shape {
-        ShapeSource::Data(source) => data_shape(source)?,
-        ShapeSource::Input(s) => {
-            let name = classifier_weight(model_name).ok_or_else(|| TrainError::UnknownModel {
-                model: model_name.to_string(),
-            })?;
-            let w = tensors.get(&name).ok_or_else(|| TrainError::NoClassifier {
-                path: weights.to_path_buf(),
-                name: name.clone(),
-            })?;
-            let classes = *w
-                .dims()
-                .first()
-                .ok_or_else(|| TrainError::ScalarClassifier {
-                    path: weights.to_path_buf(),
-                    name,
-                })?;
-            (*s, classes)
-        }
+        ShapeSource::Data(source) => data_shape(source, &ImageSettings::default())?,
+        ShapeSource::Input(s) => (*s, classifier_rows(model_name, &tensors, weights)?),
     };
     let [c, h, w] = input_shape;
     if h != w {

@@ -17,9 +17,11 @@
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod image_settings;
 pub mod infer;
 pub mod phases;
 pub mod process;
 pub mod train;
 
 pub use error::{Result, TrainError};
+pub use image_settings::ImageSettings;

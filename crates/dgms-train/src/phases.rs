@@ -10,10 +10,11 @@ use serde::Serialize;
 use crate::config::InvalidSetting;
 use crate::config::{MixtureSettings, RunConfig};
 use crate::error::{Result, TrainError};
+use crate::image_settings::ImageSettings;
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
-use crate::train::session::{evaluate, Data, Model};
-use dgms_data::{Loader, LoaderConfig};
+use crate::train::session::{default_eval_batch, evaluate_with, Data, Model};
+use dgms_data::{Loader, LoaderConfig, Mode};
 
 /// Accuracy of a model on a test set.
 #[derive(Clone, Debug, Serialize)]
@@ -22,6 +23,8 @@ pub struct EvalResult {
     pub top1: f64,
     pub top5: f64,
     pub loss: f64,
+    /// Files left out because they could not be decoded (folder sources).
+    pub skipped: usize,
 }
 
 impl From<Tally> for EvalResult {
@@ -31,31 +34,115 @@ impl From<Tally> for EvalResult {
             top1: t.top1(),
             top5: t.top5(),
             loss: t.loss(),
+            skipped: 0,
         }
     }
 }
 
-/// Loads a checkpoint's model (with its mixtures, or hardened) and its data.
+/// Loads a checkpoint's model (with its mixtures, or hardened) and its data
+/// (`data` overrides the run's source; the run's image settings apply).
 pub fn open(path: &Path, data: Option<&str>) -> Result<(Checkpoint, Data, Model)> {
     let ckpt = checkpoint::load(path)?;
-    let data = Data::load(data.unwrap_or(&ckpt.meta.config.data))?;
+    let cfg = &ckpt.meta.config;
+    let data = Data::load_with(data.unwrap_or(&cfg.data), &cfg.images)?;
     let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
     model.restore(path, &ckpt, None)?;
     Ok((ckpt, data, model))
 }
 
-/// Evaluates a checkpoint: mixture layers use their hard weights.
+/// Evaluates the checkpoint at `path` on its data's test split (or
+/// `data`'s), on the first `max_eval` images when given.
 pub fn eval(path: &Path, data: Option<&str>, max_eval: Option<usize>) -> Result<EvalResult> {
-    if max_eval == Some(0) {
+    let opts = EvalOptions {
+        data,
+        max_eval,
+        ..EvalOptions::default()
+    };
+    eval_with(EvalWeights::Checkpoint(path), &opts)
+}
+
+/// What `dgms eval` evaluates.
+#[derive(Clone, Copy, Debug)]
+pub enum EvalWeights<'a> {
+    /// A dgms checkpoint (its model, data and image settings by default).
+    Checkpoint(&'a Path),
+    /// A weights file (safetensors, a dgms checkpoint or a PyTorch `.pth`)
+    /// of the network `model`.
+    File { model: &'a str, weights: &'a Path },
+}
+
+/// Options of `dgms eval`.
+#[derive(Clone, Debug, Default)]
+pub struct EvalOptions<'a> {
+    /// Data source; required with [`EvalWeights::File`].
+    pub data: Option<&'a str>,
+    /// Resize and crop of a folder source, over the checkpoint's settings
+    /// (or 256 / 224 for a weights file).
+    pub resize: Option<u32>,
+    pub crop: Option<u32>,
+    pub max_eval: Option<usize>,
+    /// Images per batch (default [`default_eval_batch`]).
+    pub batch_size: Option<usize>,
+    /// Show a progress bar (images/s, ETA).
+    pub progress: bool,
+}
+
+/// Evaluates a checkpoint or weights file on the test (val) split: mixture
+/// layers use their hard weights. Undecodable files are skipped, counted in
+/// the result and logged.
+pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<EvalResult> {
+    if opts.max_eval == Some(0) {
         return Err(TrainError::from(InvalidSetting {
             flag: "--max-eval",
             value: "0".into(),
             expected: "at least 1 image is needed to evaluate".into(),
         }));
     }
-    let (_, data, model) = open(path, data)?;
-    let test = data.test_subset(max_eval)?;
-    Ok(evaluate(model.net.as_ref(), test, data.kind)?.into())
+    if opts.batch_size == Some(0) {
+        return Err(TrainError::from(InvalidSetting {
+            flag: "--test-batch-size",
+            value: "0".into(),
+            expected: "at least 1".into(),
+        }));
+    }
+    let images = |base: ImageSettings| {
+        let settings = ImageSettings {
+            resize: opts.resize.unwrap_or(base.resize),
+            crop: opts.crop.unwrap_or(base.crop),
+            ..base
+        };
+        settings.validate().map(|()| settings)
+    };
+    let (data, model) = match weights {
+        EvalWeights::Checkpoint(path) => {
+            let ckpt = checkpoint::load(path)?;
+            let cfg = &ckpt.meta.config;
+            let images = images(cfg.images)?;
+            let data = Data::load_with(opts.data.unwrap_or(&cfg.data), &images)?;
+            let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
+            model.restore(path, &ckpt, None)?;
+            (data, model)
+        }
+        EvalWeights::File { model, weights } => {
+            let source = opts.data.ok_or_else(|| {
+                TrainError::from(InvalidSetting {
+                    flag: "--data",
+                    value: "(none)".into(),
+                    expected: "a data source: --weights carries no record of its data".into(),
+                })
+            })?;
+            let data = Data::load_with(source, &images(ImageSettings::default())?)?;
+            let net = Model::new(model, &data, 0)?;
+            net.load_weights(weights)?;
+            (data, net)
+        }
+    };
+    let test = data.test_subset(opts.max_eval)?;
+    let batch = opts.batch_size.unwrap_or_else(|| default_eval_batch(&test));
+    let tally = evaluate_with(model.net.as_ref(), &test, batch, opts.progress)?;
+    let mut result = EvalResult::from(tally);
+    result.skipped = test.skipped().len();
+    Ok(result)
 }
 
 /// Hardens every mixture layer of `model`: the weight becomes its hard
@@ -104,9 +191,7 @@ pub fn recalibrate_batch_norm(model: &Model, data: &Data, batches: usize, seed: 
     if batches == 0 {
         return Ok(());
     }
-    let config = LoaderConfig::eval(data.kind, 128)
-        .with_shuffle(true)
-        .with_seed(seed);
+    let config = LoaderConfig::for_split(&data.train, Mode::Eval, 128, seed).with_shuffle(true);
     let loader = Loader::new(data.train.clone(), config)?;
     let available = loader.batches_per_epoch();
     if batches > available {

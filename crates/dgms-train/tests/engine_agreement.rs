@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use dgms_data::{Loader, LoaderConfig};
+use dgms_data::{Loader, LoaderConfig, Mode};
 use dgms_qsimd::engine::Precision;
 use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
@@ -56,7 +56,8 @@ fn embedded_test_set_agrees_with_candle() {
     let mut int8 = Engine::with_precision(&packed, Isa::detect(), Precision::Int8).unwrap();
 
     let data = Data::load("embedded").unwrap();
-    let loader = Loader::new(data.test.clone(), LoaderConfig::eval(data.kind, 250)).unwrap();
+    let config = LoaderConfig::for_split(&data.test, Mode::Eval, 250, 0);
+    let loader = Loader::new(data.test.clone(), config).unwrap();
     let (mut images, mut same_candle, mut same_hardened, mut correct) = (0, 0, 0, 0);
     let (mut worst_candle, mut worst_hardened) = (0.0f32, 0.0f32);
     let (mut same_int8, mut correct_int8, mut worst_int8) = (0, 0, 0.0f32);

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use dgms_core::GaussianMixture;
-use dgms_data::{Batch, Dataset, Loader, LoaderConfig};
+use dgms_data::{Batch, Loader, LoaderConfig, Mode, Split};
 use dgms_io::write_atomic;
 
 use crate::config::RunConfig;
@@ -32,7 +31,7 @@ pub(crate) struct Run<'a> {
     model: Model,
     sgd: Sgd,
     loader: Loader,
-    test: Arc<Dataset>,
+    test: Split,
     steps_per_epoch: usize,
     schedule: Schedule,
     mixtures: Vec<(String, GaussianMixture)>,
@@ -191,7 +190,7 @@ impl<'a> Run<'a> {
 
         let loader = Loader::new(
             data.train.clone(),
-            LoaderConfig::train(data.kind, cfg.batch_size, cfg.seed),
+            LoaderConfig::for_split(&data.train, Mode::Train, cfg.batch_size, cfg.seed),
         )?;
         let test = data.test_subset(cfg.max_eval)?;
         let per_epoch = loader.batches_per_epoch();
@@ -227,10 +226,11 @@ impl<'a> Run<'a> {
         let bar = progress_bar(self.steps_per_epoch, self.epoch, self.cfg.epochs)?;
         let mut tally = Tally::default();
         let mut lr = self.schedule.lr(self.step);
+        // Built two ahead on their own thread: decoding image files
+        // overlaps the step.
         let batches = self
             .loader
-            .epoch(self.epoch as u64)
-            .take(self.steps_per_epoch);
+            .prefetch(self.epoch as u64, 0, self.steps_per_epoch, 2)?;
         for batch in batches {
             if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 bar.abandon();
@@ -340,7 +340,7 @@ impl<'a> Run<'a> {
     /// diverged epoch (an error: nothing of it is saved). Updates top-1/top-5
     /// and the best top-1, and says whether this epoch improved on it.
     pub(crate) fn evaluate(&mut self) -> Result<(Tally, bool)> {
-        let eval = evaluate(self.model.net.as_ref(), self.test.clone(), self.data.kind)?;
+        let eval = evaluate(self.model.net.as_ref(), &self.test)?;
         if !eval.is_finite() {
             let what = if eval.non_finite_rows > 0 {
                 format!(
@@ -449,6 +449,7 @@ impl<'a> Run<'a> {
             seconds: start.elapsed().as_secs_f64(),
             last: self.last,
             best: self.best,
+            skipped_files: self.data.skipped(),
         }
     }
 }

@@ -1,65 +1,79 @@
 //! A model with its data, built from a [`RunConfig`]: the pieces every
 //! phase (pretrain, dgms, eval, harden, quantize) starts from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_core::{workloads, InitConfig, MixtureOptions, SigmaInit};
-use dgms_data::{DataSource, Dataset, DatasetKind, Loader, LoaderConfig};
+use dgms_data::{DataSource, Loader, LoaderConfig, Mode, Split};
 use dgms_models::{
     build_model, is_batch_norm_stat, set_varmap, DgmsModel, LayerSelection, ModelConfig,
 };
 
 use crate::config::{MixtureSettings, RunConfig};
 use crate::error::{Result, TrainError};
+use crate::image_settings::ImageSettings;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::metrics::Tally;
 
 /// Train and test data of a run.
 pub struct Data {
-    pub kind: DatasetKind,
-    pub train: Arc<Dataset>,
-    pub test: Arc<Dataset>,
+    pub source: DataSource,
+    pub train: Split,
+    pub test: Split,
 }
 
 impl Data {
-    /// Loads the data named by a source string (`embedded`, `cifar10:DIR`, ...).
+    /// Loads the data named by a source string (`embedded`, `cifar10:DIR`,
+    /// ...), folder sources with the default transforms.
     pub fn load(source: &str) -> Result<Self> {
-        let source = DataSource::from_str(source)?;
-        let splits = source.load().map_err(|e| TrainError::Data {
-            what: "loading data set",
-            source_name: source.to_string(),
-            source: e,
-        })?;
+        Self::load_with(source, &ImageSettings::default())
+    }
+
+    /// Loads (in-memory sources) or lists (folder sources, decoded per
+    /// batch with `images`' transforms) the data named by `source`.
+    pub fn load_with(source: &str, images: &ImageSettings) -> Result<Self> {
+        let parsed = DataSource::from_str(source)?;
+        let splits = parsed
+            .open(images.transform())
+            .map_err(|e| TrainError::Data {
+                what: "loading data set",
+                source_name: parsed.to_string(),
+                source: e,
+            })?;
         Ok(Self {
-            kind: source.kind(),
-            train: Arc::new(splits.train),
-            test: Arc::new(splits.test),
+            source: parsed,
+            train: splits.train,
+            test: splits.test,
         })
     }
 
     /// The test split, cut to its first `limit` images.
-    pub fn test_subset(&self, limit: Option<usize>) -> Result<Arc<Dataset>> {
+    pub fn test_subset(&self, limit: Option<usize>) -> Result<Split> {
         match limit {
-            Some(n) if n < self.test.len() => {
-                let idx: Vec<usize> = (0..n).collect();
-                Ok(Arc::new(self.test.subset(&idx)?))
-            }
-            _ => Ok(self.test.clone()),
+            Some(n) => Ok(self.test.head(n)?),
+            None => Ok(self.test.clone()),
         }
     }
 
     /// The model shape for this data.
     pub fn model_config(&self) -> ModelConfig {
-        let (channels, height, _) = self.kind.shape();
+        let (channels, height, _) = self.train.shape();
         ModelConfig {
             in_channels: channels,
-            num_classes: self.kind.classes(),
+            num_classes: self.train.classes(),
             image_size: height,
         }
+    }
+
+    /// Files of either split skipped so far because they could not be
+    /// decoded, with the reason.
+    pub fn skipped(&self) -> Vec<(PathBuf, String)> {
+        let mut all = self.train.skipped();
+        all.extend(self.test.skipped());
+        all
     }
 }
 
@@ -115,11 +129,38 @@ impl Model {
         Ok(())
     }
 
-    /// Loads the model tensors of a checkpoint or weights file.
+    /// Loads the model tensors of a checkpoint or weights file. A
+    /// classifier with another number of classes than the data's is an
+    /// error naming both.
     pub fn load_weights(&self, path: &Path) -> Result<()> {
         let tensors = checkpoint::load_tensors(path)?;
+        self.check_classes(path, &tensors)?;
         set_varmap(&self.varmap, &tensors, &path.display().to_string())?;
         Ok(())
+    }
+
+    /// The classifier's rows in `tensors` against this model's classes.
+    fn check_classes(
+        &self,
+        path: &Path,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        let name = format!("{}.weight", self.net.classifier_name());
+        let ours = self
+            .named_tensors()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.dims().first().copied().unwrap_or(0));
+        let theirs = tensors.get(&name).and_then(|t| t.dims().first().copied());
+        match (ours, theirs) {
+            (Some(ours), Some(theirs)) if ours != theirs => Err(TrainError::ClassCount {
+                path: path.to_path_buf(),
+                classifier: name,
+                weights: theirs,
+                data: ours,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Initialises the mixtures of a DGMS run from the current weights.
@@ -221,23 +262,55 @@ impl Model {
     }
 }
 
+/// Images per evaluation batch when not given: 250 for in-memory sets,
+/// 50 for folders (a 224 x 224 batch of 50 is 30 MB of f32).
+pub fn default_eval_batch(split: &Split) -> usize {
+    match split {
+        Split::Memory(_) => 250,
+        Split::Files(_) => 50,
+    }
+}
+
 /// Evaluates `net` (eval mode: hard weights where mixtures are set) on
-/// every image of `data`.
-pub fn evaluate(net: &dyn DgmsModel, data: Arc<Dataset>, kind: DatasetKind) -> Result<Tally> {
-    let loader = Loader::new(data, LoaderConfig::eval(kind, 250))?;
+/// every image of `split` that decodes.
+pub fn evaluate(net: &dyn DgmsModel, split: &Split) -> Result<Tally> {
+    evaluate_with(net, split, default_eval_batch(split), false)
+}
+
+/// [`evaluate`] with a batch size, and a progress bar (images/s, ETA) when
+/// `progress` is set. Batches are decoded one ahead of the model.
+pub fn evaluate_with(
+    net: &dyn DgmsModel,
+    split: &Split,
+    batch_size: usize,
+    progress: bool,
+) -> Result<Tally> {
+    let loader = Loader::new(
+        split.clone(),
+        LoaderConfig::for_split(split, Mode::Eval, batch_size, 0),
+    )?;
+    let bar = if progress {
+        crate::train::trainer::images_bar(split.len() as u64)?
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut tally = Tally::default();
-    for batch in loader.epoch(0) {
+    let batches = loader.batches_per_epoch();
+    for batch in loader.prefetch(0, 0, batches, 1)? {
         let batch = batch?;
         let logits = net.forward_t(&batch.images, false)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()?;
         tally.add(loss as f64, &logits, &batch.labels)?;
+        // Skipped files count as seen for the bar's sake.
+        bar.inc(loader.config().batch_size.min(split.len()) as u64);
     }
+    bar.finish_and_clear();
     Ok(tally)
 }
 
 /// The model and data of a run config, restored or initialised as it says.
 pub fn prepare(cfg: &RunConfig, resume: Option<(&Path, &Checkpoint)>) -> Result<(Data, Model)> {
-    let data = Data::load(&cfg.data)?;
+    let data = Data::load_with(&cfg.data, &cfg.images)?;
     let model = Model::new(&cfg.model, &data, cfg.seed)?;
     match resume {
         Some((path, ckpt)) => model.restore(path, ckpt, cfg.mixture.as_ref().map(|m| m.k))?,

@@ -45,6 +45,10 @@ pub struct TrainOutcome {
     pub seconds: f64,
     pub last: PathBuf,
     pub best: PathBuf,
+    /// Image files skipped because they could not be decoded (folder
+    /// sources; each was logged as a warning when first met), in path
+    /// order with the reason.
+    pub skipped_files: Vec<(PathBuf, String)>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -136,6 +140,19 @@ pub(crate) fn progress_bar(len: usize, epoch: usize, epochs: usize) -> Result<Pr
             "epoch {}/{epochs} [{{bar:30}}] {{pos}}/{{len}} {{msg}} {{elapsed}}<{{eta}}",
             epoch + 1
         ))
+        .map_err(TrainError::ProgressTemplate)?,
+    );
+    Ok(bar)
+}
+
+/// A bar over `len` images, with their rate and the time left (used by
+/// evaluation).
+pub(crate) fn images_bar(len: u64) -> Result<ProgressBar> {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "eval [{bar:30}] {pos}/{len} images {per_sec} {elapsed}<{eta}",
+        )
         .map_err(TrainError::ProgressTemplate)?,
     );
     Ok(bar)
