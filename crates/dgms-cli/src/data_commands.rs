@@ -75,6 +75,13 @@ pub fn export(args: &DataExportArgs, out: &mut Output) -> Result<()> {
     let batch = loader
         .batch(0, 0)
         .with_context(|| format!("building the batch of {}", split.name()))?;
+    if batch.is_empty() {
+        bail!(
+            "none of the {} files of {} could be decoded (each named above)",
+            split.len(),
+            split.name()
+        );
+    }
     write_batch(&batch, &args.out)?;
     if let Some(png) = &args.png {
         write_contact_sheet(&batch, &normalize, png)?;

@@ -5,12 +5,13 @@ use candle_core::Tensor;
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::error::{DataError, Result};
+use crate::error::Result;
 use crate::file_split::FileSplit;
 use crate::loader::{rng_for, Batch, Loader, Mode, STREAM_AUGMENT};
 
 impl Loader {
-    /// [`Loader::batch_of`] for image files. In `Train` mode image `i`'s
+    /// [`Loader::batch_of`] for image files. A batch whose files all fail
+    /// to decode is empty (0 images; see [`Batch::is_empty`]). In `Train` mode image `i`'s
     /// crop and then its flip are drawn from `(seed, epoch, i)`, so the
     /// batch does not depend on the thread count.
     pub(crate) fn file_batch(
@@ -57,15 +58,6 @@ impl Loader {
                 labels.push(label);
                 kept.push(i);
             }
-        }
-        if kept.is_empty() {
-            return Err(DataError::InvalidDataset {
-                name: files.name.clone(),
-                reason: format!(
-                    "no image of batch {index} (epoch {epoch}) could be decoded; \
-                     the skipped files were logged as warnings"
-                ),
-            });
         }
         let b = kept.len();
         let device = &self.config.device;

@@ -359,6 +359,19 @@ impl Loader {
     }
 }
 
+impl Batch {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// True when every file of the batch was undecodable (folder sources
+    /// only): consumers skip it.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
 /// The batches of one epoch, from a start position; see [`Loader::epoch`].
 #[derive(Debug)]
 pub struct BatchIter<'a> {

@@ -205,6 +205,9 @@ pub fn recalibrate_batch_norm(model: &Model, data: &Data, batches: usize, seed: 
     }
     for batch in loader.epoch(0).take(batches) {
         let batch = batch?;
+        if batch.is_empty() {
+            continue;
+        }
         model
             .net
             .forward_t(&batch.images.detach(), true)

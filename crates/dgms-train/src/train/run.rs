@@ -237,6 +237,14 @@ impl<'a> Run<'a> {
                 return Err(self.interrupted());
             }
             let batch = batch?;
+            if batch.is_empty() {
+                // Every file of the batch was undecodable (each is logged
+                // and counted): the step passes without an update, so the
+                // schedule keeps its place.
+                self.step += 1;
+                bar.inc(1);
+                continue;
+            }
             lr = self.schedule.lr(self.step);
             let momentum = self.schedule.momentum(self.step);
             self.model

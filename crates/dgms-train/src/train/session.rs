@@ -298,11 +298,13 @@ pub fn evaluate_with(
     let batches = loader.batches_per_epoch();
     for batch in loader.prefetch(0, 0, batches, 1)? {
         let batch = batch?;
+        bar.inc(loader.config().batch_size as u64);
+        if batch.is_empty() {
+            continue;
+        }
         let logits = net.forward_t(&batch.images, false)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()?;
         tally.add(loss as f64, &logits, &batch.labels)?;
-        // Skipped files count as seen for the bar's sake.
-        bar.inc(loader.config().batch_size.min(split.len()) as u64);
     }
     bar.finish_and_clear();
     Ok(tally)
