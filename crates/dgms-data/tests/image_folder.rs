@@ -125,10 +125,20 @@ fn sizes_and_crops_follow_torchvision() {
     assert_eq!(crop_offset(256, 224), 16);
 }
 
-/// The reference tensors by name.
-fn reference() -> HashMap<String, Tensor> {
-    let path = repo("fixtures/pillow-reference/imagenet-mini-val-128-112.safetensors");
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap()
+/// The reference tensors by name and the (resize, crop) they were made
+/// with: the committed file, or `$DGMS_PILLOW_REFERENCE` (e.g. one made at
+/// 256 / 224 by `scripts/pillow_reference.py`).
+fn reference() -> (HashMap<String, Tensor>, u32, u32) {
+    let path = match std::env::var_os("DGMS_PILLOW_REFERENCE") {
+        Some(p) => PathBuf::from(p),
+        None => repo("fixtures/pillow-reference/imagenet-mini-val-128-112.safetensors"),
+    };
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap_or_default();
+    let size = |k: &str| meta[k].parse::<u32>().unwrap();
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    (tensors, size("resize"), size("crop"))
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -150,11 +160,12 @@ fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
 
 #[test]
 fn decoding_and_the_eval_transform_match_pillow() {
-    let reference = reference();
+    let (reference, resize, crop) = reference();
+    println!("Pillow reference at resize {resize}, crop {crop}");
     let folder = ImageFolder::scan(&fixture("val")).unwrap();
     let transform = EvalTransform {
-        resize: 128,
-        crop: 112,
+        resize,
+        crop,
         ..EvalTransform::default()
     };
     let one_level = 1.0 / 255.0 / 0.224; // one u8 step after normalisation
