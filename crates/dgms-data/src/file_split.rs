@@ -23,7 +23,7 @@ pub struct FileSplit {
     pub name: String,
     pub folder: ImageFolder,
     pub transform: ImageTransform,
-    /// Files that failed to decode: sample index -> reason. Shared between
+    /// Files that failed to decode: path -> reason. Shared between
     /// the subsets cut from one split.
     skipped: Arc<Mutex<BTreeMap<PathBuf, String>>>,
 }

@@ -3,21 +3,25 @@
 //! Datasets for `dgms`: readers for the idx format (MNIST, Fashion-MNIST,
 //! `.gz` or raw) and CIFAR-10 binary batches, the embedded default dataset (a
 //! balanced 10,000 / 2,000-image Fashion-MNIST subset kept in the repository
-//! under `fixtures/fashion-mnist-subset`), and a [`Loader`] that shuffles,
+//! under `fixtures/fashion-mnist-subset`), class-per-folder image sets
+//! (ImageNet's layout) decoded per batch, and a [`Loader`] that shuffles,
 //! augments, normalises and batches into candle tensors.
 //!
 //! ```
-//! use dgms_data::{DataSource, Loader, LoaderConfig};
+//! use dgms_data::{DataSource, ImageTransform, Loader, LoaderConfig, Mode};
 //!
-//! // `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR` or `cifar10:DIR`.
+//! // `embedded`, `fashion-mnist[:DIR]`, `mnist:DIR`, `cifar10:DIR`,
+//! // `imagenet:DIR` or `folder:TRAIN_DIR,VAL_DIR`.
 //! let source: DataSource = "embedded".parse()?;
-//! let splits = source.load()?;
+//! // In-memory sets are read whole (the transform is for image folders,
+//! // which are only listed here and decoded per batch).
+//! let splits = source.open(ImageTransform::default())?;
 //! assert_eq!((splits.train.len(), splits.test.len()), (10_000, 2_000));
 //!
 //! // Training batches: seeded shuffle, random crop (pad 2) and flip,
 //! // normalised with the Fashion-MNIST mean and std.
-//! let config = LoaderConfig::train(source.kind(), 64, 42);
-//! let loader = Loader::new(splits.train, config)?;
+//! let config = LoaderConfig::for_split(&splits.train, Mode::Train, 64, 42);
+//! let loader = Loader::new(splits.train.clone(), config)?;
 //! assert_eq!(loader.batches_per_epoch(), 157);
 //! let batch = loader.epoch(0).next().expect("one batch at least")?;
 //! assert_eq!(batch.images.dims(), &[64, 1, 28, 28]);
@@ -39,10 +43,16 @@
 //! - [`idx`], [`cifar`]: file readers (and idx writers);
 //! - [`dataset`]: [`Dataset`] (raw `u8` pixels, N x C x H x W) and
 //!   [`DatasetKind`] with the per-dataset defaults;
+//! - [`split`]: [`Split`], either an in-memory [`Dataset`] or a
+//!   [`FileSplit`] (an image folder's file list, decoded per batch);
 //! - [`folder`], [`image_decode`], [`image_transform`]: class-per-folder
 //!   image sets (torchvision's `ImageFolder` order), decoding to RGB as PIL
 //!   does, and torchvision's ImageNet evaluation transform;
-//! - [`augment`], [`normalize`], [`loader`]: the batch pipeline;
+//! - [`image_pipeline`]: the train (resize + random crop, or
+//!   RandomResizedCrop) and eval crops of folder images;
+//! - [`augment`], [`normalize`], [`loader`]: the batch pipeline (with
+//!   [`Loader::prefetch`] building batches ahead on a thread);
+//! - [`inspect`]: a batch written out as tensors and as a contact sheet;
 //! - `hub` (feature `hub`): fetching through `candle-datasets`.
 
 pub mod augment;

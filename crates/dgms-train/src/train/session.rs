@@ -298,7 +298,9 @@ pub fn evaluate_with(
     let batches = loader.batches_per_epoch();
     for batch in loader.prefetch(0, 0, batches, 1)? {
         let batch = batch?;
-        bar.inc(loader.config().batch_size as u64);
+        // Requested images, skipped files included, so the bar ends full.
+        let remaining = split.len() as u64 - bar.position().min(split.len() as u64);
+        bar.inc((batch_size as u64).min(remaining));
         if batch.is_empty() {
             continue;
         }
