@@ -37,8 +37,9 @@ pub enum Command {
         #[command(flatten)]
         mixture: MixtureArgs,
     },
-    /// Hardens a DGMS checkpoint: every mixture weight becomes its hard
-    /// weight; indices and codebooks are stored; prints the report.
+    /// Hardens a DGMS checkpoint (or a DGMS authors' .pth.tar, with
+    /// --model): every mixture weight becomes its hard weight; indices and
+    /// codebooks are stored; prints the report.
     Harden {
         #[arg(long)]
         checkpoint: PathBuf,
@@ -46,9 +47,15 @@ pub enum Command {
         out: PathBuf,
         /// Re-estimate batch-norm statistics under the hard weights with
         /// this many training batches (no gradients; 0 = keep the
-        /// statistics gathered during training).
-        #[arg(long, default_value_t = phases::DEFAULT_RECALIBRATION_BATCHES)]
-        recalibrate_bn: usize,
+        /// statistics gathered during training) [default: 50; 0 for a
+        /// DGMS authors' checkpoint, which records no data].
+        #[arg(long)]
+        recalibrate_bn: Option<usize>,
+        #[command(flatten)]
+        import: ImportArgs,
+        /// Data source for --recalibrate-bn (default: the run's).
+        #[arg(long)]
+        data: Option<String>,
     },
     /// Evaluates a checkpoint (mixture layers hard) or a weights file on
     /// the test (val) split: prints images, top-1, top-5, loss and skipped
@@ -59,39 +66,93 @@ pub enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
-    /// The report (docs/METHOD.md#report: sparsity, bits, compression) of a DGMS or
-    /// hardened checkpoint.
+    /// The report (docs/METHOD.md#report: sparsity, bits, compression) of a
+    /// DGMS, hardened or DGMS authors' checkpoint, then the same figures
+    /// as the authors' code prints them; with --data, also their final
+    /// "Best Top-1 | Top-5 | NZ | #Params | CR" line after an evaluation.
     Report {
         #[arg(long)]
         checkpoint: PathBuf,
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        import: ImportArgs,
+        /// Evaluate the hardened model on this data source's test split
+        /// for the authors' final line.
+        #[arg(long)]
+        data: Option<String>,
+        /// With --data: evaluate on the first N test images only.
+        #[arg(long, requires = "data")]
+        max_eval: Option<usize>,
     },
     /// Post-training quantization: k-means init + harden, no training.
     /// Writes a hardened checkpoint, or with --out X.dgms.safetensors the
     /// packed deployment file.
     Quantize(QuantizeArgs),
-    /// Exports a hardened checkpoint to the packed deployment format
+    /// Exports a checkpoint to the packed deployment format
     /// (FILE.dgms.safetensors); prints the FP32 size, packed size and ratio.
+    /// A checkpoint that still has mixtures (a DGMS run's, or a DGMS
+    /// authors' .pth.tar with --model) is hardened and packed in one step.
     Export {
-        /// A hardened checkpoint (`dgms harden` or `dgms quantize`).
+        /// A hardened checkpoint (`dgms harden` or `dgms quantize`), a
+        /// DGMS checkpoint, or a DGMS authors' checkpoint.
         #[arg(long)]
         checkpoint: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        import: ImportArgs,
+        /// The input shape C,H,W recorded in the file [default: the run's
+        /// data; for a DGMS authors' checkpoint its input channels at the
+        /// network's designed size, e.g. 3,224,224 for resnet18].
+        #[arg(long, value_delimiter = ',')]
+        input_shape: Option<Vec<usize>>,
     },
     /// Runs a packed model on the tensor `input` (N, C, H, W) f32 of a
     /// safetensors file; writes the tensor `logits` (N, classes).
     Infer(InferArgs),
 }
 
+/// How a command reads the DGMS authors' checkpoints, and hardens.
+#[derive(Args, Clone, Debug)]
+pub struct ImportArgs {
+    /// The network of a DGMS authors' checkpoint (their .pth.tar files do
+    /// not record it), e.g. resnet18; checked against a dgms checkpoint's
+    /// record when given.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// How mixture weights are hardened: log-space (the most probable
+    /// component, computed so that it is right where float32 densities
+    /// underflow) or reference (the authors' float32 rule exactly: weights
+    /// whose densities all underflow become 0, as in their released models).
+    #[arg(long, value_enum, default_value_t = HardeningArg::LogSpace)]
+    pub hardening: HardeningArg,
+}
+
+/// `--hardening`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HardeningArg {
+    LogSpace,
+    Reference,
+}
+
+impl From<HardeningArg> for phases::HardeningRule {
+    fn from(a: HardeningArg) -> Self {
+        match a {
+            HardeningArg::LogSpace => Self::LogSpace,
+            HardeningArg::Reference => Self::Reference,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct QuantizeArgs {
     #[arg(long)]
     pub model: String,
-    /// Full-precision weights (a checkpoint or a safetensors state dict;
-    /// for packed output also a PyTorch .pth state dict).
+    /// Full-precision weights (a checkpoint, a safetensors or PyTorch
+    /// state dict); a DGMS authors' checkpoint is hardened with its own
+    /// mixtures (no k-means).
     #[arg(long)]
     pub weights: PathBuf,
     /// Data source giving the input shape and classes [default:

@@ -39,12 +39,17 @@ impl ImageArgs {
 #[derive(Args)]
 pub struct EvalArgs {
     /// A dgms checkpoint (its network, data source and transforms are the
-    /// defaults).
+    /// defaults), or a DGMS authors' checkpoint (.pth.tar: give --model
+    /// and --data).
     #[arg(long, required_unless_present = "weights", conflicts_with = "weights")]
     pub checkpoint: Option<PathBuf>,
-    /// Network of --weights, e.g. resnet18.
-    #[arg(long, requires = "weights")]
+    /// Network of --weights or of a DGMS authors' --checkpoint, e.g.
+    /// resnet18.
+    #[arg(long)]
     pub model: Option<String>,
+    /// How mixture weights are hardened (see `dgms harden --help`).
+    #[arg(long, value_enum, default_value_t = crate::args::HardeningArg::LogSpace)]
+    pub hardening: crate::args::HardeningArg,
     /// A weights file of --model: safetensors, a dgms checkpoint or a
     /// PyTorch .pth (torchvision names); needs --data.
     #[arg(long, requires = "model")]

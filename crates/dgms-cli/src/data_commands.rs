@@ -18,6 +18,7 @@ pub fn eval(args: &EvalArgs, out: &mut Output) -> Result<()> {
     let weights = match (&args.checkpoint, &args.model, &args.weights) {
         (Some(path), _, _) => EvalWeights::Checkpoint(path),
         (None, Some(model), Some(weights)) => EvalWeights::File { model, weights },
+        (None, None, Some(_)) => bail!("--weights needs --model NAME (the network of the file)"),
         _ => bail!("give --checkpoint FILE, or --model NAME with --weights FILE"),
     };
     let input: &Path = match weights {
@@ -37,6 +38,8 @@ pub fn eval(args: &EvalArgs, out: &mut Output) -> Result<()> {
         max_eval: args.max_eval,
         batch_size: args.test_batch_size,
         progress: true,
+        model: args.model.as_deref(),
+        hardening: args.hardening.into(),
     };
     let result = phases::eval_with(weights, &opts)?;
     if result.skipped > 0 {

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
-use args::{Cli, Command, InferArgs, MixtureArgs, Phase, QuantizeArgs, TrainArgs};
+use args::{Cli, Command, ImportArgs, InferArgs, MixtureArgs, Phase, QuantizeArgs, TrainArgs};
 use clap::Parser;
 use dgms_qsimd::engine::Precision;
 use dgms_qsimd::kernels::{Isa, ISA_ENV_VAR};
@@ -143,18 +143,50 @@ fn run(command: Command, out: &mut Output) -> Result<()> {
             checkpoint,
             out: path,
             recalibrate_bn,
-        } => harden(&checkpoint, &path, recalibrate_bn, out),
+            import,
+            data,
+        } => harden(
+            &checkpoint,
+            &path,
+            recalibrate_bn,
+            &import,
+            data.as_deref(),
+            out,
+        ),
         Command::Eval(args) => data_commands::eval(&args, out),
         Command::Data { command } => match command {
             args::DataCommand::Export(args) => data_commands::export(&args, out),
         },
-        Command::Report { checkpoint, json } => report(&checkpoint, json.as_deref(), out),
+        Command::Report {
+            checkpoint,
+            json,
+            import,
+            data,
+            max_eval,
+        } => report(
+            &checkpoint,
+            json.as_deref(),
+            &import,
+            data.as_deref(),
+            max_eval,
+            out,
+        ),
         Command::Quantize(args) => quantize(&args, out),
         Command::Export {
             checkpoint,
             out: path,
+            import,
+            input_shape,
         } => {
-            out.text(export::export_packed(&checkpoint, &path)?)?;
+            let opts = export::ExportOptions {
+                model: import.model.as_deref(),
+                input_shape: input_shape
+                    .as_deref()
+                    .map(export::input_shape)
+                    .transpose()?,
+                hardening: import.hardening.into(),
+            };
+            out.text(export::export_packed_with(&checkpoint, &path, &opts)?)?;
             out.line(format_args!("wrote {}", path.display()))
         }
         Command::Infer(args) => run_infer(&args, out),
@@ -210,21 +242,66 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
 }
 
 /// `dgms harden`.
-fn harden(checkpoint: &Path, path: &Path, recalibrate_bn: usize, out: &mut Output) -> Result<()> {
-    let report = phases::harden(checkpoint, path, recalibrate_bn)?;
+fn harden(
+    checkpoint: &Path,
+    path: &Path,
+    recalibrate_bn: Option<usize>,
+    import: &ImportArgs,
+    data: Option<&str>,
+    out: &mut Output,
+) -> Result<()> {
+    let opts = phases::OpenOptions {
+        model: import.model.as_deref(),
+        data,
+        ..Default::default()
+    };
+    let report = phases::harden_with(
+        checkpoint,
+        path,
+        recalibrate_bn,
+        &opts,
+        import.hardening.into(),
+    )?;
     out.text(report.to_table())?;
     out.line(format_args!("wrote {}", path.display()))
 }
 
-/// `dgms report`.
-fn report(checkpoint: &Path, json: Option<&Path>, out: &mut Output) -> Result<()> {
-    let report = phases::report(checkpoint)?;
-    // The file first, so that it is written even when stdout is closed.
+/// `dgms report`: this project's table, then the authors' report.
+fn report(
+    checkpoint: &Path,
+    json: Option<&Path>,
+    import: &ImportArgs,
+    data: Option<&str>,
+    max_eval: Option<usize>,
+    out: &mut Output,
+) -> Result<()> {
     if let Some(path) = json {
         dgms_io::ensure_not_input("--json", path, &[("--checkpoint", checkpoint)])?;
+    }
+    let opts = phases::OpenOptions {
+        model: import.model.as_deref(),
+        data,
+        ..Default::default()
+    };
+    let eval = phases::EvalOptions {
+        data,
+        max_eval,
+        progress: true,
+        ..Default::default()
+    };
+    let report = phases::report_with(
+        checkpoint,
+        &opts,
+        import.hardening.into(),
+        data.is_some().then_some(&eval),
+    )?;
+    // The file first, so that it is written even when stdout is closed.
+    if let Some(path) = json {
         dgms_io::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
-    out.text(report.to_table())?;
+    out.text(report.table.to_table())?;
+    out.line(format_args!("\nAs the DGMS authors' code reports it:"))?;
+    out.text(report.reference.to_text())?;
     if let Some(path) = json {
         out.line(format_args!("wrote {}", path.display()))?;
     }

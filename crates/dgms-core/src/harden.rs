@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 use crate::kernel::{self, Prepared};
 use crate::params::{check_finite_weights, MixtureParams, PackedLayout};
+use crate::reference_rule::{HardeningRule, ReferenceRule};
 use crate::report::LayerReport;
 
 /// A hardened layer: one index per weight into `table`.
@@ -20,15 +21,34 @@ pub struct HardenedLayer {
     pub indices: Vec<u8>,
     /// The K shared values; `table[0] == 0.0`.
     pub table: Vec<f32>,
+    /// Weights whose densities all underflow in the reference's float32
+    /// arithmetic (it sends them to 0; see [`crate::reference_rule`]), when
+    /// hardened from a mixture; `None` when not known (e.g. read back from
+    /// a hardened file).
+    #[serde(default)]
+    pub reference_underflow: Option<usize>,
 }
 
 impl HardenedLayer {
-    /// Hardens `weights` (row-major, of `shape`) under `params`.
+    /// Hardens `weights` (row-major, of `shape`) under `params` with the
+    /// default (log-space) rule.
     pub fn from_params(
         name: impl Into<String>,
         shape: &[usize],
         weights: &[f32],
         params: &MixtureParams,
+    ) -> Result<Self> {
+        Self::from_params_with(name, shape, weights, params, HardeningRule::LogSpace)
+    }
+
+    /// Hardens `weights` (row-major, of `shape`) under `params` with `rule`,
+    /// counting the weights the reference's arithmetic leaves undecided.
+    pub fn from_params_with(
+        name: impl Into<String>,
+        shape: &[usize],
+        weights: &[f32],
+        params: &MixtureParams,
+        rule: HardeningRule,
     ) -> Result<Self> {
         let name = name.into();
         params.validate(&name)?;
@@ -42,14 +62,23 @@ impl HardenedLayer {
             });
         }
         check_finite_weights(&name, weights)?;
-        let prep = Prepared::from_packed(&params.to_packed(), PackedLayout { k: params.k() });
+        let reference = ReferenceRule::new(params);
         let mut indices = vec![0u8; weights.len()];
-        kernel::hard_indices(&prep, weights, &mut indices);
+        let underflow = match rule {
+            HardeningRule::LogSpace => {
+                let prep =
+                    Prepared::from_packed(&params.to_packed(), PackedLayout { k: params.k() });
+                kernel::hard_indices(&prep, weights, &mut indices);
+                reference.undecided(weights)
+            }
+            HardeningRule::Reference => reference.indices(weights, &mut indices),
+        };
         Ok(Self {
             name,
             shape: shape.to_vec(),
             indices,
             table: params.means_with_zero(),
+            reference_underflow: Some(underflow),
         })
     }
 
@@ -83,6 +112,9 @@ impl HardenedLayer {
 
     /// The report figures of this layer (`docs/METHOD.md#report`).
     pub fn report(&self) -> LayerReport {
-        LayerReport::new(&self.name, &self.shape, self.k(), self.len(), self.zeros())
+        let mut report =
+            LayerReport::new(&self.name, &self.shape, self.k(), self.len(), self.zeros());
+        report.reference_underflow = self.reference_underflow;
+        report
     }
 }

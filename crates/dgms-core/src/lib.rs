@@ -31,6 +31,7 @@ pub mod kmeans;
 pub mod mixture;
 pub mod op;
 pub mod params;
+pub mod reference_rule;
 pub mod report;
 pub mod workloads;
 
@@ -40,6 +41,7 @@ pub use init::{init_params, InitConfig, InitOutcome, SigmaInit};
 pub use kmeans::{kmeans_1d, KMeans1d, KMeansConfig};
 pub use mixture::{GaussianMixture, MixtureOptions};
 pub use params::{MixtureParams, DEFAULT_TAU, MAX_COMPONENTS};
+pub use reference_rule::{HardeningRule, ReferenceRule};
 pub use report::{LayerReport, ModelReport};
 
 /// The repository README's Rust examples, run as doctests so that they stay true.

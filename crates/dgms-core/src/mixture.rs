@@ -9,6 +9,7 @@ use crate::init::{init_params, InitConfig, InitOutcome};
 use crate::kernel::{self, Prepared};
 use crate::op::{with_cpu_slice, SoftWeightOp};
 use crate::params::{check_finite_weights, MixtureParams, PackedLayout};
+use crate::reference_rule::HardeningRule;
 
 /// How a mixture's tensors are created.
 #[derive(Clone, Debug)]
@@ -319,8 +320,14 @@ impl GaussianMixture {
     /// Hardens the layer: b-bit index of every weight and the table of K
     /// values (index 0 = the zero component, value 0).
     pub fn harden(&self, w: &Tensor) -> Result<HardenedLayer> {
+        self.harden_with(w, HardeningRule::LogSpace)
+    }
+
+    /// [`Self::harden`] with the given rule (the reference's float32 rule
+    /// reproduces released models exactly; see [`crate::reference_rule`]).
+    pub fn harden_with(&self, w: &Tensor, rule: HardeningRule) -> Result<HardenedLayer> {
         let host = self.host_weights(w)?;
-        HardenedLayer::from_params(&self.name, w.dims(), &host, &self.params()?)
+        HardenedLayer::from_params_with(&self.name, w.dims(), &host, &self.params()?, rule)
     }
 
     fn prepared(&self) -> Result<Prepared> {

@@ -44,6 +44,10 @@ pub struct LayerReport {
     pub compression_ratio: f64,
     pub fp32_bytes: u64,
     pub packed_bytes: u64,
+    /// Weights whose densities all underflow in the reference's float32
+    /// arithmetic (it sends them to 0), when known.
+    #[serde(default)]
+    pub reference_underflow: Option<usize>,
 }
 
 impl LayerReport {
@@ -68,6 +72,7 @@ impl LayerReport {
             compression_ratio: compression(weights, weights - zeros, bits),
             fp32_bytes: 4 * weights as u64,
             packed_bytes: packed_bytes(weights, index_bits, k),
+            reference_underflow: None,
         }
     }
 }
@@ -94,6 +99,10 @@ pub struct ModelReport {
     pub packed_bytes: u64,
     /// fp32_bytes / packed_bytes.
     pub packed_ratio: f64,
+    /// Weights of all layers whose densities all underflow in the
+    /// reference's float32 arithmetic, when known for every layer.
+    #[serde(default)]
+    pub reference_underflow: Option<usize>,
 }
 
 impl ModelReport {
@@ -111,7 +120,9 @@ impl ModelReport {
         };
         let fp32_bytes = layers.iter().map(|l| l.fp32_bytes).sum();
         let packed_bytes: u64 = layers.iter().map(|l| l.packed_bytes).sum();
+        let reference_underflow = layers.iter().map(|l| l.reference_underflow).sum();
         Self {
+            reference_underflow,
             sparsity: if weights == 0 {
                 0.0
             } else {
@@ -131,10 +142,25 @@ impl ModelReport {
     /// A plain-text table: one row per layer, then the total.
     pub fn to_table(&self) -> String {
         let mut s = String::new();
+        let underflow = |n: Option<usize>| match (self.reference_underflow, n) {
+            (Some(_), Some(n)) => format!(" {n:>10}"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "{:<28} {:>18} {:>4} {:>10} {:>9} {:>4} {:>8}",
-            "layer", "shape", "K", "weights", "sparsity", "bits", "CR"
+            "{:<28} {:>18} {:>4} {:>10} {:>9} {:>4} {:>8}{}",
+            "layer",
+            "shape",
+            "K",
+            "weights",
+            "sparsity",
+            "bits",
+            "CR",
+            if self.reference_underflow.is_some() {
+                " ref-underflow"
+            } else {
+                ""
+            }
         );
         for l in &self.layers {
             let shape = l
@@ -145,14 +171,15 @@ impl ModelReport {
                 .join("x");
             let _ = writeln!(
                 s,
-                "{:<28} {:>18} {:>4} {:>10} {:>8.2}% {:>4} {:>7.2}x",
+                "{:<28} {:>18} {:>4} {:>10} {:>8.2}% {:>4} {:>7.2}x{}",
                 l.name,
                 shape,
                 l.k,
                 l.weights,
                 100.0 * l.sparsity,
                 l.bits,
-                l.compression_ratio
+                l.compression_ratio,
+                underflow(l.reference_underflow)
             );
         }
         let bits = self
@@ -161,15 +188,24 @@ impl ModelReport {
             .unwrap_or_else(|| "mixed".into());
         let _ = writeln!(
             s,
-            "{:<28} {:>18} {:>4} {:>10} {:>8.2}% {:>4} {:>7.2}x",
+            "{:<28} {:>18} {:>4} {:>10} {:>8.2}% {:>4} {:>7.2}x{}",
             "total",
             "",
             "",
             self.weights,
             100.0 * self.sparsity,
             bits,
-            self.compression_ratio
+            self.compression_ratio,
+            underflow(self.reference_underflow)
         );
+        if let Some(n) = self.reference_underflow.filter(|&n| n > 0) {
+            let _ = writeln!(
+                s,
+                "ref-underflow: {n} weights whose float32 densities all underflow in the authors' \
+                 arithmetic, which sends them to 0 (as --hardening reference does; the default \
+                 log-space rule gives them their most probable component)"
+            );
+        }
         let _ = writeln!(
             s,
             "packed size of these layers: {} bytes vs {} bytes in f32 ({:.2}x smaller)",

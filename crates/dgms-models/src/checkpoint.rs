@@ -49,18 +49,22 @@ pub fn set_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, source: &s
     Ok(())
 }
 
-/// Whether `path` names a PyTorch file (`.pth` or `.pt`) rather than a
-/// safetensors one; decided by the extension, so that a corrupt file gets
-/// the error of the format it claims to be.
+/// Whether `path` holds a PyTorch file (`torch.save`'s zip + pickle)
+/// rather than safetensors: recognised by content (a zip archive), so a
+/// `.pth.tar` or a renamed file is read as what it is; a file that is not
+/// a zip but is named `.pth`, `.pt` or `.tar` still counts as PyTorch, so
+/// that a corrupt one gets the error of the format it claims to be.
 pub fn is_pth(path: impl AsRef<Path>) -> bool {
-    matches!(
-        path.as_ref().extension().and_then(|e| e.to_str()),
-        Some("pth" | "pt")
-    )
+    let path = path.as_ref();
+    crate::pth::starts_like_zip(path)
+        || matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("pth" | "pt" | "tar")
+        )
 }
 
 /// Every tensor of a checkpoint file on the CPU, by name: a PyTorch state
-/// dict for `.pth` / `.pt` (see [`crate::pth::read_pth`]), else safetensors
+/// dict (see [`is_pth`] and [`crate::pth::read_pth`]), else safetensors
 /// (read into memory, no mmap, after the shared structural check
 /// `dgms_io::check_safetensors`). Errors name the file.
 pub fn load_tensors(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {

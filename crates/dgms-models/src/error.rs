@@ -100,6 +100,12 @@ pub enum ModelError {
         source: dgms_io::SafetensorsCheckError,
     },
 
+    /// A file in the DGMS authors' format that does not fit: every missing,
+    /// unexpected or mis-shaped key and every unusable mixture parameter,
+    /// each named as the file has it.
+    #[error("checkpoint {path}: not usable as a DGMS authors' checkpoint of this network:\n  - {}", problems.join("\n  - "))]
+    ReferenceCheckpoint { path: String, problems: Vec<String> },
+
     /// A mixture error from `dgms-core` (its message names the layer).
     #[error(transparent)]
     Core(#[from] CoreError),

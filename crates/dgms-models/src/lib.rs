@@ -75,6 +75,7 @@ pub mod network;
 pub mod pth;
 pub mod pth_scan;
 pub mod qconv;
+pub mod reference_format;
 pub mod selection;
 
 pub use batch_norm::{is_batch_norm_stat, BATCH_NORM_STAT_SUFFIXES};
@@ -86,4 +87,5 @@ pub use model::{build_model, build_model_with_backend, DgmsModel, ModelConfig, M
 pub use network::Network;
 pub use pth::read_pth;
 pub use qconv::{ConvSpec, QConv2d};
+pub use reference_format::{is_reference_state_dict, ReferenceStateDict};
 pub use selection::{LayerPredicate, LayerSelection};

@@ -76,8 +76,7 @@ pub enum PthScanError {
 /// bounds the tensors stored in it.
 pub fn scan(path: &Path, file_len: u64) -> Result<HashMap<String, u64>, PthScanError> {
     let zip_err = |e: &dyn std::fmt::Display| PthScanError::Zip(e.to_string());
-    let file = std::fs::File::open(path).map_err(|e| zip_err(&e))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| zip_err(&e))?;
+    let mut zip = crate::pth::open_archive(path).map_err(|e| zip_err(&e))?;
     if zip.len() > MAX_ZIP_ENTRIES {
         return Err(PthScanError::Zip(format!(
             "{} entries, more than the limit of {MAX_ZIP_ENTRIES}",

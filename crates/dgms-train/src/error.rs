@@ -84,6 +84,20 @@ pub enum TrainError {
         path.display()
     )]
     NotACheckpoint { path: PathBuf },
+    /// A file in the DGMS authors' format, which does not name its network,
+    /// given without `--model`.
+    #[error(
+        "{} is a checkpoint in the DGMS authors' format, which does not record its network: pass --model NAME (one of {})",
+        path.display(),
+        dgms_models::MODEL_NAMES.join(", ")
+    )]
+    ReferenceNeedsModel { path: PathBuf },
+    /// A PyTorch file without mixtures where a checkpoint is expected.
+    #[error(
+        "{} is a PyTorch state dict without mixtures (no `sub_distribution` keys): not a DGMS checkpoint; full-precision weights go to --weights or --init",
+        path.display()
+    )]
+    PlainPyTorch { path: PathBuf },
     /// A checkpoint of another format version.
     #[error("{}: checkpoint format version {found}, expected {expected}", path.display())]
     FormatVersion {

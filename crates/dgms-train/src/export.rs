@@ -15,18 +15,17 @@ use std::path::Path;
 use std::str::FromStr;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use dgms_core::ModelReport;
+use dgms_core::{HardenedLayer, HardeningRule, ModelReport};
 use dgms_data::DataSource;
-use dgms_models::{build_model, load_tensors, set_varmap, ModelConfig};
+use dgms_models::{load_tensors, set_varmap, ModelConfig};
 use dgms_qsimd::format::{fold_batch_norm, FpTensor, ModelMeta, PackedLayer, PackedModel};
 
 use crate::config::InvalidSetting;
 use crate::config::MixtureSettings;
 use crate::error::{Result, TrainError};
 use crate::image_settings::ImageSettings;
-use crate::phases::{harden_model, report_of};
-use crate::train::checkpoint;
+use crate::phases::{carries_mixtures, harden_model, harden_model_with, report_of};
+use crate::reference_import::{open_checkpoint, Origin};
 use crate::train::session::Model;
 
 /// The batch-norm eps of every network (dgms-arch's descriptions say it).
@@ -144,33 +143,104 @@ fn classifier_rows(model: &str, tensors: &HashMap<String, Tensor>, path: &Path) 
 
 /// `dgms export`: a hardened checkpoint to a packed file.
 pub fn export_packed(hardened_checkpoint: &Path, out: &Path) -> Result<ExportSummary> {
-    let path = hardened_checkpoint;
+    export_packed_with(hardened_checkpoint, out, &ExportOptions::default())
+}
+
+/// Options of `dgms export`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExportOptions<'a> {
+    /// The network of a DGMS authors' checkpoint (`--model`).
+    pub model: Option<&'a str>,
+    /// The input [C, H, W] recorded in the file (`--input-shape`); by
+    /// default the run's data shape, or for an authors' checkpoint its
+    /// input channels at the network's designed size.
+    pub input_shape: Option<[usize; 3]>,
+    /// How a checkpoint that still has mixtures is hardened.
+    pub hardening: HardeningRule,
+}
+
+/// `dgms export`: a checkpoint to a packed file. A hardened checkpoint is
+/// packed as it is; one that still has mixtures (a dgms DGMS checkpoint,
+/// or a DGMS authors' one) is hardened with `opts.hardening` and packed in
+/// one step, its batch-norm statistics as stored.
+pub fn export_packed_with(
+    path: &Path,
+    out: &Path,
+    opts: &ExportOptions<'_>,
+) -> Result<ExportSummary> {
     dgms_io::ensure_not_input("--out", out, &[("--checkpoint", path)])?;
-    let ckpt = checkpoint::load(path)?;
-    if !ckpt.meta.hardened {
-        return Err(TrainError::NotHardened {
-            path: path.to_path_buf(),
+    if let Some([c, h, w]) = opts.input_shape.filter(|[_, h, w]| h != w) {
+        return Err(TrainError::NotSquare {
+            c,
+            h,
+            w,
+            who: "models",
         });
     }
+    let image_size = opts.input_shape.map(|s| s[1]);
+    let (ckpt, origin) = open_checkpoint(path, opts.model, image_size)?;
     let cfg = &ckpt.meta.config;
-    // A folder run: the shape from its crop, the classes from its own
-    // classifier (the data folder need not exist where it is exported).
-    let (input_shape, classes) = match DataSource::from_str(&cfg.data) {
-        Ok(source) if source.is_image_folder() => {
-            let crop = cfg.images.crop as usize;
-            let classes = classifier_rows(&ckpt.meta.model, &ckpt.tensors, path)?;
-            ([3, crop, crop], classes)
+    let classes = || classifier_rows(&ckpt.meta.model, &ckpt.tensors, path);
+    let (input_shape, classes) = match (&origin, opts.input_shape) {
+        (_, Some(shape)) => (shape, classes()?),
+        (Origin::Reference { model_config }, None) => {
+            let s = model_config.image_size;
+            ([model_config.in_channels, s, s], model_config.num_classes)
         }
-        _ => data_shape(&cfg.data, &cfg.images)?,
+        // A folder run: the shape from its crop, the classes from its own
+        // classifier (the data folder need not exist where it is exported).
+        (Origin::Dgms, None) => match DataSource::from_str(&cfg.data) {
+            Ok(source) if source.is_image_folder() => {
+                let crop = cfg.images.crop as usize;
+                ([3, crop, crop], classes()?)
+            }
+            _ => data_shape(&cfg.data, &cfg.images)?,
+        },
     };
     let meta = ModelMeta::new(&ckpt.meta.model, input_shape.to_vec(), classes);
-    let model = packed_from_tensors(meta, &ckpt.tensors, &ckpt.meta.mixture_k).map_err(|e| {
-        TrainError::Export {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        }
+    let packed = if ckpt.meta.hardened {
+        packed_from_tensors(meta, &ckpt.tensors, &ckpt.meta.mixture_k)
+    } else {
+        let [c, h, _] = input_shape;
+        let model_config = ModelConfig {
+            in_channels: c,
+            num_classes: classes,
+            image_size: h,
+        };
+        let model = Model::with_config(&ckpt.meta.model, &model_config, 0)?;
+        model.restore(path, &ckpt, None)?;
+        let hardened = harden_model_with(&model, opts.hardening)?;
+        packed_from_model(meta, &model, &hardened)
+    }
+    .map_err(|e| TrainError::Export {
+        path: path.to_path_buf(),
+        source: Box::new(e),
     })?;
-    write(&model, out)
+    write(&packed, out)
+}
+
+/// The packed model of a hardened candle model: its tensors with each
+/// hardened layer's indices and codebook.
+fn packed_from_model(
+    meta: ModelMeta,
+    model: &Model,
+    hardened: &[HardenedLayer],
+) -> Result<PackedModel> {
+    let mut all: HashMap<String, Tensor> = model.checkpoint_tensors().into_iter().collect();
+    let mut quantized = BTreeMap::new();
+    for l in hardened {
+        let n = l.indices.len();
+        all.insert(
+            format!("{}.indices", l.name),
+            Tensor::from_vec(l.indices.clone(), n, &Device::Cpu)?,
+        );
+        all.insert(
+            format!("{}.codebook", l.name),
+            Tensor::from_vec(l.table.clone(), l.k(), &Device::Cpu)?,
+        );
+        quantized.insert(l.name.clone(), l.k());
+    }
+    packed_from_tensors(meta, &all, &quantized)
 }
 
 /// Builds the packed model from a hardened model's tensors: `quantized`
@@ -373,29 +443,23 @@ pub fn quantize_packed(
         num_classes: classes,
         image_size: h,
     };
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = build_model(model_name, &cfg, vb)?;
-    let model = Model { varmap, net };
-    set_varmap(&model.varmap, &tensors, &weights.display().to_string())?;
-    model.enable_mixtures(mixture)?;
-    let hardened = harden_model(&model)?;
-    let mut all: HashMap<String, Tensor> = model.checkpoint_tensors().into_iter().collect();
-    let mut quantized = BTreeMap::new();
-    for l in &hardened {
-        let n = l.indices.len();
-        all.insert(
-            format!("{}.indices", l.name),
-            Tensor::from_vec(l.indices.clone(), n, &Device::Cpu)?,
+    let model = Model::with_config(model_name, &cfg, 0)?;
+    if carries_mixtures(weights) {
+        // The DGMS authors' format: its trained mixtures are used as they
+        // are, not re-initialised.
+        let (ckpt, _) = open_checkpoint(weights, Some(model_name), Some(h))?;
+        model.restore(weights, &ckpt, None)?;
+        tracing::info!(
+            "{}: hardening its own mixtures (no k-means)",
+            weights.display()
         );
-        all.insert(
-            format!("{}.codebook", l.name),
-            Tensor::from_vec(l.table.clone(), l.k(), &Device::Cpu)?,
-        );
-        quantized.insert(l.name.clone(), l.k());
+    } else {
+        set_varmap(&model.varmap, &tensors, &weights.display().to_string())?;
+        model.enable_mixtures(mixture)?;
     }
+    let hardened = harden_model(&model)?;
     let meta = ModelMeta::new(model_name, input_shape.to_vec(), classes);
-    let packed = packed_from_tensors(meta, &all, &quantized)?;
+    let packed = packed_from_model(meta, &model, &hardened)?;
     let summary = write(&packed, out)?;
     Ok((report_of(&hardened), summary, model))
 }

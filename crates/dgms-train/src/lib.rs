@@ -5,7 +5,9 @@
 //! momentum/Nesterov/weight decay, one-cycle/cosine/multi-step schedules,
 //! checkpoints with exact resume: [`train`]), the phases after training
 //! (`harden`, `eval`, `report`, `quantize`: [`phases`]), export to the
-//! packed Q-SIMD format ([`export`]) and inference on it ([`infer`]).
+//! packed Q-SIMD format ([`export`]) and inference on it ([`infer`]); the
+//! DGMS authors' own checkpoints are read wherever a checkpoint is
+//! ([`reference_import`]).
 //! Errors are typed ([`TrainError`]); command-line parsing lives in the
 //! `dgms-cli` binary, which converts its arguments into these types.
 //!
@@ -21,6 +23,8 @@ pub mod image_settings;
 pub mod infer;
 pub mod phases;
 pub mod process;
+pub mod reference_import;
+pub mod reference_report;
 pub mod train;
 
 pub use error::{Result, TrainError};

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::Tensor;
+pub use dgms_core::HardeningRule;
 use dgms_core::{HardenedLayer, ModelReport};
 use serde::Serialize;
 
@@ -11,6 +12,8 @@ use crate::config::InvalidSetting;
 use crate::config::{MixtureSettings, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::image_settings::ImageSettings;
+use crate::reference_import::{open_checkpoint, Origin};
+use crate::reference_report::{ReferenceAccuracy, ReferenceReport};
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
 use crate::train::session::{default_eval_batch, evaluate_with, Data, Model};
@@ -39,13 +42,64 @@ impl From<Tally> for EvalResult {
     }
 }
 
+/// How a command reads a checkpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions<'a> {
+    /// The network (`--model`): required for the DGMS authors' format,
+    /// checked against the checkpoint's record otherwise.
+    pub model: Option<&'a str>,
+    /// Input size of an imported network (default: its designed size).
+    pub image_size: Option<usize>,
+    /// Data source over the checkpoint's own (the authors' files record
+    /// none).
+    pub data: Option<&'a str>,
+    /// Resize and crop of a folder source, over the checkpoint's settings.
+    pub resize: Option<u32>,
+    pub crop: Option<u32>,
+}
+
 /// Loads a checkpoint's model (with its mixtures, or hardened) and its data
-/// (`data` overrides the run's source; the run's image settings apply).
-pub fn open(path: &Path, data: Option<&str>) -> Result<(Checkpoint, Data, Model)> {
-    let ckpt = checkpoint::load(path)?;
+/// (`opts.data` overrides the run's source; the run's image settings
+/// apply). A DGMS authors' checkpoint records no data: its data is `None`
+/// unless `opts.data` names some, whose classes must then match.
+pub fn open(path: &Path, opts: &OpenOptions<'_>) -> Result<(Checkpoint, Option<Data>, Model)> {
+    let (ckpt, origin) = open_checkpoint(path, opts.model, opts.image_size)?;
     let cfg = &ckpt.meta.config;
-    let data = Data::load_with(data.unwrap_or(&cfg.data), &cfg.images)?;
-    let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
+    let images = ImageSettings {
+        resize: opts.resize.unwrap_or(cfg.images.resize),
+        crop: opts.crop.unwrap_or(cfg.images.crop),
+        ..cfg.images
+    };
+    images.validate()?;
+    let (data, model) = match origin {
+        Origin::Dgms => {
+            let data = Data::load_with(opts.data.unwrap_or(&cfg.data), &images)?;
+            let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
+            (Some(data), model)
+        }
+        Origin::Reference { model_config } => {
+            let data = opts.data.map(|d| Data::load_with(d, &images)).transpose()?;
+            if let Some(d) = &data {
+                let classes = d.model_config().num_classes;
+                if classes != model_config.num_classes {
+                    let classifier =
+                        dgms_models::dgms_arch::architecture(&ckpt.meta.model, &model_config)
+                            .map(|a| a.classifier_weight())
+                            .unwrap_or_default();
+                    return Err(TrainError::ClassCount {
+                        path: path.to_path_buf(),
+                        classifier,
+                        weights: model_config.num_classes,
+                        data: classes,
+                    });
+                }
+            }
+            (
+                data,
+                Model::with_config(&ckpt.meta.model, &model_config, 0)?,
+            )
+        }
+    };
     model.restore(path, &ckpt, None)?;
     Ok((ckpt, data, model))
 }
@@ -85,6 +139,10 @@ pub struct EvalOptions<'a> {
     pub batch_size: Option<usize>,
     /// Show a progress bar (images/s, ETA).
     pub progress: bool,
+    /// The network of a DGMS authors' checkpoint (`--model`).
+    pub model: Option<&'a str>,
+    /// How mixture layers are hardened before evaluating.
+    pub hardening: HardeningRule,
 }
 
 /// Evaluates a checkpoint or weights file on the test (val) split: mixture
@@ -113,14 +171,37 @@ pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<Eva
         };
         settings.validate().map(|()| settings)
     };
+    // An authors' checkpoint given as --weights carries mixtures: it is
+    // evaluated as the checkpoint it is.
+    let weights = match weights {
+        EvalWeights::File { model, weights } if carries_mixtures(weights) => {
+            return eval_with(
+                EvalWeights::Checkpoint(weights),
+                &EvalOptions {
+                    model: Some(model),
+                    ..opts.clone()
+                },
+            );
+        }
+        w => w,
+    };
     let (data, model) = match weights {
         EvalWeights::Checkpoint(path) => {
-            let ckpt = checkpoint::load(path)?;
-            let cfg = &ckpt.meta.config;
-            let images = images(cfg.images)?;
-            let data = Data::load_with(opts.data.unwrap_or(&cfg.data), &images)?;
-            let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
-            model.restore(path, &ckpt, None)?;
+            let open_opts = OpenOptions {
+                model: opts.model,
+                image_size: None,
+                data: opts.data,
+                resize: opts.resize,
+                crop: opts.crop,
+            };
+            let (_, data, model) = open(path, &open_opts)?;
+            let data = data.ok_or_else(|| {
+                TrainError::from(InvalidSetting {
+                    flag: "--data",
+                    value: "(none)".into(),
+                    expected: "a data source: the DGMS authors' checkpoints record none".into(),
+                })
+            })?;
             (data, model)
         }
         EvalWeights::File { model, weights } => {
@@ -137,6 +218,9 @@ pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<Eva
             (data, net)
         }
     };
+    if opts.hardening != HardeningRule::LogSpace && !model.net.mixtures().is_empty() {
+        harden_model_with(&model, opts.hardening)?;
+    }
     let test = data.test_subset(opts.max_eval)?;
     let batch = opts.batch_size.unwrap_or_else(|| default_eval_batch(&test));
     let tally = evaluate_with(model.net.as_ref(), &test, batch, opts.progress)?;
@@ -145,9 +229,22 @@ pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<Eva
     Ok(result)
 }
 
+/// Whether `path` is a PyTorch file in the DGMS authors' format (it
+/// carries mixtures). False when it cannot be read: the caller's own
+/// reading then reports why.
+pub fn carries_mixtures(path: &Path) -> bool {
+    dgms_models::is_pth(path)
+        && dgms_models::read_pth(path).is_ok_and(|t| dgms_models::is_reference_state_dict(&t))
+}
+
 /// Hardens every mixture layer of `model`: the weight becomes its hard
 /// weight; returns each layer's indices and table.
 pub fn harden_model(model: &Model) -> Result<Vec<HardenedLayer>> {
+    harden_model_with(model, HardeningRule::LogSpace)
+}
+
+/// [`harden_model`] with the given rule.
+pub fn harden_model_with(model: &Model, rule: HardeningRule) -> Result<Vec<HardenedLayer>> {
     let mut layers = Vec::new();
     for (name, mixture) in model.net.mixtures() {
         let conv = model
@@ -156,7 +253,7 @@ pub fn harden_model(model: &Model) -> Result<Vec<HardenedLayer>> {
             .ok_or_else(|| TrainError::UnknownConv {
                 layer: name.clone(),
             })?;
-        let hardened = mixture.harden(conv.weight())?;
+        let hardened = mixture.harden_with(conv.weight(), rule)?;
         let var = conv.weight_var().ok_or_else(|| TrainError::NotAVariable {
             layer: name.clone(),
         })?;
@@ -247,28 +344,114 @@ pub fn report_of(layers: &[HardenedLayer]) -> ModelReport {
     ModelReport::from_layers(layers.iter().map(HardenedLayer::report).collect())
 }
 
-/// `dgms harden`: a trained DGMS checkpoint to a hardened one, with the
-/// batch-norm statistics re-estimated under the hard weights from
-/// `recalibrate_bn` training batches (0: kept as trained).
+/// [`harden_with`] of a dgms checkpoint with its own data, the default
+/// rule and `recalibrate_bn` batches.
 pub fn harden(path: &Path, out: &Path, recalibrate_bn: usize) -> Result<ModelReport> {
+    harden_with(
+        path,
+        out,
+        Some(recalibrate_bn),
+        &OpenOptions::default(),
+        HardeningRule::LogSpace,
+    )
+}
+
+/// `dgms harden`: a trained DGMS checkpoint (or a DGMS authors' one) to a
+/// hardened one, with the batch-norm statistics re-estimated under the
+/// hard weights from `recalibrate_bn` training batches (0: kept as
+/// trained). `None` means [`DEFAULT_RECALIBRATION_BATCHES`] for a dgms
+/// checkpoint and 0 for an authors' one (which records no data, and whose
+/// released statistics are those the authors evaluate with).
+pub fn harden_with(
+    path: &Path,
+    out: &Path,
+    recalibrate_bn: Option<usize>,
+    opts: &OpenOptions<'_>,
+    rule: HardeningRule,
+) -> Result<ModelReport> {
     dgms_io::ensure_not_input("--out", out, &[("--checkpoint", path)])?;
-    let (ckpt, data, model) = open(path, None)?;
+    let (ckpt, data, model) = open(path, opts)?;
     if ckpt.meta.hardened {
         return Err(TrainError::AlreadyHardened {
             path: path.to_path_buf(),
         });
     }
-    let layers = harden_model(&model)?;
-    recalibrate_batch_norm(&model, &data, recalibrate_bn, ckpt.meta.seed)?;
+    let batches = recalibrate_bn.unwrap_or(if data.is_some() && opts.data.is_none() {
+        DEFAULT_RECALIBRATION_BATCHES
+    } else {
+        0
+    });
+    let layers = harden_model_with(&model, rule)?;
+    if batches > 0 {
+        let data = data.ok_or_else(|| {
+            TrainError::from(InvalidSetting {
+                flag: "--recalibrate-bn",
+                value: batches.to_string(),
+                expected: "0, or --data: the DGMS authors' checkpoints record no data".into(),
+            })
+        })?;
+        recalibrate_batch_norm(&model, &data, batches, ckpt.meta.seed)?;
+    }
     save_hardened(out, &model, &layers, ckpt.meta)
 }
 
-/// `dgms report`: the report table (docs/METHOD.md#report) of a DGMS or hardened checkpoint.
+/// What `dgms report` gives: this project's table and the authors' report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub table: ModelReport,
+    /// The report as the DGMS authors' code prints it.
+    pub reference: ReferenceReport,
+}
+
+/// The table of [`report_with`] for a dgms checkpoint, default rule.
 pub fn report(path: &Path) -> Result<ModelReport> {
-    let (ckpt, _, model) = open(path, None)?;
-    if !ckpt.meta.hardened {
-        return Ok(report_of(&harden_model(&model)?));
+    Ok(report_with(path, &OpenOptions::default(), HardeningRule::LogSpace, None)?.table)
+}
+
+/// `dgms report`: the report (docs/METHOD.md#report) of a DGMS, hardened
+/// or DGMS authors' checkpoint, mixture layers hardened with `rule`; with
+/// `evaluate`, the hardened model is evaluated on the test split of
+/// `opts.data` (or the run's data) for the authors' final line.
+pub fn report_with(
+    path: &Path,
+    opts: &OpenOptions<'_>,
+    rule: HardeningRule,
+    evaluate: Option<&EvalOptions<'_>>,
+) -> Result<Report> {
+    let (ckpt, data, model) = open(path, opts)?;
+    let layers = if ckpt.meta.hardened {
+        stored_layers(path, &ckpt, &model)?
+    } else {
+        harden_model_with(&model, rule)?
+    };
+    let gmm: usize = layers.iter().map(|l| 3 * l.k()).sum();
+    let mut reference = ReferenceReport::new(&model, &layers, gmm);
+    if let Some(eval) = evaluate {
+        let data = data.ok_or_else(|| {
+            TrainError::from(InvalidSetting {
+                flag: "--data",
+                value: "(none)".into(),
+                expected: "a data source to evaluate on: the DGMS authors' checkpoints record none"
+                    .into(),
+            })
+        })?;
+        let test = data.test_subset(eval.max_eval)?;
+        let batch = eval.batch_size.unwrap_or_else(|| default_eval_batch(&test));
+        let tally = evaluate_with(model.net.as_ref(), &test, batch, eval.progress)?;
+        reference.accuracy = Some(ReferenceAccuracy {
+            top1: tally.top1(),
+            top5: tally.top5(),
+        });
     }
+    Ok(Report {
+        table: report_of(&layers),
+        reference,
+    })
+}
+
+/// The hardened layers stored in a hardened checkpoint.
+fn stored_layers(path: &Path, ckpt: &Checkpoint, model: &Model) -> Result<Vec<HardenedLayer>> {
     let mut layers = Vec::new();
     for (name, &k) in &ckpt.meta.mixture_k {
         let get = |suffix: &str| {
@@ -291,6 +474,7 @@ pub fn report(path: &Path) -> Result<ModelReport> {
             shape: conv.weight().dims().to_vec(),
             indices: get("indices")?.to_vec1()?,
             table: get("codebook")?.to_vec1()?,
+            reference_underflow: None,
         };
         if layer.k() != k {
             return Err(TrainError::CodebookLength {
@@ -302,7 +486,7 @@ pub fn report(path: &Path) -> Result<ModelReport> {
         }
         layers.push(layer);
     }
-    Ok(report_of(&layers))
+    Ok(layers)
 }
 
 /// `dgms quantize`: post-training quantization of full-precision weights
@@ -317,8 +501,7 @@ pub fn quantize(
     dgms_io::ensure_not_input("--out", out, &[("--weights", weights)])?;
     let data_set = Data::load(data)?;
     let model = Model::new(model_name, &data_set, 0)?;
-    model.load_weights(weights)?;
-    model.enable_mixtures(mixture)?;
+    model.load_init(weights, mixture)?;
     let layers = harden_model(&model)?;
     let mut config = RunConfig::pretrain(
         model_name,

@@ -87,9 +87,15 @@ impl Model {
     /// A freshly initialised model of `name` for `data`, its weights drawn
     /// from `seed` (see [`Self::reseed`]).
     pub fn new(name: &str, data: &Data, seed: u64) -> Result<Self> {
+        Self::with_config(name, &data.model_config(), seed)
+    }
+
+    /// A freshly initialised model of `name` for inputs and classes `cfg`
+    /// (no data set needed), its weights drawn from `seed`.
+    pub fn with_config(name: &str, cfg: &ModelConfig, seed: u64) -> Result<Self> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = build_model(name, &data.model_config(), vb)?;
+        let net = build_model(name, cfg, vb)?;
         let model = Self { varmap, net };
         model.reseed(seed)?;
         Ok(model)
@@ -133,7 +139,22 @@ impl Model {
     /// classifier with another number of classes than the data's is an
     /// error naming both.
     pub fn load_weights(&self, path: &Path) -> Result<()> {
-        let tensors = checkpoint::load_tensors(path)?;
+        let tensors = if dgms_models::is_pth(path) {
+            let tensors = dgms_models::read_pth(path)?;
+            if dgms_models::is_reference_state_dict(&tensors) {
+                // The authors' format: its own names, checked key by key.
+                let (ckpt, _) = crate::reference_import::open_checkpoint(
+                    path,
+                    Some(self.net.model_name()),
+                    None,
+                )?;
+                ckpt.tensors
+            } else {
+                tensors
+            }
+        } else {
+            checkpoint::load_tensors(path)?
+        };
         self.check_classes(path, &tensors)?;
         set_varmap(&self.varmap, &tensors, &path.display().to_string())?;
         Ok(())
@@ -161,6 +182,27 @@ impl Model {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Loads the starting point of a DGMS run (or of `dgms quantize`) from
+    /// `path`: full-precision weights, whose mixtures are then initialised
+    /// by `m`; or a DGMS authors' checkpoint, whose stored mixtures are
+    /// continued as they are (no k-means), which must have `m.k` components.
+    pub fn load_init(&self, path: &Path, m: &MixtureSettings) -> Result<()> {
+        if !crate::phases::carries_mixtures(path) {
+            self.load_weights(path)?;
+            return self.enable_mixtures(m);
+        }
+        let (ckpt, _) =
+            crate::reference_import::open_checkpoint(path, Some(self.net.model_name()), None)?;
+        self.check_classes(path, &ckpt.tensors)?;
+        self.restore(path, &ckpt, Some(m.k))?;
+        tracing::info!(
+            "{}: continuing its {} stored mixtures (no k-means)",
+            path.display(),
+            ckpt.meta.mixture_k.len()
+        );
+        Ok(())
     }
 
     /// Initialises the mixtures of a DGMS run from the current weights.
@@ -318,14 +360,12 @@ pub fn prepare(cfg: &RunConfig, resume: Option<(&Path, &Checkpoint)>) -> Result<
     let model = Model::new(&cfg.model, &data, cfg.seed)?;
     match resume {
         Some((path, ckpt)) => model.restore(path, ckpt, cfg.mixture.as_ref().map(|m| m.k))?,
-        None => {
-            if let Some(init) = &cfg.init_from {
-                model.load_weights(init)?;
-            }
-            if let Some(m) = &cfg.mixture {
-                model.enable_mixtures(m)?;
-            }
-        }
+        None => match (&cfg.init_from, &cfg.mixture) {
+            (Some(init), Some(m)) => model.load_init(init, m)?,
+            (Some(init), None) => model.load_weights(init)?,
+            (None, Some(m)) => model.enable_mixtures(m)?,
+            (None, None) => {}
+        },
     }
     Ok((data, model))
 }
