@@ -274,14 +274,18 @@ fn stored_pickle(zip: &[u8]) -> &[u8] {
 #[test]
 fn dgms_authors_checkpoint_pickle_passes_the_scan() {
     // Their released code's torch.save output (mixture layers, 230 entries).
-    // candle's zip reader (zip 9.8) refuses this archive's zip64 directory
-    // on its own, before the scan; the pickle itself must pass.
+    // The zip crate's detection of prepended data refuses this archive
+    // (zip 9.8: "Invalid Central Directory header"); read_pth opens it at
+    // offset 0, so the pickle must pass the scan and the file must read.
     let rel = "fixtures/reference-checkpoints/resnet20_dgms_k16.pth.tar";
     let Some(path) = fixtures::shared_fixture(rel) else {
         return;
     };
-    let bytes = std::fs::read(path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
     pth_scan::scan_pickle(rel, stored_pickle(&bytes)).unwrap();
+    let tensors = read_pth(&path).unwrap();
+    // 224 state-dict entries less 19 batch norms' num_batches_tracked.
+    assert_eq!(tensors.len(), 205);
 }
 
 #[test]
