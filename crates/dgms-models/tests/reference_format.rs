@@ -49,7 +49,10 @@ fn the_authors_file_reads_and_fits_resnet20() {
         .values()
         .all(|m| m.sigma.iter().all(|&s| s > 0.0) && m.sigma_zero > 0.0));
     let cfg = dict.arch_config("resnet20", None).unwrap();
-    assert_eq!((cfg.in_channels, cfg.num_classes, cfg.image_size), (3, 10, 32));
+    assert_eq!(
+        (cfg.in_channels, cfg.num_classes, cfg.image_size),
+        (3, 10, 32)
+    );
     let arch = architecture("resnet20", &cfg).unwrap();
     dict.check_against("ckpt", &arch).unwrap();
 }
@@ -91,7 +94,10 @@ fn malformed_variants_name_each_key() {
         Tensor::zeros(3, candle_core::DType::F32, cpu).unwrap(),
     );
     let p = check(t, "resnet20").join("\n");
-    assert!(p.contains("missing key `network.layer1.0.bn1.running_var`"), "{p}");
+    assert!(
+        p.contains("missing key `network.layer1.0.bn1.running_var`"),
+        "{p}"
+    );
     assert!(
         p.contains("key `network.linear.weight` has shape [10, 32]") && p.contains("[10, 64]"),
         "{p}"
@@ -114,7 +120,10 @@ fn malformed_variants_name_each_key() {
         p.contains("missing key `network.layer1.0.conv1.sub_distribution.temperature`"),
         "{p}"
     );
-    assert!(p.contains(&format!("key `{mu}`: value NaN at index 3")), "{p}");
+    assert!(
+        p.contains(&format!("key `{mu}`: value NaN at index 3")),
+        "{p}"
+    );
     assert!(
         p.contains("key `network.layer3.0.conv1.sub_distribution.pi_k` has 7 values"),
         "{p}"
@@ -131,12 +140,18 @@ fn malformed_variants_name_each_key() {
         Tensor::new(&[-0.01f32], cpu).unwrap(),
     );
     let p = problems(split(t).map(|_| ())).join("\n");
-    assert!(p.contains("layer1.1.conv2.sub_distribution.sigma_zero`: sigma is 0"), "{p}");
+    assert!(
+        p.contains("layer1.1.conv2.sub_distribution.sigma_zero`: sigma is 0"),
+        "{p}"
+    );
     assert!(p.contains("temperature -0.01 is not positive"), "{p}");
 
     // The wrong network: ResNet-32 lacks every layerN.3..4 key.
     let p = check(tensors.clone(), "resnet32").join("\n");
-    assert!(p.contains("missing key `network.layer1.3.conv1.weight`"), "{p}");
+    assert!(
+        p.contains("missing key `network.layer1.3.conv1.weight`"),
+        "{p}"
+    );
 
     // A mixture on something that is not a convolution is not dropped
     // silently.

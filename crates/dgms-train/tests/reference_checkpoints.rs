@@ -84,7 +84,9 @@ fn imports_with_every_mixture_as_stored() {
     let tau: Vec<f32> = raw["network.layer2.1.conv1.sub_distribution.temperature"]
         .to_vec1()
         .unwrap();
-    let ours: Vec<f32> = ckpt.tensors["layer2.1.conv1.mixture.tau"].to_vec1().unwrap();
+    let ours: Vec<f32> = ckpt.tensors["layer2.1.conv1.mixture.tau"]
+        .to_vec1()
+        .unwrap();
     assert_eq!(tau, ours);
 }
 
@@ -193,7 +195,11 @@ fn exported_model_gives_their_logits_in_both_engines() {
 fn reference_soft(p: &MixtureParams, w: f32) -> f64 {
     let mus: Vec<f64> = p.means_with_zero().iter().map(|&m| m as f64).collect();
     let sig: Vec<f64> = p.sigmas_with_zero().iter().map(|&s| s as f64).collect();
-    let pis: Vec<f64> = p.pis_with_zero().iter().map(|&q| (q as f64).abs()).collect();
+    let pis: Vec<f64> = p
+        .pis_with_zero()
+        .iter()
+        .map(|&q| (q as f64).abs())
+        .collect();
     let w = w as f64;
     let l: Vec<f64> = (0..mus.len())
         .map(|k| pis[k].ln() - sig[k].ln() - ((w - mus[k]) / sig[k]).powi(2) / 2.0)
@@ -301,8 +307,18 @@ fn dgms_init_continues_their_mixtures() {
     let moved = |name: &str| {
         let a = after.tensors[name].to_dtype(DType::F32).unwrap();
         let b = imported.tensors[name].to_dtype(DType::F32).unwrap();
-        a.sub(&b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        a.sub(&b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     };
-    assert!(moved("layer2.1.conv1.mixture.mu") > 0.0, "means did not move");
+    assert!(
+        moved("layer2.1.conv1.mixture.mu") > 0.0,
+        "means did not move"
+    );
     assert!(moved("layer2.1.conv1.weight") > 0.0, "weights did not move");
 }
