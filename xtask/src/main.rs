@@ -3,6 +3,7 @@
 //! Results are printed as tables and written as JSON under `target/`.
 
 mod bench_core;
+mod bench_data;
 mod bench_qsimd;
 mod bench_train;
 mod memory;
@@ -26,6 +27,10 @@ enum Task {
     /// Images/s of a ResNet-20 training step and evaluation, our conv op vs
     /// candle's; writes target/bench-train.json.
     BenchTrain(bench_train::Args),
+    /// Images/s of the image-folder pipeline (decode, resize, crop,
+    /// normalise) with 1 and 2 threads against Pillow on generated
+    /// ImageNet-like JPEGs; writes target/bench-data.json.
+    BenchData(bench_data::Args),
     /// Bit-packed qsimd kernels vs f32 (candle, gemm crate) per ResNet-18
     /// layer and a 4096x4096 linear layer; writes target/bench-qsimd.json.
     BenchQsimd(bench_qsimd::Args),
@@ -44,6 +49,7 @@ fn main() -> Result<()> {
         Task::Train(args) => train::run(&args),
         Task::BenchTrain(args) => bench_train::run(&args),
         Task::BenchQsimd(args) => bench_qsimd::run(&args),
+        Task::BenchData(args) => bench_data::run(&args),
         Task::MeasurePeak(args) => memory::measure_peak(&args),
     }
 }
