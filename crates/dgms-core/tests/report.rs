@@ -76,3 +76,31 @@ fn hardened_layer_reports_its_zeros() {
     assert_eq!((r.weights, r.zeros, r.shape.clone()), (6, 3, vec![2, 3]));
     assert_eq!(r.sparsity, 0.5);
 }
+
+#[test]
+fn underflowing_weights_are_counted_and_the_reference_rule_zeroes_them() {
+    use dgms_core::{HardenedLayer, HardeningRule};
+    // Narrow components: 0.5 is ~40 sigmas from the nearest mean (0.1), so
+    // every float32 density underflows; 0.11 and -0.004 are ordinary.
+    let params = MixtureParams {
+        mu: vec![-0.1, 0.1],
+        sigma: vec![0.01, 0.01],
+        pi: vec![1.0, 1.0],
+        pi_zero: 2.0,
+        sigma_zero: 0.01,
+        tau: 0.01,
+    };
+    let w = [0.5f32, 0.11, -0.004, -0.5];
+    let ours = HardenedLayer::from_params("c", &[4], &w, &params).unwrap();
+    let theirs =
+        HardenedLayer::from_params_with("c", &[4], &w, &params, HardeningRule::Reference).unwrap();
+    // The most probable component of 0.5 is mu = 0.1 (index 2); the
+    // authors' float32 rule ties every component and takes index 0.
+    assert_eq!(ours.indices, vec![2, 2, 0, 1]);
+    assert_eq!(theirs.indices, vec![0, 2, 0, 0]);
+    assert_eq!(ours.reference_underflow, Some(2));
+    assert_eq!(theirs.reference_underflow, Some(2));
+    let report = ModelReport::from_layers(vec![ours.report()]);
+    assert_eq!(report.reference_underflow, Some(2));
+    assert!(report.to_table().contains("ref-underflow"));
+}

@@ -424,7 +424,22 @@ pub fn quantize_packed(
     out: &Path,
 ) -> Result<(ModelReport, ExportSummary, Model)> {
     dgms_io::ensure_not_input("--out", out, &[("--weights", weights)])?;
-    let tensors = load_tensors(weights)?;
+    // The DGMS authors' format: its trained mixtures are used as they are,
+    // not re-initialised.
+    let imported = match carries_mixtures(weights) {
+        true => {
+            let size = match shape {
+                ShapeSource::Input(s) => Some(s[1]),
+                ShapeSource::Data(_) => None,
+            };
+            Some(open_checkpoint(weights, Some(model_name), size)?.0)
+        }
+        false => None,
+    };
+    let tensors = match &imported {
+        Some(ckpt) => ckpt.tensors.clone(),
+        None => load_tensors(weights)?,
+    };
     let (input_shape, classes) = match shape {
         ShapeSource::Data(source) => data_shape(source, &ImageSettings::default())?,
         ShapeSource::Input(s) => (*s, classifier_rows(model_name, &tensors, weights)?),
@@ -444,11 +459,8 @@ pub fn quantize_packed(
         image_size: h,
     };
     let model = Model::with_config(model_name, &cfg, 0)?;
-    if carries_mixtures(weights) {
-        // The DGMS authors' format: its trained mixtures are used as they
-        // are, not re-initialised.
-        let (ckpt, _) = open_checkpoint(weights, Some(model_name), Some(h))?;
-        model.restore(weights, &ckpt, None)?;
+    if let Some(ckpt) = &imported {
+        model.restore(weights, ckpt, None)?;
         tracing::info!(
             "{}: hardening its own mixtures (no k-means)",
             weights.display()

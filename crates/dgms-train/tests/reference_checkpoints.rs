@@ -322,3 +322,30 @@ fn dgms_init_continues_their_mixtures() {
     );
     assert!(moved("layer2.1.conv1.weight") > 0.0, "weights did not move");
 }
+
+#[test]
+fn quantize_hardens_with_the_files_own_mixtures() {
+    let Some((ckpt_path, io)) = fixture() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.dgms.safetensors");
+    // K = 4 asked for: ignored, the file's trained K = 16 mixtures are used
+    // as they are (k-means at K = 4 would give another sparsity).
+    let (report, summary, _) = dgms_train::export::quantize_packed(
+        "resnet20",
+        &ckpt_path,
+        &dgms_train::export::ShapeSource::Input([3, 32, 32]),
+        &MixtureSettings::with_k(4),
+        &out,
+    )
+    .unwrap();
+    let sparsity: Vec<f64> = io_tensor(&io, "sparsity")
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(report.sparsity, sparsity[0]);
+    assert_eq!(report.bits, Some(4));
+    assert_eq!(summary.quantized_layers, 18);
+}
