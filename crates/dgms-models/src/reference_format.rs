@@ -8,7 +8,7 @@
 //! `sub_distribution.{mu, pi_k, pi_zero, sigma_zero, sigma, temperature}`;
 //! the zero component's mean (0) is not stored.
 //!
-//! Imported as the reference uses them (`docs/METHOD.md#reference-checkpoints`):
+//! Imported as the reference uses them (`docs/METHOD.md#hardening`):
 //! `pi_k` and `pi_zero` as stored (the reference takes |pi| and
 //! normalises, as this project's kernel does), sigma as |sigma| (only its
 //! square enters the reference's density, and negative values occur in
