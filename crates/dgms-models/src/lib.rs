@@ -3,8 +3,8 @@
 //! Models in candle whose convolutions can carry DGMS Gaussian mixtures:
 //! the CIFAR ResNet-20/32/56 (option-A shortcuts) and VGG-Small with the
 //! DGMS authors' parameter names, and torchvision's ImageNet ResNet-18/50,
-//! MobileNetV2 and MNASNet 1.0 with torchvision's, so their state dicts load as they
-//! are (safetensors, or PyTorch `.pth` files via [`pth`]).
+//! MobileNetV2 and MNASNet 1.0 with torchvision's, so their state dicts
+//! load as they are (safetensors, or PyTorch `.pth` files via [`pth`]).
 //!
 //! No network is written here: each is one declarative description in
 //! [`dgms_arch`], and [`Network`] builds the trainable model of any

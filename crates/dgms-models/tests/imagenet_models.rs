@@ -1,6 +1,7 @@
 //! torchvision's ResNet-18/50, MobileNetV2 and MNASNet 1.0: parameter names,
-//! shapes and counts, batch-norm momentum, the default selection (docs/METHOD.md#layers), mixture mode forward and
-//! backward, and `.pth` loading (including corrupt files).
+//! shapes and counts, batch-norm momentum, the default selection
+//! (docs/METHOD.md#layers), mixture mode forward and backward, and `.pth`
+//! loading (including corrupt files).
 //!
 //! Tests that need the shared fixtures (`$DGMS_PARITY_DIR`, default
 //! `../shared/fixtures/models` beside the repo) say so and pass without
