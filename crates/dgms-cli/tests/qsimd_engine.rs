@@ -111,8 +111,8 @@ fn check_fixture(dir: &Path, name: &str, weights: &Path, io: &Path, extra: &[&st
 }
 
 /// (2, 3) The parity fixtures at K = 16: resnet20 from the repository,
-/// resnet18 (.pth, no data: 3x224x224 by default), mobilenet_v2 and
-/// vggsmall from the shared folder when present (required when
+/// resnet18 (.pth, no data: 3x224x224 by default), mobilenet_v2,
+/// mnasnet1_0 and vggsmall from the shared folder when present (required when
 /// `DGMS_REQUIRE_FIXTURES=1`).
 #[test]
 fn parity_fixtures_agree_with_candle_on_every_isa() {
@@ -125,13 +125,14 @@ fn parity_fixtures_agree_with_candle_on_every_isa() {
         &models.join("resnet20.io.safetensors"),
         &["--input-shape", "3,32,32"],
     );
-    let Some(shared) = shared_fixtures("resnet18, mobilenet_v2 and vggsmall") else {
+    let Some(shared) = shared_fixtures("resnet18, mobilenet_v2, mnasnet1_0 and vggsmall") else {
         return;
     };
     let absent = fixtures::Absent::from_env();
     for (name, file, extra) in [
         ("resnet18", "resnet18.pth", &[][..]),
         ("mobilenet_v2", "mobilenet_v2.safetensors", &[][..]),
+        ("mnasnet1_0", "mnasnet1_0.safetensors", &[][..]),
         (
             "vggsmall",
             "vggsmall.safetensors",
