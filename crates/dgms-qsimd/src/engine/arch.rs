@@ -124,7 +124,7 @@ fn conv(
         None => EpilogueActivation::None,
     };
     if c.is_depthwise() {
-        let same = c.kernel % 2 == 1 && c.padding == c.kernel / 2;
+        let same = !c.kernel.is_multiple_of(2) && c.padding == c.kernel / 2;
         return match (bn, residual) {
             (Some(bn), None) if same => {
                 let spec = DepthwiseSpec {

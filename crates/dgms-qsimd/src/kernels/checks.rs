@@ -97,7 +97,7 @@ pub(crate) fn check_depthwise(
 ) -> Result<usize> {
     g.validate(op)?;
     let k = g.kh;
-    if g.kw != k || k % 2 == 0 || g.pad != k / 2 || !(g.stride == 1 || g.stride == 2) {
+    if g.kw != k || k.is_multiple_of(2) || g.pad != k / 2 || !(g.stride == 1 || g.stride == 2) {
         return Err(QsimdError::InvalidGeometry {
             op,
             reason: format!(

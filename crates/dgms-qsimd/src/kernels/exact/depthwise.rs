@@ -185,7 +185,7 @@ fn channel_body(taps: &[f32], plane: &[f32], g: &ConvGeometry, s: &mut Vec<f32>,
                 }
                 let (even, odd) = (&*even, &*odd);
                 row(out, wk, |kx| {
-                    if kx % 2 == 0 {
+                    if kx.is_multiple_of(2) {
                         &even[kx / 2..]
                     } else {
                         &odd[kx / 2..]
