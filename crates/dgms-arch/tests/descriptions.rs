@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use dgms_arch::{
-    architecture, designed_for, ArchConfig, ArchError, Architecture, Dataset, Layer, MODEL_NAMES,
+    architecture, designed_for, Activation, ArchConfig, ArchError, Architecture, Dataset, Layer,
+    MODEL_NAMES,
 };
 
 fn default_arch(name: &str) -> Architecture {
@@ -222,6 +223,19 @@ fn mnasnet_geometry_is_torchvisions() {
         // repeat, so no stack's first block adds its input.
         assert_eq!(*residual, !first, "{name}");
     }
+    // ReLU, not MobileNetV2's ReLU6 (the parity fixture's activations stay
+    // below 6, so only this tells them apart): the stem's two, two per
+    // block and the head's.
+    let acts: Vec<Activation> = mnas
+        .walk()
+        .into_iter()
+        .filter_map(|l| match l {
+            Layer::Act(a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acts.len(), 2 + 2 * 16 + 1);
+    assert!(acts.iter().all(|&a| a == Activation::Relu), "{acts:?}");
     assert!((mnas.batch_norm_momentum - 3e-4).abs() < 1e-12);
     assert_eq!(default_arch("mobilenet_v2").batch_norm_momentum, 0.1);
 }
