@@ -180,3 +180,45 @@ fn resnet50_agrees_with_candle_on_every_isa() {
         &["--input-shape", "3,64,64"],
     );
 }
+
+/// (2) MNASNet 1.0 from a seeded random initialisation with every
+/// depthwise batch norm's shift at 7, so its ReLU outputs exceed 6 (the
+/// parity fixture's activations stay below 6 and could not tell a ReLU6
+/// from MNASNet's ReLU): through `dgms quantize` at 64 x 64 and `dgms
+/// infer`, the engine on every ISA against candle.
+#[test]
+fn mnasnet1_0_agrees_with_candle_beyond_relu6() {
+    use candle_nn::{VarBuilder, VarMap};
+    let dir = tempfile::tempdir().unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    let cfg = dgms_models::ModelConfig {
+        in_channels: 3,
+        num_classes: 20,
+        image_size: 64,
+    };
+    dgms_models::build_model("mnasnet1_0", &cfg, vb).unwrap();
+    let mut shifted = 0;
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        if name.ends_with("layers.4.bias") {
+            let t = (var.as_tensor().ones_like().unwrap() * 7.0).unwrap();
+            var.set(&t).unwrap();
+            shifted += 1;
+        }
+    }
+    // The stem's layers.4 and one per inverted residual.
+    assert_eq!(shifted, 17);
+    let weights = dir.path().join("mnasnet1_0.safetensors");
+    varmap.save(&weights).unwrap();
+    let values = Lcg64::from_state(6).unit_vec(2 * 3 * 64 * 64);
+    let input = Tensor::from_vec(values, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let io = dir.path().join("mnasnet1_0.io.safetensors");
+    candle_core::safetensors::save(&[("input", input)].into_iter().collect(), &io).unwrap();
+    check_fixture(
+        dir.path(),
+        "mnasnet1_0",
+        &weights,
+        &io,
+        &["--input-shape", "3,64,64"],
+    );
+}
