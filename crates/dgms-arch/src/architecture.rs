@@ -9,6 +9,10 @@ use crate::shape::{self, Shape};
 /// PyTorch's batch-norm eps, which every network here uses.
 pub const BATCH_NORM_EPS: f64 = 1e-5;
 
+/// PyTorch's default batch-norm momentum (the weight of a batch's
+/// statistics in training's running averages).
+pub const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
 /// What a network is made for: input channels, classes, image size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchConfig {
@@ -106,6 +110,10 @@ pub struct Architecture {
     pub classifier: String,
     /// eps of every batch norm.
     pub batch_norm_eps: f64,
+    /// Momentum of every batch norm's running averages (training only):
+    /// [`BATCH_NORM_MOMENTUM`] except where the original sets another
+    /// (MNASNet's `1 - 0.9997`).
+    pub batch_norm_momentum: f64,
 }
 
 impl Architecture {
@@ -125,6 +133,7 @@ impl Architecture {
             layers,
             classifier: classifier.into(),
             batch_norm_eps: BATCH_NORM_EPS,
+            batch_norm_momentum: BATCH_NORM_MOMENTUM,
         };
         arch.check()?;
         Ok(arch)

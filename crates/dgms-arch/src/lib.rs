@@ -12,8 +12,8 @@
 //! mixture by default, and the batch-norm eps.
 //!
 //! The networks: the CIFAR ResNet-20/32/56 and VGG-Small with the DGMS
-//! authors' parameter names, and torchvision's ResNet-18/50 and MobileNetV2
-//! with torchvision's ([`MODEL_NAMES`]). Every description is checked when
+//! authors' parameter names, and torchvision's ResNet-18/50, MobileNetV2 and
+//! MNASNet 1.0 with torchvision's ([`MODEL_NAMES`]). Every description is checked when
 //! made: the shapes chain from the input to the logits.
 //!
 //! Adding a network means writing one function returning its
@@ -35,19 +35,22 @@
 pub mod architecture;
 pub mod error;
 pub mod layer;
+pub mod mnasnet;
 pub mod mobilenet_v2;
 pub mod resnet_cifar;
 pub mod resnet_imagenet;
 pub mod shape;
 pub mod vgg_small;
 
-pub use architecture::{ArchConfig, Architecture, Dataset, Parameter, BATCH_NORM_EPS};
+pub use architecture::{
+    ArchConfig, Architecture, Dataset, Parameter, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM,
+};
 pub use error::ArchError;
 pub use layer::{Activation, BatchNorm, Block, Conv, Layer, Linear, MaxPool, Shortcut};
 pub use shape::Shape;
 
 /// The networks [`architecture()`] describes.
-pub const MODEL_NAMES: [&str; 7] = [
+pub const MODEL_NAMES: [&str; 8] = [
     "resnet20",
     "resnet32",
     "resnet56",
@@ -55,6 +58,7 @@ pub const MODEL_NAMES: [&str; 7] = [
     "resnet18",
     "resnet50",
     "mobilenet_v2",
+    "mnasnet1_0",
 ];
 
 /// The description of the network `name` (one of [`MODEL_NAMES`]) for
@@ -69,6 +73,7 @@ pub fn architecture(name: &str, cfg: &ArchConfig) -> Result<Architecture, ArchEr
         "resnet18" => resnet_imagenet::resnet(18, cfg),
         "resnet50" => resnet_imagenet::resnet(50, cfg),
         "mobilenet_v2" => mobilenet_v2::mobilenet_v2(cfg),
+        "mnasnet1_0" => mnasnet::mnasnet1_0(cfg),
         _ => Err(ArchError::UnknownModel {
             name: name.to_string(),
             known: MODEL_NAMES.to_vec(),

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use dgms_arch::{
-    architecture, designed_for, ArchConfig, ArchError, Architecture, Dataset, Layer, MODEL_NAMES,
+    architecture, designed_for, Activation, ArchConfig, ArchError, Architecture, Dataset, Layer,
+    MODEL_NAMES,
 };
 
 fn default_arch(name: &str) -> Architecture {
@@ -25,6 +26,7 @@ fn parameter_counts() {
         ("resnet18", 11_689_512, 20),
         ("resnet50", 25_557_032, 53),
         ("mobilenet_v2", 3_504_872, 52),
+        ("mnasnet1_0", 4_383_312, 52),
     ] {
         let arch = default_arch(name);
         assert_eq!(arch.parameter_count(), count, "{name}");
@@ -122,6 +124,12 @@ fn answers_for_the_cli() {
             "classifier.1.weight",
             "features.0.0",
         ),
+        (
+            "mnasnet1_0",
+            Dataset::ImageNet,
+            "classifier.1.weight",
+            "layers.0",
+        ),
     ] {
         assert_eq!(designed_for(name).unwrap(), dataset, "{name}");
         let arch = default_arch(name);
@@ -173,12 +181,72 @@ fn torchvision_names_and_geometry() {
 }
 
 #[test]
+fn mnasnet_geometry_is_torchvisions() {
+    let mnas = default_arch("mnasnet1_0");
+    let conv = |name: &str| {
+        mnas.convs()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    // The stem's depthwise-separable conv: 3x3, stride 1, 32 groups.
+    let dw = conv("layers.3");
+    assert!(dw.is_depthwise());
+    assert_eq!(
+        (dw.stride, dw.padding, dw.weight_shape()),
+        (1, 1, [32, 1, 3, 3])
+    );
+    // 5x5 depthwise with padding 2; the stride sits on each stack's first
+    // repeat only.
+    let dw = conv("layers.9.0.layers.3");
+    assert_eq!(
+        (dw.stride, dw.padding, dw.weight_shape()),
+        (2, 2, [72, 1, 5, 5])
+    );
+    assert_eq!(conv("layers.9.1.layers.3").stride, 1);
+    assert_eq!(conv("layers.12.3.layers.3").weight_shape(), [1152, 1, 5, 5]);
+    assert_eq!(conv("layers.14").weight_shape(), [1280, 320, 1, 1]);
+    // Residuals exactly where torchvision's `apply_residual` holds.
+    let blocks: Vec<(String, bool)> = mnas
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            Layer::Block(b) => Some((b.name.clone(), b.shortcut.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocks.len(), 16);
+    for (name, residual) in &blocks {
+        let first = name.ends_with(".0");
+        // layers.11 (80 -> 96, stride 1) changes channels in its first
+        // repeat, so no stack's first block adds its input.
+        assert_eq!(*residual, !first, "{name}");
+    }
+    // ReLU, not MobileNetV2's ReLU6 (the parity fixture's activations stay
+    // below 6, so only this tells them apart): the stem's two, two per
+    // block and the head's.
+    let acts: Vec<Activation> = mnas
+        .walk()
+        .into_iter()
+        .filter_map(|l| match l {
+            Layer::Act(a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acts.len(), 2 + 2 * 16 + 1);
+    assert!(acts.iter().all(|&a| a == Activation::Relu), "{acts:?}");
+    assert!((mnas.batch_norm_momentum - 3e-4).abs() < 1e-12);
+    assert_eq!(default_arch("mobilenet_v2").batch_norm_momentum, 0.1);
+}
+
+#[test]
 fn errors() {
     let err = architecture("resnet99", &ArchConfig::default()).unwrap_err();
     assert!(matches!(err, ArchError::UnknownModel { .. }));
     assert_eq!(
         err.to_string(),
-        "unknown model `resnet99`; known models: resnet20, resnet32, resnet56, vggsmall, resnet18, resnet50, mobilenet_v2"
+        "unknown model `resnet99`; known models: resnet20, resnet32, resnet56, vggsmall, resnet18, resnet50, mobilenet_v2, mnasnet1_0"
     );
     let err = dgms_arch::resnet_cifar::resnet_cifar(21, &ArchConfig::default()).unwrap_err();
     assert!(

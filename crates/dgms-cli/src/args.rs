@@ -156,8 +156,9 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub weights: PathBuf,
     /// Data source giving the input shape and classes [default:
-    /// embedded; for packed output of resnet18/resnet50/mobilenet_v2
-    /// none: 3x224x224, classes from the classifier weight].
+    /// embedded; for packed output of the ImageNet models (resnet18,
+    /// resnet50, mobilenet_v2, mnasnet1_0) none: 3x224x224, classes from
+    /// the classifier weight].
     #[arg(long)]
     pub data: Option<String>,
     /// Packed output only: the input shape C,H,W instead of --data

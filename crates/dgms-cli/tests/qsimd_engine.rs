@@ -111,8 +111,8 @@ fn check_fixture(dir: &Path, name: &str, weights: &Path, io: &Path, extra: &[&st
 }
 
 /// (2, 3) The parity fixtures at K = 16: resnet20 from the repository,
-/// resnet18 (.pth, no data: 3x224x224 by default), mobilenet_v2 and
-/// vggsmall from the shared folder when present (required when
+/// resnet18 (.pth, no data: 3x224x224 by default), mobilenet_v2,
+/// mnasnet1_0 and vggsmall from the shared folder when present (required when
 /// `DGMS_REQUIRE_FIXTURES=1`).
 #[test]
 fn parity_fixtures_agree_with_candle_on_every_isa() {
@@ -125,13 +125,14 @@ fn parity_fixtures_agree_with_candle_on_every_isa() {
         &models.join("resnet20.io.safetensors"),
         &["--input-shape", "3,32,32"],
     );
-    let Some(shared) = shared_fixtures("resnet18, mobilenet_v2 and vggsmall") else {
+    let Some(shared) = shared_fixtures("resnet18, mobilenet_v2, mnasnet1_0 and vggsmall") else {
         return;
     };
     let absent = fixtures::Absent::from_env();
     for (name, file, extra) in [
         ("resnet18", "resnet18.pth", &[][..]),
         ("mobilenet_v2", "mobilenet_v2.safetensors", &[][..]),
+        ("mnasnet1_0", "mnasnet1_0.safetensors", &[][..]),
         (
             "vggsmall",
             "vggsmall.safetensors",
@@ -174,6 +175,48 @@ fn resnet50_agrees_with_candle_on_every_isa() {
     check_fixture(
         dir.path(),
         "resnet50",
+        &weights,
+        &io,
+        &["--input-shape", "3,64,64"],
+    );
+}
+
+/// (2) MNASNet 1.0 from a seeded random initialisation with every
+/// depthwise batch norm's shift at 7, so its ReLU outputs exceed 6 (the
+/// parity fixture's activations stay below 6 and could not tell a ReLU6
+/// from MNASNet's ReLU): through `dgms quantize` at 64 x 64 and `dgms
+/// infer`, the engine on every ISA against candle.
+#[test]
+fn mnasnet1_0_agrees_with_candle_beyond_relu6() {
+    use candle_nn::{VarBuilder, VarMap};
+    let dir = tempfile::tempdir().unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    let cfg = dgms_models::ModelConfig {
+        in_channels: 3,
+        num_classes: 20,
+        image_size: 64,
+    };
+    dgms_models::build_model("mnasnet1_0", &cfg, vb).unwrap();
+    let mut shifted = 0;
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        if name.ends_with("layers.4.bias") {
+            let t = (var.as_tensor().ones_like().unwrap() * 7.0).unwrap();
+            var.set(&t).unwrap();
+            shifted += 1;
+        }
+    }
+    // The stem's layers.4 and one per inverted residual.
+    assert_eq!(shifted, 17);
+    let weights = dir.path().join("mnasnet1_0.safetensors");
+    varmap.save(&weights).unwrap();
+    let values = Lcg64::from_state(6).unit_vec(2 * 3 * 64 * 64);
+    let input = Tensor::from_vec(values, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let io = dir.path().join("mnasnet1_0.io.safetensors");
+    candle_core::safetensors::save(&[("input", input)].into_iter().collect(), &io).unwrap();
+    check_fixture(
+        dir.path(),
+        "mnasnet1_0",
         &weights,
         &io,
         &["--input-shape", "3,64,64"],

@@ -23,13 +23,9 @@ pub fn is_batch_norm_stat(name: &str) -> bool {
     BATCH_NORM_STAT_SUFFIXES.contains(&last)
 }
 
-/// PyTorch's momentum for batch norm (its eps, 1e-5, is
-/// [`dgms_arch::BATCH_NORM_EPS`]).
-const MOMENTUM: f64 = 0.1;
-
 /// A batch norm over dimension 1 (channels) with PyTorch's semantics:
 /// training mode normalises with the batch's statistics and updates the
-/// running averages in place (momentum 0.1, unbiased variance); eval mode
+/// running averages in place (with its momentum, unbiased variance); eval mode
 /// uses the running averages.
 ///
 /// Training mode runs the fused op of [`crate::batch_norm_op`] (one custom
@@ -44,6 +40,7 @@ pub struct BatchNorm {
     running_mean: Var,
     running_var: Var,
     eps: f64,
+    momentum: f64,
     backend: ConvBackend,
 }
 
@@ -55,16 +52,18 @@ pub struct BatchNorm {
 pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
     batch_norm_with(
         channels,
-        dgms_arch::BATCH_NORM_EPS,
+        (dgms_arch::BATCH_NORM_EPS, dgms_arch::BATCH_NORM_MOMENTUM),
         ConvBackend::default(),
         vb,
     )
 }
 
-/// [`batch_norm`] with another eps, running on `backend`.
+/// [`batch_norm`] with another eps and momentum (the weight of a batch's
+/// statistics in the running averages: PyTorch's 0.1, MNASNet's
+/// 1 - 0.9997), running on `backend`.
 pub fn batch_norm_with(
     channels: usize,
-    eps: f64,
+    (eps, momentum): (f64, f64),
     backend: ConvBackend,
     vb: VarBuilder,
 ) -> Result<BatchNorm> {
@@ -86,13 +85,14 @@ pub fn batch_norm_with(
         .map_err(load)?;
     // Built on the same Vars, so both paths read and update one set of
     // running statistics.
-    let inner = candle_nn::BatchNorm::new(
+    let inner = candle_nn::BatchNorm::new_with_momentum(
         channels,
         running_mean.as_tensor().clone(),
         running_var.as_tensor().clone(),
         weight.clone(),
         bias.clone(),
         eps,
+        momentum,
     )
     .map_err(load)?;
     Ok(BatchNorm {
@@ -102,6 +102,7 @@ pub fn batch_norm_with(
         running_mean,
         running_var,
         eps,
+        momentum,
         backend,
     })
 }
@@ -112,13 +113,17 @@ impl BatchNorm {
         let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
         let dev = x.device();
         let c = stats.mean.len();
-        let m = stats.m as f64;
-        let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let count = stats.m as f64;
+        let unbiased = if count > 1.0 {
+            count / (count - 1.0)
+        } else {
+            1.0
+        };
         let mean = Tensor::from_vec(stats.mean, c, dev)?;
         let var = Tensor::from_vec(stats.var, c, dev)?;
-        let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?;
-        let rv =
-            ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (var * (MOMENTUM * unbiased))?)?;
+        let m = self.momentum;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbiased))?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
         Ok(y)

@@ -2,9 +2,9 @@
 //!
 //! Models in candle whose convolutions can carry DGMS Gaussian mixtures:
 //! the CIFAR ResNet-20/32/56 (option-A shortcuts) and VGG-Small with the
-//! DGMS authors' parameter names, and torchvision's ImageNet ResNet-18/50
-//! and MobileNetV2 with torchvision's, so their state dicts load as they
-//! are (safetensors, or PyTorch `.pth` files via [`pth`]).
+//! DGMS authors' parameter names, and torchvision's ImageNet ResNet-18/50,
+//! MobileNetV2 and MNASNet 1.0 with torchvision's, so their state dicts
+//! load as they are (safetensors, or PyTorch `.pth` files via [`pth`]).
 //!
 //! No network is written here: each is one declarative description in
 //! [`dgms_arch`], and [`Network`] builds the trainable model of any
@@ -23,7 +23,7 @@
 //!   stays full precision), [`DgmsModel::mixtures`] for the optimizer and
 //!   checkpoints.
 //! - [`build_model`] for `resnet20`, `resnet32`, `resnet56`, `vggsmall`,
-//!   `resnet18`, `resnet50`, `mobilenet_v2` ([`MODEL_NAMES`]).
+//!   `resnet18`, `resnet50`, `mobilenet_v2`, `mnasnet1_0` ([`MODEL_NAMES`]).
 //! - Batch norm has PyTorch's semantics (the fused op of [`batch_norm_op`]
 //!   in training, or candle-nn's on the candle backend), with its running
 //!   statistics as `Var`s of the `VarMap`; [`is_batch_norm_stat`] tells a trainer which parameters to

@@ -141,7 +141,7 @@ impl Builder<'_> {
                 }
                 Layer::BatchNorm(bn) => Module::BatchNorm(batch_norm_with(
                     bn.channels,
-                    self.arch.batch_norm_eps,
+                    (self.arch.batch_norm_eps, self.arch.batch_norm_momentum),
                     self.backend,
                     vb.pp(&bn.name),
                 )?),

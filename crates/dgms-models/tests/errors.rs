@@ -28,7 +28,7 @@ fn unknown_model_lists_the_known_ones() {
     assert_eq!(
         err.to_string(),
         "unknown model `resnet19`; known models: resnet20, resnet32, resnet56, vggsmall, \
-         resnet18, resnet50, mobilenet_v2"
+         resnet18, resnet50, mobilenet_v2, mnasnet1_0"
     );
 }
 

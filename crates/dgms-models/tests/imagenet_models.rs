@@ -1,6 +1,7 @@
-//! torchvision's ResNet-18/50 and MobileNetV2: parameter names, shapes and
-//! counts, the default selection (docs/METHOD.md#layers), mixture mode forward and
-//! backward, and `.pth` loading (including corrupt files).
+//! torchvision's ResNet-18/50, MobileNetV2 and MNASNet 1.0: parameter names,
+//! shapes and counts, batch-norm momentum, the default selection
+//! (docs/METHOD.md#layers), mixture mode forward and backward, and `.pth`
+//! loading (including corrupt files).
 //!
 //! Tests that need the shared fixtures (`$DGMS_PARITY_DIR`, default
 //! `../shared/fixtures/models` beside the repo) say so and pass without
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
 use dgms_core::{InitConfig, MixtureOptions};
 use dgms_models::dgms_arch::resnet_imagenet::resnet;
 use dgms_models::{
@@ -70,6 +71,7 @@ fn parameter_counts_are_torchvisions() {
         ("resnet18", 11_689_512, 20),
         ("resnet50", 25_557_032, 53),
         ("mobilenet_v2", 3_504_872, 52),
+        ("mnasnet1_0", 4_383_312, 52),
     ] {
         let (model, varmap) = on_varmap(name, &imagenet());
         assert_eq!(parameter_count(&varmap), count, "{name}");
@@ -137,11 +139,71 @@ fn mobilenet_v2_names_are_torchvisions() {
 }
 
 #[test]
+fn mnasnet1_0_names_are_torchvisions() {
+    let (model, varmap) = on_varmap("mnasnet1_0", &imagenet());
+    let ours = names_and_shapes(&varmap);
+    assert_eq!(ours["layers.0.weight"], vec![32, 3, 3, 3]);
+    assert_eq!(ours["layers.3.weight"], vec![32, 1, 3, 3]);
+    assert_eq!(ours["layers.6.weight"], vec![16, 32, 1, 1]);
+    assert_eq!(ours["layers.7.running_var"], vec![16]);
+    assert_eq!(ours["layers.8.0.layers.0.weight"], vec![48, 16, 1, 1]);
+    assert_eq!(ours["layers.9.0.layers.3.weight"], vec![72, 1, 5, 5]);
+    assert_eq!(ours["layers.13.0.layers.6.weight"], vec![320, 1152, 1, 1]);
+    assert_eq!(ours["layers.15.running_mean"], vec![1280]);
+    assert_eq!(ours["classifier.1.weight"], vec![1000, 1280]);
+    assert_eq!(model.classifier_name(), "classifier.1");
+    let dw = model.conv("layers.12.0.layers.3").unwrap().spec();
+    assert_eq!((dw.groups, dw.stride, dw.padding), (576, 2, 2));
+    if let Some(dir) = shared_fixtures("the names check against mnasnet1_0.safetensors") {
+        let theirs = load_tensors(dir.join("mnasnet1_0.safetensors")).unwrap();
+        assert_eq!(ours, fixture_names(&theirs));
+    }
+}
+
+#[test]
+fn mnasnet1_0_batch_norm_momentum_is_torchvisions() {
+    // torchvision's _BN_MOMENTUM = 1 - 0.9997: one train-mode pass moves a
+    // running mean from 0 by 3e-4 of the batch mean (PyTorch's default
+    // would move it by 0.1 of it).
+    let (model, varmap) = on_varmap("mnasnet1_0", &ModelConfig::default());
+    let x = (Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap() + 5.0).unwrap();
+    model.forward_t(&x, true).unwrap();
+    let mean = |name: &str| -> Vec<f32> {
+        let data = varmap.data().lock().unwrap();
+        data[name].as_tensor().to_vec1().unwrap()
+    };
+    // layers.1 follows the stem conv, whose output's batch mean is the
+    // conv of the input's; compare against an eval of that conv alone.
+    let stem = model.conv("layers.0").unwrap();
+    let y = stem.forward_t(&x, false).unwrap();
+    let batch_mean: Vec<f32> = y
+        .mean_keepdim(0)
+        .unwrap()
+        .mean_keepdim(2)
+        .unwrap()
+        .mean_keepdim(3)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let running = mean("layers.1.running_mean");
+    for (r, b) in running.iter().zip(&batch_mean) {
+        assert!(
+            (r - 3e-4 * b).abs() <= 1e-6 + 1e-4 * b.abs(),
+            "{r} vs 3e-4 * {b}"
+        );
+    }
+    assert!(batch_mean.iter().any(|b| b.abs() > 1e-2));
+}
+
+#[test]
 fn default_selection_is_every_conv_but_the_first() {
     for (name, first, mixtures) in [
         ("resnet18", "conv1", 19),
         ("resnet50", "conv1", 52),
         ("mobilenet_v2", "features.0.0", 51),
+        ("mnasnet1_0", "layers.0", 51),
     ] {
         let (model, _vm) = on_varmap(name, &ModelConfig::default());
         let convs = model.convs();
@@ -222,13 +284,19 @@ fn mobilenet_v2_mixture_forward_backward() {
 }
 
 #[test]
+fn mnasnet1_0_mixture_forward_backward() {
+    // 3x3 and 5x5 depthwise convolutions carry mixtures too.
+    mixture_round_trip("mnasnet1_0");
+}
+
+#[test]
 fn other_inputs_and_depths() {
     let cfg = ModelConfig {
         in_channels: 1,
         num_classes: 10,
         image_size: 28,
     };
-    for name in ["resnet18", "mobilenet_v2"] {
+    for name in ["resnet18", "mobilenet_v2", "mnasnet1_0"] {
         let (model, _vm) = on_varmap(name, &cfg);
         let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
         for train in [true, false] {

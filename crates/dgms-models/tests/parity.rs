@@ -91,3 +91,27 @@ fn logits_match_pytorch() {
     );
     assert!(failures.is_empty(), "parity failures: {failures:?}");
 }
+
+/// MNASNet 1.0 on the shared fixture (`$DGMS_PARITY_DIR` when it holds it,
+/// else `../shared/fixtures/models`): skipped with a note when absent, a
+/// failure under `DGMS_REQUIRE_FIXTURES=1`. Its 5x5 depthwise convs and
+/// ReLU (not ReLU6) blocks are nowhere else in the parity set.
+#[test]
+fn mnasnet1_0_matches_pytorch() {
+    let from_env = fixture_dir();
+    let dir = if from_env.join("mnasnet1_0.io.safetensors").exists() {
+        from_env
+    } else {
+        fixtures::shared_dir().join("fixtures/models")
+    };
+    let what = "MNASNet 1.0 logit parity";
+    let Some(io) = fixtures::Absent::from_env().check(dir.join("mnasnet1_0.io.safetensors"), what)
+    else {
+        return;
+    };
+    let dir = io.parent().expect("fixture folder");
+    let params = dir.join("mnasnet1_0.safetensors");
+    let err = check(dir, "mnasnet1_0", &params);
+    println!("mnasnet1_0: max|diff| / max|logit| = {err:.3e} (tolerance {TOLERANCE:.0e})");
+    assert!(err <= TOLERANCE, "mnasnet1_0: {err:.3e}");
+}

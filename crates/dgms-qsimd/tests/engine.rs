@@ -10,7 +10,7 @@ use dgms_qsimd::format::PackedModel;
 use dgms_qsimd::kernels::Isa;
 use dgms_qsimd::QsimdError;
 use dgms_test_support::compare::rel_diff;
-use engine_util::{images, mobilenet_v2, resnet18, resnet50, resnet_cifar, vgg_small};
+use engine_util::{images, mnasnet1_0, mobilenet_v2, resnet18, resnet50, resnet_cifar, vgg_small};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -75,6 +75,16 @@ fn mobilenet_v2_matches_reference() {
 }
 
 #[test]
+fn mnasnet1_0_matches_reference() {
+    // 32 -> 16 -> 8 -> 4 -> 2 -> 1: 5x5 depthwise convs on maps smaller
+    // than their kernel (all but the centre taps in the padding).
+    check_against_reference(&mnasnet1_0(32, 10, 17), 2);
+    // 44 -> 22 -> 11 -> 6 -> 3 -> 2: odd maps through the strided 3x3 and
+    // 5x5 depthwise convs.
+    check_against_reference(&mnasnet1_0(44, 5, 18), 1);
+}
+
+#[test]
 fn resnet50_matches_reference() {
     check_against_reference(&resnet50(32, 10, 13), 2);
     // 40 -> 20 -> 10 -> 5 -> 3 -> 2: odd maps through the strided 3x3s.
@@ -93,6 +103,7 @@ fn every_arch_is_covered() {
                 "resnet18",
                 "resnet50",
                 "mobilenet_v2",
+                "mnasnet1_0",
             ]
             .contains(&arch),
             "{arch} has no test"

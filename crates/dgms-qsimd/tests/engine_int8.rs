@@ -10,7 +10,7 @@ use dgms_qsimd::engine::{reference, Engine, Precision};
 use dgms_qsimd::format::{ModelMeta, PackedLayer, PackedModel};
 use dgms_qsimd::kernels::Isa;
 use dgms_test_support::compare::rel_diff;
-use engine_util::{images, mobilenet_v2, resnet18, resnet50, resnet_cifar, vgg_small};
+use engine_util::{images, mnasnet1_0, mobilenet_v2, resnet18, resnet50, resnet_cifar, vgg_small};
 
 /// Int8 against the reference, relative to the largest logit. Every
 /// quantized layer rounds its activations to 1/254 of a column's largest
@@ -26,7 +26,7 @@ const INT8_TOLERANCE: f32 = 0.1;
 /// which over ResNet-50's 53 random layers grew to 2.7e-2 (measured).
 const ISA_TOLERANCE: f32 = 1e-5;
 
-/// The same for MobileNetV2, whose depthwise convs stay on the exact f32
+/// The same for MobileNetV2 and MNASNet, whose depthwise convs stay on the exact f32
 /// path between int8 layers (there is no int8 depthwise kernel), so the
 /// stem's problem recurs in every block: measured 1.6e-2.
 const ISA_TOLERANCE_F32_INSIDE: f32 = 5e-2;
@@ -120,6 +120,18 @@ fn mobilenet_v2_int8_is_close_to_reference() {
     check(
         &mobilenet_v2(32, 10, 15),
         "features.0.0",
+        2,
+        ISA_TOLERANCE_F32_INSIDE,
+    );
+}
+
+#[test]
+fn mnasnet1_0_int8_is_close_to_reference() {
+    // Its 3x3 and 5x5 depthwise convs stay exact between int8 layers, as
+    // MobileNetV2's do.
+    check(
+        &mnasnet1_0(32, 10, 17),
+        "layers.0",
         2,
         ISA_TOLERANCE_F32_INSIDE,
     );

@@ -1,9 +1,11 @@
-//! im2col, conv2d and depthwise 3x3 against direct convolution.
+//! im2col, conv2d and depthwise (3x3, 5x5 and other odd kernels) against
+//! direct convolution; the depthwise oracle against a block-diagonal
+//! conv2d.
 
 mod kernels_util;
 
-use dgms_qsimd::kernels::reference::{conv2d_direct, depthwise3x3_direct};
-use dgms_qsimd::kernels::{conv2d, depthwise3x3, im2col, ConvGeometry, Epilogue, Isa, QMatrix};
+use dgms_qsimd::kernels::reference::{conv2d_direct, depthwise_direct};
+use dgms_qsimd::kernels::{conv2d, depthwise_conv, im2col, ConvGeometry, Epilogue, Isa, QMatrix};
 use dgms_qsimd::QsimdError;
 use dgms_test_support::rng::SplitMix64;
 use kernels_util::{assert_close, qmatrix, EpiParts, KS};
@@ -45,7 +47,7 @@ fn magnitudes(
     let n = g.out_pixels();
     let mut m = vec![0.0; w.rows() * n];
     if depthwise {
-        depthwise3x3_direct(&aw, &ai, g, &mut m, &Epilogue::NONE).unwrap();
+        depthwise_direct(&aw, &ai, g, &mut m, &Epilogue::NONE).unwrap();
     } else {
         conv2d_direct(&aw, &ai, g, &mut m, &Epilogue::NONE).unwrap();
     }
@@ -84,31 +86,73 @@ proptest! {
         }
     }
 
+    /// Every ISA's depthwise kernel against the scalar oracle on odd
+    /// shapes: 3x3 and 5x5 (each with its unrolled row loop), and 1x1 and
+    /// 7x7 (the per-tap fallback), stride 1 and 2.
     #[test]
     fn depthwise_matches_direct(
         c in 1usize..=20,
         h in 1usize..=21,
         wd in 1usize..=21,
         stride in 1usize..=2,
+        k in prop::sample::select(vec![1usize, 3, 5, 7]),
         ki in 0..KS.len(),
         mask in 0u8..16,
         seed: u64,
     ) {
-        let g = ConvGeometry { c, h, w: wd, kh: 3, kw: 3, stride, pad: 1 };
+        let g = ConvGeometry { c, h, w: wd, kh: k, kw: k, stride, pad: k / 2 };
         let mut rng = SplitMix64::new(seed);
-        let (w, _, _) = qmatrix(&mut rng, c, 9, KS[ki]);
+        let (w, _, _) = qmatrix(&mut rng, c, k * k, KS[ki]);
         let input = rng.unit_vec(g.input_len());
         let n = g.out_pixels();
         let parts = EpiParts::new(&mut rng, mask, c, n);
         let epi = parts.epilogue();
         let mut want = vec![0.0; c * n];
-        depthwise3x3_direct(&w, &input, &g, &mut want, &epi).unwrap();
+        depthwise_direct(&w, &input, &g, &mut want, &epi).unwrap();
         let mag = magnitudes(&w, &input, &g, true, &parts);
         for isa in Isa::available() {
             let mut got = vec![f32::NAN; c * n];
-            depthwise3x3(isa, &w, &input, &g, &mut got, &epi).unwrap();
+            depthwise_conv(isa, &w, &input, &g, &mut got, &epi).unwrap();
             assert_close(&format!("depthwise {isa} {g:?}"), &got, &want, &mag);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The depthwise oracle is the dense conv of a block-diagonal weight
+    /// (channel ch's taps in row ch's own columns, the codebook's extra
+    /// zero elsewhere): an independent check of its kernel offsets.
+    #[test]
+    fn depthwise_oracle_is_a_block_diagonal_conv(
+        c in 1usize..=5,
+        h in 1usize..=13,
+        wd in 1usize..=13,
+        stride in 1usize..=2,
+        k in prop::sample::select(vec![1usize, 3, 5, 7]),
+        seed: u64,
+    ) {
+        let g = ConvGeometry { c, h, w: wd, kh: k, kw: k, stride, pad: k / 2 };
+        let mut rng = SplitMix64::new(seed);
+        let (w, idx, mut cb) = qmatrix(&mut rng, c, k * k, 16);
+        cb.push(0.0);
+        let kk = k * k;
+        let dense_idx: Vec<u8> = (0..c * c * kk)
+            .map(|i| {
+                let (row, col) = (i / (c * kk), i % (c * kk));
+                if col / kk == row { idx[row * kk + col % kk] } else { 16 }
+            })
+            .collect();
+        let dense = QMatrix::new(c, c * kk, &dense_idx, &cb).unwrap();
+        let input = rng.unit_vec(g.input_len());
+        let n = g.out_pixels();
+        let mut want = vec![0.0; c * n];
+        conv2d_direct(&dense, &input, &g, &mut want, &Epilogue::NONE).unwrap();
+        let mut got = vec![f32::NAN; c * n];
+        depthwise_direct(&w, &input, &g, &mut got, &Epilogue::NONE).unwrap();
+        // The same products summed in the same order (zeros add nothing).
+        prop_assert_eq!(got, want);
     }
 }
 
@@ -186,8 +230,52 @@ fn conv_rejects_bad_geometry() {
         pad: 1,
     };
     // Depthwise needs C x 9 weights: this one is fine.
-    depthwise3x3(Isa::Scalar, &w, &input, &g, &mut out, &Epilogue::NONE).unwrap();
-    let e = depthwise3x3(
+    depthwise_conv(Isa::Scalar, &w, &input, &g, &mut out, &Epilogue::NONE).unwrap();
+    // A 5x5 kernel wants 25 columns, an even kernel or other padding is
+    // refused.
+    let e = depthwise_conv(
+        Isa::Scalar,
+        &w,
+        &input,
+        &ConvGeometry {
+            kh: 5,
+            kw: 5,
+            pad: 2,
+            ..g
+        },
+        &mut out,
+        &Epilogue::NONE,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("weight columns (kh*kw)"), "{e}");
+    for bad in [
+        ConvGeometry {
+            kh: 2,
+            kw: 2,
+            pad: 1,
+            ..g
+        },
+        ConvGeometry {
+            kh: 5,
+            kw: 5,
+            pad: 1,
+            ..g
+        },
+        ConvGeometry {
+            kh: 3,
+            kw: 5,
+            pad: 1,
+            ..g
+        },
+    ] {
+        let e =
+            depthwise_conv(Isa::Scalar, &w, &input, &bad, &mut out, &Epilogue::NONE).unwrap_err();
+        assert!(
+            matches!(e, QsimdError::InvalidGeometry { .. }),
+            "{bad:?}: {e}"
+        );
+    }
+    let e = depthwise_conv(
         Isa::Scalar,
         &w,
         &input,

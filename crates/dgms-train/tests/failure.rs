@@ -265,14 +265,13 @@ fn the_stop_flag_ends_the_run_at_a_step_boundary() {
     }
 }
 
-/// MobileNetV2 has dropout: seeded from (run seed, step), a resumed run
+/// A model with dropout (seeded from (run seed, step)): a resumed run
 /// equals an uninterrupted one bit for bit.
-#[test]
-fn mobilenet_v2_resume_is_exact() {
+fn resume_is_exact(model: &str) {
     let dir = tempfile::tempdir().unwrap();
     let make = |out: &Path| {
         let mut cfg = tiny(out);
-        cfg.model = "mobilenet_v2".into();
+        cfg.model = model.into();
         cfg.batch_size = 4;
         cfg.max_eval = Some(8);
         cfg.lr = 0.01;
@@ -291,7 +290,18 @@ fn mobilenet_v2_resume_is_exact() {
         let y: Vec<f32> = b[name].flatten_all().unwrap().to_vec1().unwrap();
         assert!(
             x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
-            "{name} differs after resume"
+            "{model}: {name} differs after resume"
         );
     }
+}
+
+#[test]
+fn mobilenet_v2_resume_is_exact() {
+    resume_is_exact("mobilenet_v2");
+}
+
+/// MNASNet: dropout too, and batch norms at momentum 1 - 0.9997.
+#[test]
+fn mnasnet1_0_resume_is_exact() {
+    resume_is_exact("mnasnet1_0");
 }

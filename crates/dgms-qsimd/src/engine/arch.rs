@@ -1,7 +1,7 @@
 //! The engine's graph of a network, translated from its `dgms-arch`
 //! description (the one `dgms-models` builds the candle model from, so the
 //! parameter names are the same: the DGMS authors' for the CIFAR models,
-//! torchvision's for ResNet-18, ResNet-50 and MobileNetV2).
+//! torchvision's for ResNet-18, ResNet-50, MobileNetV2 and MNASNet 1.0).
 //!
 //! The translation fuses what the engine runs in one op: a conv with its
 //! batch norm (and bias), the residual join of its block and the
@@ -18,12 +18,12 @@ use dgms_arch::{
 use crate::error::{QsimdError, Result};
 use crate::kernels::Activation as EpilogueActivation;
 
-use super::build::{Act, Builder, ConvSpec};
+use super::build::{Act, Builder, ConvSpec, DepthwiseSpec};
 use super::ops::Pool;
 
 /// Architectures [`super::Engine`] runs (`meta.arch`): every network
 /// `dgms-arch` describes.
-pub const SUPPORTED_ARCHS: [&str; 7] = dgms_arch::MODEL_NAMES;
+pub const SUPPORTED_ARCHS: [&str; 8] = dgms_arch::MODEL_NAMES;
 
 /// Adds the ops of `arch` after the input `x`; returns the logits
 /// (`classes` x 1 x 1 per image).
@@ -106,8 +106,9 @@ fn sequence(b: &mut Builder, layers: &[Layer], mut x: Act, live: &[usize]) -> Re
 }
 
 /// One conv op with its fused batch norm, residual and activation: a
-/// depthwise 3x3 op for a depthwise conv (always with batch norm and
-/// ReLU6), else the dense conv op.
+/// depthwise op for a depthwise conv (odd square kernel, "same" padding,
+/// with its batch norm and no residual: MobileNetV2's and MNASNet's), else
+/// the dense conv op.
 fn conv(
     b: &mut Builder,
     x: Act,
@@ -117,15 +118,28 @@ fn conv(
     residual: Option<Act>,
     live: &[usize],
 ) -> Result<Act> {
+    let activation = match act {
+        Some(Activation::Relu) => EpilogueActivation::Relu,
+        Some(Activation::Relu6) => EpilogueActivation::Relu6,
+        None => EpilogueActivation::None,
+    };
     if c.is_depthwise() {
-        return match (bn, act, residual) {
-            (Some(bn), Some(Activation::Relu6), None) if c.kernel == 3 && c.padding == 1 => {
-                b.depthwise(x, &c.name, c.stride, &bn.name, live)
+        let same = !c.kernel.is_multiple_of(2) && c.padding == c.kernel / 2;
+        return match (bn, residual) {
+            (Some(bn), None) if same => {
+                let spec = DepthwiseSpec {
+                    name: &c.name,
+                    k: c.kernel,
+                    stride: c.stride,
+                    bn: &bn.name,
+                    activation,
+                };
+                b.depthwise(x, spec, live)
             }
             _ => Err(unsupported(
                 b,
                 &c.name,
-                "a depthwise conv other than 3x3, padding 1, batch norm, ReLU6",
+                "a depthwise conv other than an odd kernel k, padding k / 2, with batch norm and no residual",
             )),
         };
     }
@@ -140,11 +154,7 @@ fn conv(
         pad: c.padding,
         bias: c.bias,
         bn: bn.map(|bn| bn.name.as_str()),
-        activation: match act {
-            Some(Activation::Relu) => EpilogueActivation::Relu,
-            Some(Activation::Relu6) => EpilogueActivation::Relu6,
-            None => EpilogueActivation::None,
-        },
+        activation,
     };
     b.conv(x, spec, residual, live)
 }

@@ -56,6 +56,17 @@ pub(crate) struct ConvSpec<'a> {
     pub activation: Activation,
 }
 
+/// A depthwise convolution to add: weight name, odd square kernel (pad
+/// k / 2), stride, its batch norm and the activation fused after it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DepthwiseSpec<'a> {
+    pub name: &'a str,
+    pub k: usize,
+    pub stride: usize,
+    pub bn: &'a str,
+    pub activation: Activation,
+}
+
 /// Builds the op list of one model.
 pub(crate) struct Builder<'m> {
     model: &'m PackedModel,
@@ -184,25 +195,20 @@ impl<'m> Builder<'m> {
         Ok(self.push(name, Kind::Conv(Box::new(conv)), &x, out))
     }
 
-    /// A depthwise 3x3 convolution `name` (weight [C, 1, 3, 3], pad 1) with
-    /// batch norm `bn` and ReLU6. Its weights stay on the exact path in
-    /// int8 mode (there is no int8 depthwise kernel).
-    pub fn depthwise(
-        &mut self,
-        x: Act,
-        name: &str,
-        stride: usize,
-        bn: &str,
-        live: &[usize],
-    ) -> Result<Act> {
+    /// A depthwise `spec.k` x `spec.k` convolution `name` (weight
+    /// [C, 1, k, k], pad k / 2) with batch norm `bn` and `spec.activation`.
+    /// Its weights stay on the exact path in int8 mode (there is no int8
+    /// depthwise kernel).
+    pub fn depthwise(&mut self, x: Act, spec: DepthwiseSpec, live: &[usize]) -> Result<Act> {
+        let name = spec.name;
         let geom = ConvGeometry {
             c: x.c,
             h: x.h,
             w: x.w,
-            kh: 3,
-            kw: 3,
-            stride,
-            pad: 1,
+            kh: spec.k,
+            kw: spec.k,
+            stride: spec.stride,
+            pad: spec.k / 2,
         };
         geom.validate("depthwise")
             .map_err(|e| self.cause(name, e))?;
@@ -210,10 +216,10 @@ impl<'m> Builder<'m> {
         if mode == WeightMode::Packed(Precision::Int8) {
             self.mode = WeightMode::Packed(Precision::Exact);
         }
-        let w = self.weights(name, &[x.c, 1, 3, 3]);
+        let w = self.weights(name, &[x.c, 1, spec.k, spec.k]);
         self.mode = mode;
         let w = w?;
-        let (scale, shift) = self.bn(bn, x.c)?;
+        let (scale, shift) = self.bn(spec.bn, x.c)?;
         let mut keep = live.to_vec();
         keep.push(x.slot);
         let (oh, ow) = (geom.out_h(), geom.out_w());
@@ -228,7 +234,7 @@ impl<'m> Builder<'m> {
             geom,
             scale,
             shift,
-            activation: Activation::Relu6,
+            activation: spec.activation,
         };
         Ok(self.push(name, Kind::Depthwise(Box::new(dw)), &x, out))
     }

@@ -5,7 +5,7 @@
 
 use crate::error::{QsimdError, Result};
 use crate::kernels::{
-    depthwise3x3, gemm, gemm_f32, gemm_i8, Activation, ConvGeometry, DenseMatrix, Epilogue, Isa,
+    depthwise_conv, gemm, gemm_f32, gemm_i8, Activation, ConvGeometry, DenseMatrix, Epilogue, Isa,
     QMatrix, QMatrixI8,
 };
 
@@ -100,9 +100,10 @@ impl Conv {
     }
 }
 
-/// A depthwise 3x3 convolution (pad 1, stride 1 or 2) with its fused
-/// output stage `dst = activation(conv(src) * scale + shift)`; the weights are
-/// C x 9 (always the exact path: there is no int8 depthwise kernel).
+/// A depthwise k x k convolution (odd k, pad k / 2, stride 1 or 2) with
+/// its fused output stage `dst = activation(conv(src) * scale + shift)`;
+/// the weights are C x k*k (always the exact path: there is no int8
+/// depthwise kernel).
 #[derive(Debug)]
 pub(crate) struct Depthwise {
     pub w: Weights,
@@ -123,11 +124,12 @@ impl Depthwise {
             activation: self.activation,
         };
         match &self.w {
-            Weights::Quant(q) => depthwise3x3(isa, q, x, &self.geom, out, &epi),
+            Weights::Quant(q) => depthwise_conv(isa, q, x, &self.geom, out, &epi),
             Weights::Dense { data, .. } => {
                 // The scalar oracle's loop, on the f32 taps.
-                let tap = |ch: usize, t: usize| data[ch * 9 + t];
-                crate::kernels::depthwise3x3_loop(tap, x, &self.geom, out);
+                let kk = self.geom.kh * self.geom.kw;
+                let tap = |ch: usize, t: usize| data[ch * kk + t];
+                crate::kernels::depthwise_loop(tap, x, &self.geom, out);
                 let n = self.geom.out_pixels();
                 epi.apply(out, n, 0..self.geom.c, 0..n, n);
                 Ok(())

@@ -3,7 +3,7 @@
 //!
 //! [`Engine::new`] builds the layer graph of `meta.arch` (one of
 //! [`SUPPORTED_ARCHS`]: the CIFAR ResNet-20/32/56 with option-A shortcuts,
-//! VGG-Small, torchvision's ResNet-18, ResNet-50 and MobileNetV2), checking
+//! VGG-Small, torchvision's ResNet-18, ResNet-50, MobileNetV2 and MNASNet 1.0), checking
 //! that every tensor the architecture needs is present with the right
 //! shape and that the file holds nothing else. Quantized layers become the
 //! kernels' [`QMatrix`] (O x C*kh*kw, decoded inside the kernels);

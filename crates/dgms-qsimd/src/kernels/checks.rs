@@ -83,9 +83,10 @@ pub(crate) fn check_conv_batched(
     Ok(n)
 }
 
-/// A depthwise 3x3 convolution: 3x3 kernel, pad 1, stride 1 or 2, a
-/// C x 9 weight matrix, input and output lengths, epilogue. Returns the
-/// output pixels per channel.
+/// A depthwise convolution: a square odd kernel k x k, pad k / 2 (the
+/// output keeps the input's size at stride 1), stride 1 or 2, a C x k*k
+/// weight matrix, input and output lengths, epilogue. Returns the output
+/// pixels per channel.
 pub(crate) fn check_depthwise(
     op: &'static str,
     (rows, cols): (usize, usize),
@@ -95,17 +96,18 @@ pub(crate) fn check_depthwise(
     epilogue: &Epilogue,
 ) -> Result<usize> {
     g.validate(op)?;
-    if g.kh != 3 || g.kw != 3 || g.pad != 1 || !(g.stride == 1 || g.stride == 2) {
+    let k = g.kh;
+    if g.kw != k || k.is_multiple_of(2) || g.pad != k / 2 || !(g.stride == 1 || g.stride == 2) {
         return Err(QsimdError::InvalidGeometry {
             op,
             reason: format!(
-                "expected a 3x3 kernel, pad 1, stride 1 or 2; got {}x{}, pad {}, stride {}",
+                "expected a square odd kernel k x k, pad k / 2, stride 1 or 2; got {}x{}, pad {}, stride {}",
                 g.kh, g.kw, g.pad, g.stride
             ),
         });
     }
     check_len(op, "weight rows (channels)", rows, g.c)?;
-    check_len(op, "weight columns (9)", cols, 9)?;
+    check_len(op, "weight columns (kh*kw)", cols, k * k)?;
     check_len(op, "input (C*H*W)", input.len(), g.input_len())?;
     let n = g.out_pixels();
     check_len(op, "output (C*out_h*out_w)", out.len(), g.c * n)?;

@@ -34,11 +34,11 @@
 //!   checks.rs       the argument checks of every entry point
 //!   exact/          f32 activations x decoded codebook (or f32 weights)
 //!     matrix.rs     QMatrix, DenseMatrix
-//!     scalar.rs     the oracle: gemv, gemm, conv2d_direct, depthwise3x3_direct
+//!     scalar.rs     the oracle: gemv, gemm, conv2d_direct, depthwise_direct
 //!     gemv.rs       row-split GEMV driver
 //!     gemm/         cache-blocked GEMM driver (packing, decoding, im2col from images)
 //!     conv.rs       ConvGeometry, im2col, conv2d (a GEMM)
-//!     depthwise.rs  depthwise 3x3 (one loop compiled per ISA)
+//!     depthwise.rs  depthwise k x k (one loop compiled per ISA)
 //!     simd/         avx2.rs, avx512.rs, neon.rs
 //!   int8/           int8 weights x per-column int8 activations, i32 sums
 //!     matrix.rs     QMatrixI8
@@ -60,7 +60,7 @@
 //! | `gemv` (4/8-bit) | `exact/scalar.rs` | `gemv_nibble` (`vpshufb` planes), `gemv_byte` (gather) | `gemv_nibble`, `gemv_byte` | `gemv_nibble`, `gemv_byte` (`tbl`) |
 //! | `gemv_f32` | `exact/scalar.rs` | `dot` | `dot` | `dot` |
 //! | `gemm`, `gemm_f32`, `conv2d` | `exact/scalar.rs` (conv: im2col + gemm) | decode + 16x6 micro-kernel (tails 1-5) + transpose | decode + 16x12 micro-kernel (AVX2 transpose, row packing) | decode + 16x4 micro-kernel |
-//! | `depthwise3x3` | `depthwise3x3_direct` | one loop under `avx2,fma` | under `avx512f,bw,vl` | under `neon` |
+//! | `depthwise_conv` (3x3, 5x5 unrolled; other odd k per tap) | `depthwise_direct` | one loop under `avx2,fma` | under `avx512f,bw,vl` | under `neon` |
 //! | `gemv_i8` | `int8/scalar.rs` | `vpmaddubsw` | VNNI `vpdpbusd`, else BW `vpmaddubsw` | `sdot` if `dotprod`, else `smull` + `sadalp` |
 //! | `gemm_i8`, `conv2d_i8` | `int8/scalar.rs` (conv: im2col + gemm) | 4x16 micro-kernel | 8x32 (VNNI or BW) | 4x8 (`sdot` or `smull`) |
 //!
@@ -77,7 +77,7 @@
 //! | `gemv`, `gemv_f32`, `gemv_i8` | `x` = cols, `y` = rows |
 //! | `gemm`, `gemm_f32`, `gemm_i8` | `x` = cols x n, `y` = rows x n, epilogue lengths |
 //! | `conv2d`, `conv2d_i8`, `reference::conv2d_direct` | geometry valid, weight cols = C kh kw, input, output, epilogue |
-//! | `depthwise3x3`, `reference::depthwise3x3_direct` | 3x3, pad 1, stride 1 or 2, weight C x 9, input, output, epilogue |
+//! | `depthwise_conv`, `reference::depthwise_direct` | square odd kernel k, pad k / 2, stride 1 or 2, weight C x k*k, input, output, epilogue |
 //! | `im2col` | geometry, input, output |
 //! | `QMatrix::new`, `QMatrixI8::new` | nonempty, one index per weight, 1..=256 finite entries, index < K (int8: cols <= `MAX_COLS_I8`) |
 //!
@@ -95,14 +95,14 @@ mod layout;
 pub mod reference {
     //! Scalar reference implementations (what `Isa::Scalar` runs, and the
     //! oracle the SIMD kernels are tested against).
-    pub use super::exact::scalar::{conv2d_direct, depthwise3x3_direct};
+    pub use super::exact::scalar::{conv2d_direct, depthwise_direct};
 }
 
 pub use epilogue::{Activation, Epilogue};
 pub use exact::conv::{conv2d, im2col, ConvGeometry};
-pub use exact::depthwise::depthwise3x3;
+pub use exact::depthwise::depthwise_conv;
 pub use exact::matrix::{DenseMatrix, QMatrix};
-pub(crate) use exact::scalar::depthwise3x3_loop;
+pub(crate) use exact::scalar::depthwise_loop;
 pub use exact::{gemm, gemm_f32, gemv, gemv_f32};
 pub use int8::matrix::{QMatrixI8, MAX_COLS_I8};
 pub use int8::{conv2d_i8, gemm_i8, gemv_i8};

@@ -229,6 +229,46 @@ pub fn mobilenet_v2(size: usize, classes: usize, seed: u64) -> PackedModel {
     g.finish("mobilenet_v2", [3, size, size], classes)
 }
 
+/// torchvision MNASNet 1.0 on `size` x `size` inputs (depthwise 3x3 and
+/// 5x5 weights quantized, as the default layer selection does).
+pub fn mnasnet1_0(size: usize, classes: usize, seed: u64) -> PackedModel {
+    // (out, kernel, expansion, repeats) of layers.8 to layers.13.
+    const STACKS: [(usize, usize, usize, usize); 6] = [
+        (24, 3, 3, 3),
+        (40, 5, 3, 3),
+        (80, 5, 6, 3),
+        (96, 3, 6, 2),
+        (192, 5, 6, 4),
+        (320, 3, 6, 1),
+    ];
+    let mut g = ModelGen::new(seed);
+    g.weight("layers.0", vec![32, 3, 3, 3], false);
+    g.bn("layers.1", 32);
+    g.weight("layers.3", vec![32, 1, 3, 3], true);
+    g.bn("layers.4", 32);
+    g.weight("layers.6", vec![16, 32, 1, 1], true);
+    g.bn("layers.7", 16);
+    let mut inp = 16;
+    for (s, (out, k, t, n)) in STACKS.into_iter().enumerate() {
+        for r in 0..n {
+            let p = format!("layers.{}.{r}.layers", 8 + s);
+            let mid = inp * t;
+            g.weight(&format!("{p}.0"), vec![mid, inp, 1, 1], true);
+            g.bn(&format!("{p}.1"), mid);
+            g.weight(&format!("{p}.3"), vec![mid, 1, k, k], true);
+            g.bn(&format!("{p}.4"), mid);
+            g.weight(&format!("{p}.6"), vec![out, mid, 1, 1], true);
+            g.bn(&format!("{p}.7"), out);
+            inp = out;
+        }
+    }
+    g.weight("layers.14", vec![1280, inp, 1, 1], true);
+    g.bn("layers.15", 1280);
+    g.weight("classifier.1", vec![classes, 1280], false);
+    g.bias("classifier.1", classes);
+    g.finish("mnasnet1_0", [3, size, size], classes)
+}
+
 /// `n` random images of `shape`.
 pub fn images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
     SplitMix64::new(seed).uniform_vec(n * shape.iter().product::<usize>(), -1.0, 1.0)

@@ -111,9 +111,9 @@ pub fn conv2d_direct(
     Ok(())
 }
 
-/// Direct depthwise 3x3 convolution (pad 1, stride 1 or 2) from the
-/// definition, the oracle for [`crate::kernels::depthwise3x3`].
-pub fn depthwise3x3_direct(
+/// Direct depthwise k x k convolution (odd k, pad k / 2, stride 1 or 2)
+/// from the definition, the oracle for [`crate::kernels::depthwise_conv`].
+pub fn depthwise_direct(
     w: &QMatrix,
     input: &[f32],
     g: &ConvGeometry,
@@ -121,17 +121,17 @@ pub fn depthwise3x3_direct(
     epilogue: &Epilogue,
 ) -> Result<()> {
     let dims = (w.rows(), w.cols());
-    let n = check_depthwise("depthwise3x3_direct", dims, input, g, out, epilogue)?;
-    depthwise3x3_loop(|ch, tap| w.at(ch, tap), input, g, out);
+    let n = check_depthwise("depthwise_direct", dims, input, g, out, epilogue)?;
+    depthwise_loop(|ch, tap| w.at(ch, tap), input, g, out);
     epilogue.apply(out, n, 0..g.c, 0..n, n);
     Ok(())
 }
 
-/// The direct depthwise 3x3 sums (pad 1, `g.stride`; no epilogue) with
-/// tap `ky * 3 + kx` of channel `ch` from `weight(ch, tap)`: the oracle
-/// above, and the engine's path for f32 depthwise weights. Shapes checked
-/// by the caller.
-pub(crate) fn depthwise3x3_loop(
+/// The direct depthwise sums (`g`'s kernel, pad and stride; no epilogue)
+/// with tap `ky * kw + kx` of channel `ch` from `weight(ch, tap)`: the
+/// oracle above, and the engine's path for f32 depthwise weights. Shapes
+/// checked by the caller.
+pub(crate) fn depthwise_loop(
     weight: impl Fn(usize, usize) -> f32,
     input: &[f32],
     g: &ConvGeometry,
@@ -143,15 +143,15 @@ pub(crate) fn depthwise3x3_loop(
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut s = 0.0f32;
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let iy = (oy * g.stride + ky) as isize - 1;
-                        let ix = (ox * g.stride + kx) as isize - 1;
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
                         if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                             continue;
                         }
                         let v = input[(ch * g.h + iy as usize) * g.w + ix as usize];
-                        s += weight(ch, ky * 3 + kx) * v;
+                        s += weight(ch, ky * g.kw + kx) * v;
                     }
                 }
                 out[ch * n + oy * ow + ox] = s;
