@@ -1,0 +1,272 @@
+//! Exact 1-D k-means with one centre fixed at 0: the clustering that
+//! minimises the error the mixture sees at initialisation,
+//!
+//! ```text
+//!   E(mu_1..mu_{K-1}) = sum_w min_{c in {0, mu_1, .., mu_{K-1}}} (w - c)^2,
+//! ```
+//!
+//! by dynamic programming over the sorted weights (Wang and Song's
+//! Ckmeans.1d.dp, with the fixed centre as an extra cluster).
+//!
+//! **Why it splits at 0.** Take any optimal table {0, mu}; give every weight
+//! its nearest table value, ties to 0 first. The weights that go to 0 are
+//! those within the nearest midpoints around 0, a run `[a, b)` of the sorted
+//! weights with `a <= p0 <= b`, where `p0` is the number of negative weights.
+//! The other weights form contiguous runs on either side, each at the cost
+//! of its own mean or less. So an optimum is: `j` free clusters covering the
+//! `a` most negative weights, the zero cluster `[a, b)` at cost `sum w^2`,
+//! and `K-1-j` free clusters covering the `n - b` most positive weights.
+//! The two sides are independent given `j`, and the zero cluster's cost
+//! splits into a negative and a positive part, so each side is a plain
+//! k-means prefix DP, read from the far end towards 0:
+//!
+//! ```text
+//!   D_1(i) = c(0, i),   D_j(i) = min_{t <= i} D_{j-1}(t) + c(t, i),
+//!   side(j) = min_i D_j(i) + sum_{x in [i, L)} x^2,
+//!   E*     = min_j side_neg(j) + side_pos(K-1-j),
+//! ```
+//!
+//! where `c(t, i)` is the squared error of side weights `t..i` about their
+//! mean (0 when empty: `D_j` is "at most j clusters", which only matters
+//! with few distinct values). `c` obeys the quadrangle inequality on
+//! monotone data, so the leftmost minimising `t` is non-decreasing in `i`
+//! and each layer is solved by divide and conquer in O(L log L). Total
+//! O(K n log n) after the sort, with layers' halves run in parallel.
+//!
+//! Numerics: free-cluster costs use prefix sums of the side's weights minus
+//! their median (the cost is shift-invariant; centring keeps the prefix sums
+//! small so `S2 - S1^2 / m` loses little to cancellation), compensated
+//! (Kahan). The zero cluster's cost uses prefix sums of the raw squares. The
+//! final centres and error are recomputed by direct summation.
+
+use rayon::prelude::*;
+
+use crate::kmeans::{prefix, KMeans1d, SortedWeights};
+
+/// Row ranges at least this long are split across rayon tasks.
+const PAR_ROWS: usize = 1 << 14;
+
+/// One side of 0, ordered from the far end towards 0 (ascending for the
+/// negative weights, descending for the others), as prefix sums.
+struct Side {
+    /// Prefix sums of `x - shift`.
+    s1: Vec<f64>,
+    /// Prefix sums of `(x - shift)^2`.
+    s2: Vec<f64>,
+    /// Prefix sums of `x^2` (the zero cluster's cost).
+    q: Vec<f64>,
+}
+
+impl Side {
+    fn new(x: &[f64]) -> Self {
+        let shift = x.get(x.len() / 2).copied().unwrap_or(0.0);
+        Self {
+            s1: prefix(x, |v| v - shift),
+            s2: prefix(x, |v| (v - shift) * (v - shift)),
+            q: prefix(x, |v| v * v),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.s1.len() - 1
+    }
+
+    /// Squared error of side weights `t..i` about their mean (0 if empty).
+    #[inline(always)]
+    fn cost(&self, t: usize, i: usize) -> f64 {
+        if t >= i {
+            return 0.0;
+        }
+        let d1 = self.s1[i] - self.s1[t];
+        let d2 = self.s2[i] - self.s2[t];
+        (d2 - d1 * d1 / (i - t) as f64).max(0.0)
+    }
+
+    /// Cost of the side weights `i..L` in the zero cluster.
+    fn zero_cost(&self, i: usize) -> f64 {
+        (self.q[self.len()] - self.q[i]).max(0.0)
+    }
+}
+
+/// The DP of one side for up to `kf` free clusters.
+struct SideDp {
+    /// `best[j]`: least cost of the side with at most `j` free clusters and
+    /// the rest in the zero cluster, `j = 0..=kf`.
+    best: Vec<f64>,
+    /// Where the zero cluster starts (side index) for `best[j]`.
+    split: Vec<usize>,
+    /// `opt[j - 2][i]`: start of the last of `j` clusters covering `0..i`.
+    opt: Vec<Vec<u32>>,
+}
+
+/// Least `row + zero part` over the row, the smallest index on ties (so
+/// weights equal to 0 go to the zero cluster).
+fn best_split(side: &Side, row: &[f64]) -> (f64, usize) {
+    let mut best = (f64::INFINITY, 0);
+    for (i, &d) in row.iter().enumerate() {
+        let v = d + side.zero_cost(i);
+        if v < best.0 {
+            best = (v, i);
+        }
+    }
+    best
+}
+
+fn solve_side(side: &Side, kf: usize) -> SideDp {
+    let l = side.len();
+    let (mut best, mut split, mut opt) = (vec![side.zero_cost(0)], vec![0], Vec::new());
+    if kf == 0 {
+        return SideDp { best, split, opt };
+    }
+    let mut prev: Vec<f64> = (0..=l).into_par_iter().map(|i| side.cost(0, i)).collect();
+    let (b, s) = best_split(side, &prev);
+    best.push(b);
+    split.push(s);
+    let mut cur = vec![0.0; l + 1];
+    for _ in 2..=kf {
+        let mut arg = vec![0u32; l + 1];
+        rows(side, &prev, 0, &mut cur, &mut arg, 0, l);
+        let (b, s) = best_split(side, &cur);
+        best.push(b);
+        split.push(s);
+        opt.push(arg);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    SideDp { best, split, opt }
+}
+
+/// Divide and conquer over rows `row0..row0 + cur.len()` of one layer, whose
+/// minimising columns are known to lie in `lo..=hi`: the middle row is
+/// scanned, then the rows above search `lo..=its argmin` and those below
+/// `its argmin..=hi` (monotone argmins, from the quadrangle inequality).
+fn rows(
+    side: &Side,
+    prev: &[f64],
+    row0: usize,
+    cur: &mut [f64],
+    arg: &mut [u32],
+    lo: usize,
+    hi: usize,
+) {
+    if cur.is_empty() {
+        return;
+    }
+    let mid = cur.len() / 2;
+    let i = row0 + mid;
+    let (mut best, mut at) = (f64::INFINITY, lo);
+    for t in lo..=hi.min(i) {
+        let v = prev[t] + side.cost(t, i);
+        if v < best {
+            (best, at) = (v, t);
+        }
+    }
+    cur[mid] = best;
+    arg[mid] = at as u32;
+    let (c_lo, c_hi) = cur.split_at_mut(mid);
+    let (a_lo, a_hi) = arg.split_at_mut(mid);
+    let (c_hi, a_hi) = (&mut c_hi[1..], &mut a_hi[1..]);
+    if c_lo.len() + c_hi.len() >= PAR_ROWS {
+        rayon::join(
+            || rows(side, prev, row0, c_lo, a_lo, lo, at),
+            || rows(side, prev, i + 1, c_hi, a_hi, at, hi),
+        );
+    } else {
+        rows(side, prev, row0, c_lo, a_lo, lo, at);
+        rows(side, prev, i + 1, c_hi, a_hi, at, hi);
+    }
+}
+
+/// The runs (side indices `[t, i)`, far end first) of `j` clusters covering
+/// side weights `0..end`; some may be empty.
+fn backtrack(dp: &SideDp, j: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut runs = Vec::with_capacity(j);
+    let mut i = end;
+    for layer in (2..=j).rev() {
+        let t = dp.opt[layer - 2][i] as usize;
+        runs.push((t, i));
+        i = t;
+    }
+    if j >= 1 {
+        runs.push((0, i));
+    }
+    runs.reverse();
+    runs
+}
+
+/// The exact clustering of [`crate::kmeans::KMeansMethod::Exact`] (see the
+/// module docs). `k >= 2`, `1 <= n < 2^32` (checked by the callers).
+pub(crate) fn exact_with_zero(s: &SortedWeights, k: usize) -> KMeans1d {
+    let v = s.values();
+    let n = v.len();
+    let p0 = v.partition_point(|&x| x < 0.0);
+    let neg: Vec<f64> = v[..p0].to_vec();
+    let pos: Vec<f64> = v[p0..].iter().rev().copied().collect();
+    let kf = k - 1;
+    let (neg, pos) = rayon::join(|| Side::new(&neg), || Side::new(&pos));
+    let (dn, dp) = rayon::join(|| solve_side(&neg, kf), || solve_side(&pos, kf));
+    // Free clusters on the negative side: the first best j (fewest).
+    let j = (0..=kf)
+        .min_by(|&a, &b| (dn.best[a] + dp.best[kf - a]).total_cmp(&(dn.best[b] + dp.best[kf - b])))
+        .unwrap_or(0);
+    let (an, ap) = (dn.split[j], dp.split[kf - j]);
+    // Global [lo, hi) runs in ascending order; `true` marks the zero run.
+    let mut runs: Vec<(usize, usize, bool)> = backtrack(&dn, j, an)
+        .into_iter()
+        .map(|(t, i)| (t, i, false))
+        .collect();
+    runs.push((an, n - ap, true));
+    let pos_runs = backtrack(&dp, kf - j, ap);
+    runs.extend(pos_runs.iter().rev().map(|&(t, i)| (n - i, n - t, false)));
+    runs.retain(|&(lo, hi, zero)| hi > lo || zero);
+    finish(v, runs, k)
+}
+
+/// Builds the result from the non-empty free runs and the zero run (all in
+/// ascending order): centres and error by direct summation, then the
+/// surplus clusters (only with few distinct values) as empty ranges at the
+/// midpoint of the widest gap between centres (lowest on ties), or at the
+/// common centre when all coincide.
+fn finish(v: &[f64], runs: Vec<(usize, usize, bool)>, k: usize) -> KMeans1d {
+    let per: Vec<(f64, f64)> = runs
+        .par_iter()
+        .map(|&(lo, hi, zero)| {
+            let r = &v[lo..hi];
+            let c = match zero {
+                true => 0.0,
+                false => (r.iter().sum::<f64>() / r.len() as f64).clamp(r[0], r[r.len() - 1]),
+            };
+            (c, r.iter().map(|&w| (w - c) * (w - c)).sum())
+        })
+        .collect();
+    let sse = per.iter().map(|p| p.1).sum();
+    let mut centres: Vec<f64> = per.iter().map(|p| p.0).collect();
+    let mut bounds: Vec<usize> = runs.iter().map(|r| r.0).collect();
+    bounds.push(v.len());
+    let mut zero = runs.iter().position(|r| r.2).unwrap_or(0);
+    while centres.len() < k {
+        let gap = |j: usize| centres[j] - centres[j - 1];
+        let widest = (1..centres.len())
+            .rev()
+            .max_by(|&a, &b| gap(a).total_cmp(&gap(b)));
+        match widest.filter(|&j| gap(j) > 0.0) {
+            Some(j) => {
+                centres.insert(j, 0.5 * (centres[j - 1] + centres[j]));
+                bounds.insert(j, bounds[j]);
+                zero += usize::from(j <= zero);
+            }
+            None => {
+                // Every centre equal: repeat it at the end (stays ascending).
+                centres.push(centres[centres.len() - 1]);
+                bounds.push(v.len());
+            }
+        }
+    }
+    KMeans1d {
+        centres,
+        bounds,
+        sse,
+        zero,
+        iterations: 0,
+        converged: true,
+    }
+}
