@@ -82,21 +82,63 @@ impl Side {
         (d2 - d1 * d1 / (i - t) as f64).max(0.0)
     }
 
+    /// Least `prev[t] + cost(t, i)` over `t` in `lo..end` (`end <= i`), the
+    /// leftmost on ties; `(inf, lo)` when empty. Written as fixed-width
+    /// chunks without branches so the compiler vectorises the costs (this
+    /// loop is nearly all of the run time).
+    #[inline]
+    fn scan(&self, prev: &[f64], i: usize, lo: usize, end: usize) -> (f64, usize) {
+        const W: usize = 8;
+        const OFF: [f64; W] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+        let (mut best, mut at) = (f64::INFINITY, lo);
+        if end <= lo {
+            return (best, at);
+        }
+        let (a1, a2) = (self.s1[i], self.s2[i]);
+        let (p, x1, x2) = (&prev[lo..end], &self.s1[lo..end], &self.s2[lo..end]);
+        let m0 = (i - lo) as f64;
+        let chunks = p.len() / W;
+        for c in 0..chunks {
+            let (pc, c1, c2) = (&p[c * W..][..W], &x1[c * W..][..W], &x2[c * W..][..W]);
+            let base = m0 - (c * W) as f64;
+            let mut vals = [0.0f64; W];
+            for k in 0..W {
+                let (d1, d2) = (a1 - c1[k], a2 - c2[k]);
+                vals[k] = pc[k] + (d2 - d1 * d1 / (base - OFF[k]));
+            }
+            let low = vals.iter().fold(f64::INFINITY, |a, &b| a.min(b));
+            if low < best {
+                let k = vals.iter().position(|&v| v == low).unwrap_or(0);
+                (best, at) = (low, lo + c * W + k);
+            }
+        }
+        for t in lo + chunks * W..end {
+            let v = prev[t] + self.cost(t, i);
+            if v < best {
+                (best, at) = (v, t);
+            }
+        }
+        (best, at)
+    }
+
     /// Cost of the side weights `i..L` in the zero cluster.
     fn zero_cost(&self, i: usize) -> f64 {
         (self.q[self.len()] - self.q[i]).max(0.0)
     }
 }
 
-/// The DP of one side for up to `kf` free clusters.
-struct SideDp {
+/// The DP of one side, one layer (free-cluster count) at a time.
+struct SideDp<'a> {
+    side: &'a Side,
     /// `best[j]`: least cost of the side with at most `j` free clusters and
-    /// the rest in the zero cluster, `j = 0..=kf`.
+    /// the rest in the zero cluster, for the layers computed so far.
     best: Vec<f64>,
     /// Where the zero cluster starts (side index) for `best[j]`.
     split: Vec<usize>,
     /// `opt[j - 2][i]`: start of the last of `j` clusters covering `0..i`.
     opt: Vec<Vec<u32>>,
+    /// The last layer's row `D_j(0..=L)`.
+    row: Vec<f64>,
 }
 
 /// Least `row + zero part` over the row, the smallest index on ties (so
@@ -112,27 +154,40 @@ fn best_split(side: &Side, row: &[f64]) -> (f64, usize) {
     best
 }
 
-fn solve_side(side: &Side, kf: usize) -> SideDp {
-    let l = side.len();
-    let (mut best, mut split, mut opt) = (vec![side.zero_cost(0)], vec![0], Vec::new());
-    if kf == 0 {
-        return SideDp { best, split, opt };
+impl<'a> SideDp<'a> {
+    /// Layer 0: everything in the zero cluster.
+    fn new(side: &'a Side) -> Self {
+        let (best, split) = (vec![side.zero_cost(0)], vec![0]);
+        let (opt, row) = (Vec::new(), Vec::new());
+        Self {
+            side,
+            best,
+            split,
+            opt,
+            row,
+        }
     }
-    let mut prev: Vec<f64> = (0..=l).into_par_iter().map(|i| side.cost(0, i)).collect();
-    let (b, s) = best_split(side, &prev);
-    best.push(b);
-    split.push(s);
-    let mut cur = vec![0.0; l + 1];
-    for _ in 2..=kf {
-        let mut arg = vec![0u32; l + 1];
-        rows(side, &prev, 0, &mut cur, &mut arg, 0, l);
-        let (b, s) = best_split(side, &cur);
-        best.push(b);
-        split.push(s);
-        opt.push(arg);
-        std::mem::swap(&mut prev, &mut cur);
+
+    /// Free-cluster layers computed.
+    fn layers(&self) -> usize {
+        self.best.len() - 1
     }
-    SideDp { best, split, opt }
+
+    /// Computes the next layer.
+    fn extend(&mut self) {
+        let (side, l) = (self.side, self.side.len());
+        if self.layers() == 0 {
+            self.row = (0..=l).into_par_iter().map(|i| side.cost(0, i)).collect();
+        } else {
+            let (mut cur, mut arg) = (vec![0.0; l + 1], vec![0u32; l + 1]);
+            rows(side, &self.row, 0, &mut cur, &mut arg, 0, l);
+            self.opt.push(arg);
+            self.row = cur;
+        }
+        let (b, s) = best_split(side, &self.row);
+        self.best.push(b);
+        self.split.push(s);
+    }
 }
 
 /// Divide and conquer over rows `row0..row0 + cur.len()` of one layer, whose
@@ -153,12 +208,11 @@ fn rows(
     }
     let mid = cur.len() / 2;
     let i = row0 + mid;
-    let (mut best, mut at) = (f64::INFINITY, lo);
-    for t in lo..=hi.min(i) {
-        let v = prev[t] + side.cost(t, i);
-        if v < best {
-            (best, at) = (v, t);
-        }
+    // Columns lo..=hi, t < i scanned; t = i (if in range) separately.
+    let (mut best, mut at) = side.scan(prev, i, lo, (hi + 1).min(i));
+    if hi >= i && prev[i] < best {
+        // The empty last cluster (t = i) costs 0.
+        (best, at) = (prev[i], i);
     }
     cur[mid] = best;
     arg[mid] = at as u32;
@@ -173,6 +227,38 @@ fn rows(
     } else {
         rows(side, prev, row0, c_lo, a_lo, lo, at);
         rows(side, prev, i + 1, c_hi, a_hi, at, hi);
+    }
+}
+
+/// The number of free clusters on the negative side, if the layers computed
+/// settle it: the best `j` with both sides' costs known (the fewest on
+/// ties), provided every other `j` is bounded below by at least as much
+/// (`best` is non-increasing in the cluster count and >= 0, so a side not
+/// computed that far is bounded by 0). Otherwise which sides need a layer.
+fn choose(dn: &SideDp, dp: &SideDp, kf: usize) -> Result<usize, (bool, bool)> {
+    let (ln, lp) = (dn.layers(), dp.layers());
+    let known = |j: usize| j <= ln && kf - j <= lp;
+    let total = |j: usize| dn.best[j] + dp.best[kf - j];
+    let best = (0..=kf)
+        .filter(|&j| known(j))
+        .min_by(|&a, &b| total(a).total_cmp(&total(b)));
+    let Some(best) = best else {
+        return Err((ln < kf, lp < kf));
+    };
+    let bound = |j: usize| {
+        let n = if j <= ln { dn.best[j] } else { 0.0 };
+        let p = if kf - j <= lp { dp.best[kf - j] } else { 0.0 };
+        n + p
+    };
+    let open: Vec<usize> = (0..=kf)
+        .filter(|&j| !known(j) && bound(j) < total(best))
+        .collect();
+    match open.is_empty() {
+        true => Ok(best),
+        false => Err((
+            open.iter().any(|&j| j > ln),
+            open.iter().any(|&j| kf - j > lp),
+        )),
     }
 }
 
@@ -203,11 +289,25 @@ pub(crate) fn exact_with_zero(s: &SortedWeights, k: usize) -> KMeans1d {
     let pos: Vec<f64> = v[p0..].iter().rev().copied().collect();
     let kf = k - 1;
     let (neg, pos) = rayon::join(|| Side::new(&neg), || Side::new(&pos));
-    let (dn, dp) = rayon::join(|| solve_side(&neg, kf), || solve_side(&pos, kf));
-    // Free clusters on the negative side: the first best j (fewest).
-    let j = (0..=kf)
-        .min_by(|&a, &b| (dn.best[a] + dp.best[kf - a]).total_cmp(&(dn.best[b] + dp.best[kf - b])))
-        .unwrap_or(0);
+    let (mut dn, mut dp) = (SideDp::new(&neg), SideDp::new(&pos));
+    // Layers are added to a side only while some split j could still beat
+    // the best one evaluated (see `choose`): most layers with many free
+    // clusters on one side are never needed.
+    let half = kf.div_ceil(2);
+    let j = loop {
+        let (need_n, need_p) = match choose(&dn, &dp, kf) {
+            Ok(j) => break j,
+            Err(need) => need,
+        };
+        let (grow_n, grow_p) = (
+            need_n || dn.layers() < half,
+            need_p || dp.layers() < half,
+        );
+        rayon::join(
+            || grow_n.then(|| dn.extend()),
+            || grow_p.then(|| dp.extend()),
+        );
+    };
     let (an, ap) = (dn.split[j], dp.split[kf - j]);
     // Global [lo, hi) runs in ascending order; `true` marks the zero run.
     let mut runs: Vec<(usize, usize, bool)> = backtrack(&dn, j, an)

@@ -233,3 +233,73 @@ fn one_by_one_conv_k8_lloyd_above_the_optimum() {
 }
 
 const REGRESSION_SEED: u64 = 0;
+
+/// Straightforward O(K n^2) DP over contiguous runs of the sorted weights
+/// with the state (free clusters used, zero run placed), costs summed
+/// directly: checks the fast DP (its vectorised scans and layer pruning) on
+/// inputs too large for exhaustive search.
+fn quadratic_dp(w: &[f32], k: usize) -> f64 {
+    let mut v: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let (mut s1, mut s2) = (vec![0.0], vec![0.0]);
+    for &x in &v {
+        s1.push(s1[s1.len() - 1] + x);
+        s2.push(s2[s2.len() - 1] + x * x);
+    }
+    let free = |t: usize, i: usize| {
+        let m = (i - t) as f64;
+        if m == 0.0 {
+            0.0
+        } else {
+            let mean = (s1[i] - s1[t]) / m;
+            v[t..i].iter().map(|x| (x - mean) * (x - mean)).sum::<f64>()
+        }
+    };
+    let zero = |t: usize, i: usize| s2[i] - s2[t];
+    // f[z][i]: first i weights, j free clusters so far, z = zero run placed.
+    let inf = f64::INFINITY;
+    let mut f = [vec![inf; n + 1], vec![inf; n + 1]];
+    f[0][0] = 0.0;
+    for t in 0..=n {
+        f[1][t] = zero(0, t);
+    }
+    for _ in 0..k - 1 {
+        let mut g = [vec![inf; n + 1], vec![inf; n + 1]];
+        for i in 0..=n {
+            for t in 0..=i {
+                let c = free(t, i);
+                g[0][i] = g[0][i].min(f[0][t] + c);
+                g[1][i] = g[1][i].min(f[1][t] + c);
+            }
+        }
+        for i in 0..=n {
+            for t in 0..=i {
+                g[1][i] = g[1][i].min(g[0][t] + zero(t, i));
+            }
+        }
+        f = g;
+    }
+    f[1][n]
+}
+
+#[test]
+fn equals_quadratic_dp_on_mid_sized_layers() {
+    for case in 0..24u64 {
+        let mut rng = chacha(1000 + case);
+        let (n, k) = (rng.random_range(40..400), rng.random_range(2..=9));
+        let mut w = workloads::normal_weights(n, 0.1, case);
+        match case % 4 {
+            1 => w.iter_mut().for_each(|x| *x = x.abs() + 0.05),
+            2 => w.iter_mut().for_each(|x| *x = (*x * 30.0).round() / 30.0),
+            3 => w.iter_mut().for_each(|x| *x -= 0.08),
+            _ => {}
+        }
+        let (r, want) = (exact(&w, k), quadratic_dp(&w, k));
+        assert!(
+            (r.sse - want).abs() <= 1e-9 * want + 1e-300,
+            "case {case} n={n} K={k}: {} vs {want}",
+            r.sse
+        );
+    }
+}
