@@ -46,6 +46,9 @@ use crate::kmeans::{prefix, KMeans1d, SortedWeights};
 /// Row ranges at least this long are split across rayon tasks.
 const PAR_ROWS: usize = 1 << 14;
 
+/// Row ranges this short are scanned row by row instead of split.
+const LEAF_ROWS: usize = 8;
+
 /// One side of 0, ordered from the far end towards 0 (ascending for the
 /// negative weights, descending for the others), as prefix sums.
 struct Side {
@@ -100,13 +103,22 @@ impl Side {
         let chunks = p.len() / W;
         for c in 0..chunks {
             let (pc, c1, c2) = (&p[c * W..][..W], &x1[c * W..][..W], &x2[c * W..][..W]);
+            // Cluster sizes i - t for t = lo + cW + k.
             let base = m0 - (c * W) as f64;
             let mut vals = [0.0f64; W];
             for k in 0..W {
                 let (d1, d2) = (a1 - c1[k], a2 - c2[k]);
                 vals[k] = pc[k] + (d2 - d1 * d1 / (base - OFF[k]));
             }
-            let low = vals.iter().fold(f64::INFINITY, |a, &b| a.min(b));
+            // Pairwise minimum (a tree, not a chain of dependent `min`s).
+            let lt = |a: f64, b: f64| if b < a { b } else { a };
+            let q = [
+                lt(vals[0], vals[4]),
+                lt(vals[1], vals[5]),
+                lt(vals[2], vals[6]),
+                lt(vals[3], vals[7]),
+            ];
+            let low = lt(lt(q[0], q[2]), lt(q[1], q[3]));
             if low < best {
                 let k = vals.iter().position(|&v| v == low).unwrap_or(0);
                 (best, at) = (low, lo + c * W + k);
@@ -203,7 +215,18 @@ fn rows(
     lo: usize,
     hi: usize,
 ) {
-    if cur.is_empty() {
+    if cur.len() <= LEAF_ROWS {
+        // Few rows: scan each in order from the previous row's argmin (the
+        // argmins are monotone), saving the recursion's per-row overhead.
+        let mut lo = lo;
+        for (r, (d, a)) in cur.iter_mut().zip(arg.iter_mut()).enumerate() {
+            let i = row0 + r;
+            let (mut best, mut at) = side.scan(prev, i, lo, (hi + 1).min(i));
+            if hi >= i && prev[i] < best {
+                (best, at) = (prev[i], i);
+            }
+            (*d, *a, lo) = (best, at as u32, at);
+        }
         return;
     }
     let mid = cur.len() / 2;
@@ -299,10 +322,7 @@ pub(crate) fn exact_with_zero(s: &SortedWeights, k: usize) -> KMeans1d {
             Ok(j) => break j,
             Err(need) => need,
         };
-        let (grow_n, grow_p) = (
-            need_n || dn.layers() < half,
-            need_p || dp.layers() < half,
-        );
+        let (grow_n, grow_p) = (need_n || dn.layers() < half, need_p || dp.layers() < half);
         rayon::join(
             || grow_n.then(|| dn.extend()),
             || grow_p.then(|| dp.extend()),

@@ -37,7 +37,12 @@ fn assert_close(got: f32, want: f32) {
 fn cfg(k: usize, seed: u64) -> KMeansConfig {
     let d = KMeansConfig::default();
     let method = KMeansMethod::Lloyd;
-    KMeansConfig { k, seed, method, ..d }
+    KMeansConfig {
+        k,
+        seed,
+        method,
+        ..d
+    }
 }
 
 fn icfg(k: usize) -> InitConfig {

@@ -4,7 +4,9 @@
 //! stays measurably above the optimum.
 
 use dgms_core::kmeans::{kmeans_sorted, sse_with_zero, SortedWeights};
-use dgms_core::{init_params, kmeans_1d, workloads, InitConfig, KMeans1d, KMeansConfig, KMeansMethod};
+use dgms_core::{
+    init_params, kmeans_1d, workloads, InitConfig, KMeans1d, KMeansConfig, KMeansMethod,
+};
 use dgms_test_support::rng::chacha;
 use proptest::prelude::*;
 use rand::Rng;
@@ -26,11 +28,18 @@ fn exact(w: &[f32], k: usize) -> KMeans1d {
 fn labelled_sse(w: &[f64], labels: &[usize], k: usize) -> f64 {
     let mut sse = 0.0;
     for c in 0..k {
-        let xs: Vec<f64> = (0..w.len()).filter(|&i| labels[i] == c).map(|i| w[i]).collect();
+        let xs: Vec<f64> = (0..w.len())
+            .filter(|&i| labels[i] == c)
+            .map(|i| w[i])
+            .collect();
         if xs.is_empty() {
             continue;
         }
-        let m = if c == 0 { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 };
+        let m = if c == 0 {
+            0.0
+        } else {
+            xs.iter().sum::<f64>() / xs.len() as f64
+        };
         sse += xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>();
     }
     sse
@@ -102,7 +111,11 @@ fn assert_consistent(w: &[f32], r: &KMeans1d, k: usize) {
     assert_eq!((r.centres.len(), r.bounds.len()), (k, k + 1));
     assert_eq!((r.bounds[0], r.bounds[k]), (0, v.len()));
     assert!(r.bounds.windows(2).all(|b| b[0] <= b[1]), "{:?}", r.bounds);
-    assert!(r.centres.windows(2).all(|c| c[0] <= c[1]), "{:?}", r.centres);
+    assert!(
+        r.centres.windows(2).all(|c| c[0] <= c[1]),
+        "{:?}",
+        r.centres
+    );
     assert_eq!(r.centres[r.zero], 0.0);
     let scale = sorted.max_abs().max(1e-30);
     let mut sse = 0.0;
@@ -152,7 +165,10 @@ fn equals_exhaustive_search_on_small_inputs() {
             let wf: Vec<f64> = w.iter().map(|&x| x as f64).collect();
             let (all, runs) = (brute_assignments(&wf, k), brute_contiguous(&wf, k));
             let tol = 1e-9 * all + 1e-300;
-            assert!((all - runs).abs() <= tol, "contiguity: {all} vs {runs} for {w:?}");
+            assert!(
+                (all - runs).abs() <= tol,
+                "contiguity: {all} vs {runs} for {w:?}"
+            );
             assert!(
                 (r.sse - all).abs() <= tol,
                 "K={k} {w:?}: DP {} vs exhaustive {all}",
