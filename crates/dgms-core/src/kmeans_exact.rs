@@ -124,10 +124,13 @@ impl Side {
                 (best, at) = (low, lo + c * W + k);
             }
         }
-        for t in lo + chunks * W..end {
-            let v = prev[t] + self.cost(t, i);
+        let done = chunks * W;
+        let tail = p[done..].iter().zip(&x1[done..]).zip(&x2[done..]);
+        for (k, ((&pt, &u1), &u2)) in tail.enumerate() {
+            let (d1, d2) = (a1 - u1, a2 - u2);
+            let v = pt + (d2 - d1 * d1 / (m0 - (done + k) as f64));
             if v < best {
-                (best, at) = (v, t);
+                (best, at) = (v, lo + done + k);
             }
         }
         (best, at)

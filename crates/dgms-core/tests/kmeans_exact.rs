@@ -148,7 +148,7 @@ fn small_case(case: u64, n_max: usize, k: usize) -> Vec<f32> {
             _ => rng.random_range(-0.05f32..0.3),
         })
         .collect();
-    if case % 23 == 0 {
+    if case.is_multiple_of(23) {
         w.iter_mut().for_each(|x| *x = 0.7);
     }
     w
@@ -253,7 +253,8 @@ const REGRESSION_SEED: u64 = 0;
 /// Straightforward O(K n^2) DP over contiguous runs of the sorted weights
 /// with the state (free clusters used, zero run placed), costs summed
 /// directly: checks the fast DP (its vectorised scans and layer pruning) on
-/// inputs too large for exhaustive search.
+/// inputs too large for exhaustive search. Index loops mirror the recurrence.
+#[allow(clippy::needless_range_loop)]
 fn quadratic_dp(w: &[f32], k: usize) -> f64 {
     let mut v: Vec<f64> = w.iter().map(|&x| x as f64).collect();
     v.sort_by(f64::total_cmp);
