@@ -1,13 +1,15 @@
 //! `cargo xtask bench-core`: the fused mixture op against the composed
 //! candle version on a ResNet-18 layer4 conv (forward + backward, speed and
-//! peak memory), and initialisation of every ResNet-18 conv layer. Prints a
-//! table of figures measured in this run and writes `target/bench-core.json`.
+//! peak memory), and initialisation of every ResNet-18 conv layer (the exact
+//! k-means, on all threads and on one, against the Lloyd restarts on the
+//! same layers, with the summed errors to {0, mu} of both). Prints a table
+//! of figures measured in this run and writes `target/bench-core.json`.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dgms_core::init::init_layers;
-use dgms_core::{workloads, InitConfig};
+use dgms_core::{workloads, InitConfig, KMeansMethod};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -35,7 +37,15 @@ struct Report {
     fused_seconds: f64,
     composed_seconds: f64,
     fused_speedup: f64,
+    /// Exact k-means init (the default), all threads.
     init_resnet18_seconds: f64,
+    /// The same on one thread.
+    init_resnet18_one_thread_seconds: f64,
+    /// Lloyd restarts (the former default) on the same layers, all threads.
+    init_resnet18_lloyd_seconds: f64,
+    /// Summed SSE to {0, mu} over the layers, exact and Lloyd.
+    init_resnet18_sse_exact: f64,
+    init_resnet18_sse_lloyd: f64,
     init_resnet18_weights: usize,
     fused_peak_mib: f64,
     composed_peak_mib: f64,
@@ -59,7 +69,7 @@ fn time_reps(reps: usize, bar: &ProgressBar, mut f: impl FnMut() -> Result<()>) 
 
 pub fn run(args: &Args) -> Result<()> {
     let reps = args.reps.max(1);
-    let bar = ProgressBar::new((3 * reps + 2) as u64);
+    let bar = ProgressBar::new((5 * reps + 2) as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg:<28} [{bar:30}] {pos}/{len} {elapsed}")
             .context("progress template")?,
@@ -97,8 +107,27 @@ pub fn run(args: &Args) -> Result<()> {
         k: args.k,
         ..InitConfig::default()
     };
+    let lloyd_cfg = InitConfig {
+        method: KMeansMethod::Lloyd,
+        ..init_cfg.clone()
+    };
+    let sse = |cfg: &InitConfig| -> Result<f64> {
+        Ok(init_layers(&views, cfg)?.iter().map(|o| o.sse_zero).sum())
+    };
+    let (sse_exact, sse_lloyd) = (sse(&init_cfg)?, sse(&lloyd_cfg)?);
     let init = time_reps(reps, &bar, || {
         init_layers(&views, &init_cfg)?;
+        Ok(())
+    })?;
+    bar.set_message("init, exact, one thread");
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let init_one = time_reps(reps, &bar, || {
+        one.install(|| init_layers(&views, &init_cfg))?;
+        Ok(())
+    })?;
+    bar.set_message("init, Lloyd restarts");
+    let init_lloyd = time_reps(reps, &bar, || {
+        init_layers(&views, &lloyd_cfg)?;
         Ok(())
     })?;
 
@@ -118,6 +147,10 @@ pub fn run(args: &Args) -> Result<()> {
         composed_seconds: composed,
         fused_speedup: composed / fused,
         init_resnet18_seconds: init,
+        init_resnet18_one_thread_seconds: init_one,
+        init_resnet18_lloyd_seconds: init_lloyd,
+        init_resnet18_sse_exact: sse_exact,
+        init_resnet18_sse_lloyd: sse_lloyd,
         init_resnet18_weights: views.iter().map(|(_, w)| w.len()).sum(),
         fused_peak_mib: fused_peak,
         composed_peak_mib: composed_peak,
@@ -161,5 +194,27 @@ fn print_table(r: &Report) {
         ),
         r.init_resnet18_seconds,
         "goal < 2 s"
+    );
+    println!(
+        "{:<40} {:>10.3} s {:>11.2}x",
+        "  exact k-means, one thread",
+        r.init_resnet18_one_thread_seconds,
+        r.init_resnet18_one_thread_seconds / r.init_resnet18_seconds
+    );
+    println!(
+        "{:<40} {:>10.3} s {:>11.2}x",
+        "  Lloyd (8 restarts), same layers",
+        r.init_resnet18_lloyd_seconds,
+        r.init_resnet18_lloyd_seconds / r.init_resnet18_seconds
+    );
+    println!(
+        "{:<40} {:>12.6} {:>12}",
+        "  summed SSE to {0, mu}, exact", r.init_resnet18_sse_exact, "1.000000x"
+    );
+    println!(
+        "{:<40} {:>12.6} {:>11.6}x",
+        "  summed SSE to {0, mu}, Lloyd",
+        r.init_resnet18_sse_lloyd,
+        r.init_resnet18_sse_lloyd / r.init_resnet18_sse_exact
     );
 }

@@ -337,7 +337,8 @@ pub struct MixtureArgs {
     /// Apply weight decay to the mixture parameters too.
     #[arg(long)]
     pub mixture_weight_decay: bool,
-    /// Seed of the k-means restarts [default: 0].
+    /// Seed of the Lloyd k-means restarts [default: 0]; unused by the
+    /// default exact initialisation.
     #[arg(long)]
     pub init_seed: Option<u64>,
 }

@@ -1,9 +1,10 @@
 //! Mixture parameters of a layer from its pretrained weights
 //! (`docs/METHOD.md#initialisation`).
 //!
-//! One exact 1-D k-means ([`crate::kmeans`]) per layer; the cluster closest
-//! to 0 becomes the zero component, cluster fractions become the mixing
-//! weights and cluster spreads the widths. The weights are sorted once per
+//! One 1-D k-means per layer, by default the exact minimum of the error to
+//! {0, mu_1..mu_{K-1}} ([`crate::kmeans_exact`]); its zero cluster becomes
+//! the zero component, cluster fractions become the mixing weights and
+//! cluster spreads the widths. The weights are sorted once per
 //! layer and layers run in parallel, so a whole model initialises in seconds
 //! (the reference loops over weights in Python and takes minutes to hours).
 
@@ -11,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::kmeans::{assign, check_input, kmeans_sorted, zero_cluster, zero_table};
-use crate::kmeans::{KMeans1d, KMeansConfig, SortedWeights};
+use crate::kmeans::{KMeans1d, KMeansConfig, KMeansMethod, SortedWeights};
 use crate::params::{MixtureParams, DEFAULT_TAU};
 
 /// How the widths sigma (and sigma_0) are initialised.
@@ -38,12 +39,14 @@ impl SigmaInit {
 pub struct InitConfig {
     /// Number of components K, zero component included. Default 16.
     pub k: usize,
-    /// Seed of the k-means++ restarts. Default 0.
+    /// Seed of the k-means++ restarts (Lloyd only). Default 0.
     pub seed: u64,
-    /// k-means restarts, best kept. Default 8.
+    /// k-means restarts, best kept (Lloyd only). Default 8.
     pub restarts: usize,
-    /// Lloyd steps per restart at most. Default 1000.
+    /// Lloyd steps per restart at most (Lloyd only). Default 1000.
     pub max_iters: usize,
+    /// How the clusters are found. Default [`KMeansMethod::Exact`].
+    pub method: KMeansMethod,
     /// Width initialisation. Default [`SigmaInit::Cluster`].
     pub sigma: SigmaInit,
     /// Temperature of the assignment softmax. Default [`DEFAULT_TAU`].
@@ -58,6 +61,7 @@ impl Default for InitConfig {
             seed: km.seed,
             restarts: km.restarts,
             max_iters: km.max_iters,
+            method: km.method,
             sigma: SigmaInit::Cluster,
             tau: DEFAULT_TAU,
         }
@@ -72,6 +76,7 @@ impl InitConfig {
             seed: self.seed,
             restarts: self.restarts,
             max_iters: self.max_iters,
+            method: self.method,
         }
     }
 }
@@ -95,9 +100,11 @@ pub struct InitOutcome {
 /// Initialises one layer's mixture from its weights
 /// (`docs/METHOD.md#initialisation`).
 ///
-/// - k-means with K clusters; the non-empty cluster with the smallest
-///   |centre| becomes component 0 (mean 0), the other K-1 centres become
-///   `mu` in ascending order;
+/// - k-means with K clusters ([`KMeansMethod::Exact`]: the partition that
+///   minimises the error to {0, mu}, whose zero cluster becomes component 0;
+///   Lloyd: the non-empty cluster with the smallest |centre| becomes
+///   component 0); component 0 has mean 0, the other K-1 centres (their
+///   clusters' means) become `mu` in ascending order;
 /// - `pi_k = n_k / n` (f32);
 /// - [`SigmaInit::Cluster`]: `sigma_k = sqrt(sum_{w in k} (w - c_k)^2 / (n_k - 1))`
 ///   with `c_0 = 0` for the zero cluster and `c_k = mu_k` otherwise.
@@ -106,7 +113,8 @@ pub struct InitOutcome {
 /// by zero there): `sigma_k` is half the distance from the component's mean
 /// (0 for the zero component) to the nearest other component mean (0
 /// included). An empty cluster, only possible with fewer than K distinct
-/// weights, gets `pi_k = 0.5 / n`.
+/// weights (or, for the zero cluster with the exact method, when no weight
+/// is nearer to 0 than to a mean), gets `pi_k = 0.5 / n`.
 ///
 /// **Floor**: with [`SigmaInit::Cluster`] every width is raised to at least
 /// `max(1e-6 * max|w|, f32::MIN_POSITIVE)`, so it is always > 0 (this only

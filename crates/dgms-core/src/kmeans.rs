@@ -1,5 +1,9 @@
-//! Fast 1-D k-means over sorted weights, run to an exact fixed point.
+//! 1-D k-means over sorted weights: the exact optimum of the error the
+//! mixture sees ([`KMeansMethod::Exact`], the default, in
+//! [`crate::kmeans_exact`]), or seeded Lloyd restarts run to an exact fixed
+//! point ([`KMeansMethod::Lloyd`], kept for comparison).
 //!
+//! Lloyd path:
 //! In one dimension the clusters of a k-means fixed point are contiguous runs
 //! of the sorted weights, split at the midpoints between adjacent centres.
 //! Sorting once and keeping prefix sums of w and w^2 ([`SortedWeights`]) makes
@@ -12,23 +16,42 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 use crate::params::{check_finite_weights, check_k};
+
+/// How the K clusters are found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KMeansMethod {
+    /// The exact minimum of the SSE to {0, mu_1..mu_{K-1}} (one centre fixed
+    /// at 0, the others at their clusters' means), by dynamic programming
+    /// over the sorted weights ([`crate::kmeans_exact`]). No randomness:
+    /// `seed`, `restarts` and `max_iters` are unused.
+    #[default]
+    Exact,
+    /// Plain k-means by k-means++ seeded Lloyd restarts with boundary
+    /// descent; the restart with the least [`sse_with_zero`] is kept. A
+    /// local optimum, at least the exact method's error.
+    Lloyd,
+}
 
 /// Settings of [`kmeans_1d`] and [`kmeans_sorted`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KMeansConfig {
     /// Number of clusters K. Default 16 (4-bit indices).
     pub k: usize,
-    /// Seed of restart 0; restart r uses `seed + r`. Default 0.
+    /// Seed of restart 0 (Lloyd); restart r uses `seed + r`. Default 0.
     pub seed: u64,
-    /// Independent k-means++ restarts, the best by [`sse_with_zero`] is kept
-    /// (0 counts as 1). Default 8.
+    /// Independent k-means++ restarts (Lloyd), the best by [`sse_with_zero`]
+    /// is kept (0 counts as 1). Default 8.
     pub restarts: usize,
     /// Upper bound on Lloyd steps (boundary-descent steps included) per
     /// restart. Default 1000.
     pub max_iters: usize,
+    /// Exact (default) or Lloyd.
+    pub method: KMeansMethod,
 }
 
 impl Default for KMeansConfig {
@@ -38,6 +61,7 @@ impl Default for KMeansConfig {
             seed: 0,
             restarts: 8,
             max_iters: 1000,
+            method: KMeansMethod::Exact,
         }
     }
 }
@@ -45,16 +69,23 @@ impl Default for KMeansConfig {
 /// Result of a 1-D k-means: K clusters as contiguous ranges of the sorted weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KMeans1d {
-    /// Cluster centres (means of their ranges), ascending.
+    /// Cluster centres, ascending: the means of their ranges, except the
+    /// zero cluster's with [`KMeansMethod::Exact`], which is 0.
     pub centres: Vec<f64>,
     /// K+1 split indices into the sorted weights: cluster j is
     /// `sorted[bounds[j]..bounds[j + 1]]`; `bounds[0] = 0`, `bounds[K] = n`.
     pub bounds: Vec<usize>,
     /// Sum of squared distances of the weights to their own cluster's centre.
     pub sse: f64,
-    /// Lloyd steps taken by the kept restart.
+    /// Index of the zero cluster (the one whose centre becomes 0): with
+    /// [`KMeansMethod::Exact`] the cluster the optimum measures to 0 (it may
+    /// be empty), with Lloyd the non-empty cluster with the smallest
+    /// |centre| (lowest index on ties).
+    pub zero: usize,
+    /// Lloyd steps taken by the kept restart (0 for the exact method).
     pub iterations: usize,
-    /// Whether the kept restart reached a Lloyd fixed point (assignment unchanged).
+    /// Whether the kept restart reached a Lloyd fixed point (assignment
+    /// unchanged); always true for the exact method.
     pub converged: bool,
 }
 
@@ -75,7 +106,7 @@ fn flip(b: i32) -> i32 {
 
 /// Prefix sums `[0, f(v0), f(v0)+f(v1), ...]` with Kahan compensation, so the
 /// stored prefixes are correctly rounded up to a few ulps even for millions of terms.
-fn prefix(values: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
+pub(crate) fn prefix(values: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
     let mut out = Vec::with_capacity(values.len() + 1);
     out.push(0.0);
     let (mut sum, mut comp) = (0.0f64, 0.0f64);
@@ -165,7 +196,8 @@ impl SortedWeights {
     }
 }
 
-/// Checks K, finiteness and n >= K, naming `layer` in the error.
+/// Checks K, finiteness, n >= K and (the exact method stores split
+/// indices as u32) n < 2^32, naming `layer` in the error.
 pub(crate) fn check_input(layer: &str, weights: &[f32], k: usize) -> Result<()> {
     check_k(layer, k)?;
     check_finite_weights(layer, weights)?;
@@ -174,6 +206,12 @@ pub(crate) fn check_input(layer: &str, weights: &[f32], k: usize) -> Result<()> 
             layer: layer.to_string(),
             n: weights.len(),
             k,
+        });
+    }
+    if u32::try_from(weights.len()).is_err() {
+        return Err(CoreError::Unsupported {
+            layer: layer.to_string(),
+            what: format!("{} weights in one layer, at most 2^32 - 1", weights.len()),
         });
     }
     Ok(())
@@ -186,11 +224,16 @@ pub fn kmeans_1d(layer: &str, weights: &[f32], cfg: &KMeansConfig) -> Result<KMe
     Ok(kmeans_sorted(&SortedWeights::new(weights), cfg))
 }
 
-/// Index of the zero cluster: the non-empty cluster whose centre has the
+/// Index of the zero cluster ([`KMeans1d::zero`]).
+pub fn zero_cluster(result: &KMeans1d) -> usize {
+    result.zero
+}
+
+/// The Lloyd path's zero cluster: the non-empty cluster whose centre has the
 /// smallest |centre| (lowest index on ties). Empty clusters exist only with
 /// fewer than K distinct weights and are never chosen.
-pub fn zero_cluster(result: &KMeans1d) -> usize {
-    let (c, b) = (&result.centres, &result.bounds);
+fn nearest_zero(centres: &[f64], bounds: &[usize]) -> usize {
+    let (c, b) = (centres, bounds);
     (0..c.len())
         .filter(|&j| b[j + 1] > b[j])
         .min_by(|&x, &y| c[x].abs().total_cmp(&c[y].abs()))
@@ -219,7 +262,13 @@ pub fn sse_with_zero(sorted: &SortedWeights, result: &KMeans1d) -> f64 {
         .sum()
 }
 
-/// k-means over already sorted weights; the best of `cfg.restarts` k-means++
+/// k-means over already sorted weights.
+///
+/// [`KMeansMethod::Exact`]: the exact minimum of [`sse_with_zero`] over all
+/// tables {0, mu_1..mu_{K-1}} ([`crate::kmeans_exact`]); `sse` is that
+/// minimum, the zero cluster's centre is 0.
+///
+/// [`KMeansMethod::Lloyd`]: the best of `cfg.restarts` k-means++
 /// restarts by [`sse_with_zero`]. Restarts run in parallel, and the result
 /// depends only on the data and `cfg` (ties go to the lowest restart).
 ///
@@ -232,6 +281,9 @@ pub fn sse_with_zero(sorted: &SortedWeights, result: &KMeans1d) -> f64 {
 pub fn kmeans_sorted(sorted: &SortedWeights, cfg: &KMeansConfig) -> KMeans1d {
     let (k, n) = (cfg.k, sorted.len());
     assert!(k >= 1 && n >= k, "k-means needs 1 <= K <= n");
+    if cfg.method == KMeansMethod::Exact && k >= 2 {
+        return crate::kmeans_exact::exact_with_zero(sorted, k);
+    }
     if sorted.distinct_upto(k) <= k {
         return few_distinct(sorted, k);
     }
@@ -247,6 +299,7 @@ pub fn kmeans_sorted(sorted: &SortedWeights, cfg: &KMeansConfig) -> KMeans1d {
     let best = runs.into_iter().min_by(|a, b| a.1.total_cmp(&b.1));
     let mut out = best.expect("at least one restart").0;
     refine(sorted, &mut out);
+    out.zero = nearest_zero(&out.centres, &out.bounds);
     out
 }
 
@@ -272,10 +325,12 @@ fn few_distinct(s: &SortedWeights, k: usize) -> KMeans1d {
         }
     }
     let (sse, iterations, converged) = (0.0, 0, true);
+    let zero = nearest_zero(&centres, &bounds);
     KMeans1d {
         centres,
         bounds,
         sse,
+        zero,
         iterations,
         converged,
     }
@@ -429,10 +484,12 @@ fn lloyd(s: &SortedWeights, k: usize, seed: u64, max_iters: usize) -> KMeans1d {
     let sse = (0..k)
         .map(|j| s.range_sse_about(bounds[j], bounds[j + 1], centres[j]))
         .sum();
+    let zero = nearest_zero(&centres, &bounds);
     KMeans1d {
         centres,
         bounds,
         sse,
+        zero,
         iterations,
         converged,
     }

@@ -11,8 +11,9 @@
 //!   kept as the test oracle ([`GaussianMixture::soft_weights_composed`]);
 //! - hard weights, responsibilities, and hardening to b-bit indices plus a
 //!   table of K values ([`harden`]);
-//! - initialisation from pretrained weights with an exact 1-D k-means
-//!   ([`init`], [`kmeans`]);
+//! - initialisation from pretrained weights with the exact optimum of 1-D
+//!   k-means with one centre fixed at 0 ([`init`], [`kmeans`],
+//!   [`kmeans_exact`]);
 //! - the report of sparsity, bits and compression ([`report`]).
 //!
 //! The method, its formulas and the choices made where it leaves room are
@@ -28,6 +29,7 @@ pub mod harden;
 pub mod init;
 pub mod kernel;
 pub mod kmeans;
+pub mod kmeans_exact;
 pub mod mixture;
 pub mod op;
 pub mod params;
@@ -38,7 +40,7 @@ pub mod workloads;
 pub use error::{CoreError, Result};
 pub use harden::HardenedLayer;
 pub use init::{init_params, InitConfig, InitOutcome, SigmaInit};
-pub use kmeans::{kmeans_1d, KMeans1d, KMeansConfig};
+pub use kmeans::{kmeans_1d, KMeans1d, KMeansConfig, KMeansMethod};
 pub use mixture::{GaussianMixture, MixtureOptions};
 pub use params::{MixtureParams, DEFAULT_TAU, MAX_COMPONENTS};
 pub use reference_rule::{HardeningRule, ReferenceRule};

@@ -1,11 +1,14 @@
 //! Tests of the 1-D k-means and the mixture initialisation
-//! (`docs/METHOD.md#initialisation`):
-//! fixed points, optimality against a brute-force dynamic programme,
-//! determinism, the init formulas and their fallbacks, and errors.
+//! (`docs/METHOD.md#initialisation`): the Lloyd path's fixed points and
+//! restarts against a brute-force plain k-means dynamic programme,
+//! determinism, the init formulas (default: the exact k-means, held to
+//! exhaustive search in `kmeans_exact.rs`) and their fallbacks, and errors.
 
 use dgms_core::init::init_layers;
 use dgms_core::kmeans::{kmeans_sorted, sse_with_zero, zero_cluster, SortedWeights};
-use dgms_core::{init_params, kmeans_1d, CoreError, InitConfig, KMeans1d, KMeansConfig, SigmaInit};
+use dgms_core::{
+    init_params, kmeans_1d, CoreError, InitConfig, KMeans1d, KMeansConfig, KMeansMethod, SigmaInit,
+};
 use dgms_test_support::rng::chacha;
 use proptest::prelude::*;
 use rand::Rng;
@@ -30,9 +33,16 @@ fn assert_close(got: f32, want: f32) {
     assert!((got - want).abs() <= 1e-6 * want.abs(), "{got} != {want}");
 }
 
+/// The Lloyd path (the fixed-point and restart tests are about it).
 fn cfg(k: usize, seed: u64) -> KMeansConfig {
     let d = KMeansConfig::default();
-    KMeansConfig { k, seed, ..d }
+    let method = KMeansMethod::Lloyd;
+    KMeansConfig {
+        k,
+        seed,
+        method,
+        ..d
+    }
 }
 
 fn icfg(k: usize) -> InitConfig {
@@ -171,14 +181,19 @@ fn eight_restarts_usually_find_the_optimum() {
             .map(|r| r.sse)
             .fold(f64::MAX, f64::min);
         plain_misses += u64::from(best > sse * (1.0 + 1e-9));
-        let centres = (0..k)
+        let centres: Vec<f64> = (0..k)
             .map(|j| sorted.range_mean(bounds[j], bounds[j + 1]))
             .collect();
         let (iterations, converged) = (0, true);
+        // The plain optimum's zero cluster: the smallest |centre| (all non-empty).
+        let zero = (0..k)
+            .min_by(|&a, &b| centres[a].abs().total_cmp(&centres[b].abs()))
+            .unwrap();
         let opt = KMeans1d {
             centres,
             bounds,
             sse,
+            zero,
             iterations,
             converged,
         };

@@ -19,7 +19,11 @@ use dgms_test_support::tensors::to_f64_vec as vec_f64;
 
 const SOFT_TOL: f64 = 1e-4;
 const PARAM_GRAD_TOL: f64 = 2e-4;
-const SSE_SLACK: f64 = 1.0001;
+/// The init is the exact minimum of the SSE to {0, mu} the reference
+/// measures its own k-means by, so it is never worse; the slack only covers
+/// the f32 rounding of the stored `init_kmeans_sse`. (Measured: 3-14 % below
+/// the reference on the four fixtures.)
+const SSE_SLACK: f64 = 1.0 + 1e-6;
 
 /// `$DGMS_REFERENCE_DIR`, else the repository's `fixtures/reference` (always
 /// present: a missing or empty folder fails the test, it never skips).

@@ -52,7 +52,8 @@ pub struct MixtureSettings {
     /// Apply weight decay to the mixture parameters too (the reference
     /// does; off by default here).
     pub weight_decay: bool,
-    /// Seed of the k-means restarts.
+    /// Seed of the k-means restarts (used only by the Lloyd k-means; the
+    /// default exact initialisation has no randomness).
     pub init_seed: u64,
 }
 

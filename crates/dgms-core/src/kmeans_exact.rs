@@ -1,0 +1,395 @@
+//! Exact 1-D k-means with one centre fixed at 0: the clustering that
+//! minimises the error the mixture sees at initialisation,
+//!
+//! ```text
+//!   E(mu_1..mu_{K-1}) = sum_w min_{c in {0, mu_1, .., mu_{K-1}}} (w - c)^2,
+//! ```
+//!
+//! by dynamic programming over the sorted weights (Wang and Song's
+//! Ckmeans.1d.dp, with the fixed centre as an extra cluster).
+//!
+//! **Why it splits at 0.** Take any optimal table {0, mu}; give every weight
+//! its nearest table value, ties to 0 first. The weights that go to 0 are
+//! those within the nearest midpoints around 0, a run `[a, b)` of the sorted
+//! weights with `a <= p0 <= b`, where `p0` is the number of negative weights.
+//! The other weights form contiguous runs on either side, each at the cost
+//! of its own mean or less. So an optimum is: `j` free clusters covering the
+//! `a` most negative weights, the zero cluster `[a, b)` at cost `sum w^2`,
+//! and `K-1-j` free clusters covering the `n - b` most positive weights.
+//! The two sides are independent given `j`, and the zero cluster's cost
+//! splits into a negative and a positive part, so each side is a plain
+//! k-means prefix DP, read from the far end towards 0:
+//!
+//! ```text
+//!   D_1(i) = c(0, i),   D_j(i) = min_{t <= i} D_{j-1}(t) + c(t, i),
+//!   side(j) = min_i D_j(i) + sum_{x in [i, L)} x^2,
+//!   E*     = min_j side_neg(j) + side_pos(K-1-j),
+//! ```
+//!
+//! where `c(t, i)` is the squared error of side weights `t..i` about their
+//! mean (0 when empty: `D_j` is "at most j clusters", which only matters
+//! with few distinct values). `c` obeys the quadrangle inequality on
+//! monotone data, so the leftmost minimising `t` is non-decreasing in `i`
+//! and each layer is solved by divide and conquer in O(L log L). Total
+//! O(K n log n) after the sort, with layers' halves run in parallel.
+//!
+//! Numerics: free-cluster costs use prefix sums of the side's weights minus
+//! their median (the cost is shift-invariant; centring keeps the prefix sums
+//! small so `S2 - S1^2 / m` loses little to cancellation), compensated
+//! (Kahan). The zero cluster's cost uses prefix sums of the raw squares. The
+//! final centres and error are recomputed by direct summation.
+
+use rayon::prelude::*;
+
+use crate::kmeans::{prefix, KMeans1d, SortedWeights};
+
+/// Row ranges at least this long are split across rayon tasks.
+const PAR_ROWS: usize = 1 << 14;
+
+/// Row ranges this short are scanned row by row instead of split.
+const LEAF_ROWS: usize = 8;
+
+/// One side of 0, ordered from the far end towards 0 (ascending for the
+/// negative weights, descending for the others), as prefix sums.
+struct Side {
+    /// Prefix sums of `x - shift`.
+    s1: Vec<f64>,
+    /// Prefix sums of `(x - shift)^2`.
+    s2: Vec<f64>,
+    /// Prefix sums of `x^2` (the zero cluster's cost).
+    q: Vec<f64>,
+}
+
+impl Side {
+    fn new(x: &[f64]) -> Self {
+        let shift = x.get(x.len() / 2).copied().unwrap_or(0.0);
+        Self {
+            s1: prefix(x, |v| v - shift),
+            s2: prefix(x, |v| (v - shift) * (v - shift)),
+            q: prefix(x, |v| v * v),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.s1.len() - 1
+    }
+
+    /// Squared error of side weights `t..i` about their mean (0 if empty).
+    #[inline(always)]
+    fn cost(&self, t: usize, i: usize) -> f64 {
+        if t >= i {
+            return 0.0;
+        }
+        let d1 = self.s1[i] - self.s1[t];
+        let d2 = self.s2[i] - self.s2[t];
+        (d2 - d1 * d1 / (i - t) as f64).max(0.0)
+    }
+
+    /// Least `prev[t] + cost(t, i)` over `t` in `lo..end` (`end <= i`), the
+    /// leftmost on ties; `(inf, lo)` when empty. Written as fixed-width
+    /// chunks without branches so the compiler vectorises the costs (this
+    /// loop is nearly all of the run time).
+    #[inline]
+    fn scan(&self, prev: &[f64], i: usize, lo: usize, end: usize) -> (f64, usize) {
+        const W: usize = 8;
+        const OFF: [f64; W] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+        let (mut best, mut at) = (f64::INFINITY, lo);
+        if end <= lo {
+            return (best, at);
+        }
+        let (a1, a2) = (self.s1[i], self.s2[i]);
+        let (p, x1, x2) = (&prev[lo..end], &self.s1[lo..end], &self.s2[lo..end]);
+        let m0 = (i - lo) as f64;
+        let chunks = p.len() / W;
+        for c in 0..chunks {
+            let (pc, c1, c2) = (&p[c * W..][..W], &x1[c * W..][..W], &x2[c * W..][..W]);
+            // Cluster sizes i - t for t = lo + cW + k.
+            let base = m0 - (c * W) as f64;
+            let mut vals = [0.0f64; W];
+            for k in 0..W {
+                let (d1, d2) = (a1 - c1[k], a2 - c2[k]);
+                vals[k] = pc[k] + (d2 - d1 * d1 / (base - OFF[k]));
+            }
+            // Pairwise minimum (a tree, not a chain of dependent `min`s).
+            let lt = |a: f64, b: f64| if b < a { b } else { a };
+            let q = [
+                lt(vals[0], vals[4]),
+                lt(vals[1], vals[5]),
+                lt(vals[2], vals[6]),
+                lt(vals[3], vals[7]),
+            ];
+            let low = lt(lt(q[0], q[2]), lt(q[1], q[3]));
+            if low < best {
+                let k = vals.iter().position(|&v| v == low).unwrap_or(0);
+                (best, at) = (low, lo + c * W + k);
+            }
+        }
+        let done = chunks * W;
+        let tail = p[done..].iter().zip(&x1[done..]).zip(&x2[done..]);
+        for (k, ((&pt, &u1), &u2)) in tail.enumerate() {
+            let (d1, d2) = (a1 - u1, a2 - u2);
+            let v = pt + (d2 - d1 * d1 / (m0 - (done + k) as f64));
+            if v < best {
+                (best, at) = (v, lo + done + k);
+            }
+        }
+        (best, at)
+    }
+
+    /// Cost of the side weights `i..L` in the zero cluster.
+    fn zero_cost(&self, i: usize) -> f64 {
+        (self.q[self.len()] - self.q[i]).max(0.0)
+    }
+}
+
+/// The DP of one side, one layer (free-cluster count) at a time.
+struct SideDp<'a> {
+    side: &'a Side,
+    /// `best[j]`: least cost of the side with at most `j` free clusters and
+    /// the rest in the zero cluster, for the layers computed so far.
+    best: Vec<f64>,
+    /// Where the zero cluster starts (side index) for `best[j]`.
+    split: Vec<usize>,
+    /// `opt[j - 2][i]`: start of the last of `j` clusters covering `0..i`.
+    opt: Vec<Vec<u32>>,
+    /// The last layer's row `D_j(0..=L)`.
+    row: Vec<f64>,
+}
+
+/// Least `row + zero part` over the row, the smallest index on ties (so
+/// weights equal to 0 go to the zero cluster).
+fn best_split(side: &Side, row: &[f64]) -> (f64, usize) {
+    let mut best = (f64::INFINITY, 0);
+    for (i, &d) in row.iter().enumerate() {
+        let v = d + side.zero_cost(i);
+        if v < best.0 {
+            best = (v, i);
+        }
+    }
+    best
+}
+
+impl<'a> SideDp<'a> {
+    /// Layer 0: everything in the zero cluster.
+    fn new(side: &'a Side) -> Self {
+        let (best, split) = (vec![side.zero_cost(0)], vec![0]);
+        let (opt, row) = (Vec::new(), Vec::new());
+        Self {
+            side,
+            best,
+            split,
+            opt,
+            row,
+        }
+    }
+
+    /// Free-cluster layers computed.
+    fn layers(&self) -> usize {
+        self.best.len() - 1
+    }
+
+    /// Computes the next layer.
+    fn extend(&mut self) {
+        let (side, l) = (self.side, self.side.len());
+        if self.layers() == 0 {
+            self.row = (0..=l).into_par_iter().map(|i| side.cost(0, i)).collect();
+        } else {
+            let (mut cur, mut arg) = (vec![0.0; l + 1], vec![0u32; l + 1]);
+            rows(side, &self.row, 0, &mut cur, &mut arg, 0, l);
+            self.opt.push(arg);
+            self.row = cur;
+        }
+        let (b, s) = best_split(side, &self.row);
+        self.best.push(b);
+        self.split.push(s);
+    }
+}
+
+/// Divide and conquer over rows `row0..row0 + cur.len()` of one layer, whose
+/// minimising columns are known to lie in `lo..=hi`: the middle row is
+/// scanned, then the rows above search `lo..=its argmin` and those below
+/// `its argmin..=hi` (monotone argmins, from the quadrangle inequality).
+fn rows(
+    side: &Side,
+    prev: &[f64],
+    row0: usize,
+    cur: &mut [f64],
+    arg: &mut [u32],
+    lo: usize,
+    hi: usize,
+) {
+    if cur.len() <= LEAF_ROWS {
+        // Few rows: scan each in order from the previous row's argmin (the
+        // argmins are monotone), saving the recursion's per-row overhead.
+        let mut lo = lo;
+        for (r, (d, a)) in cur.iter_mut().zip(arg.iter_mut()).enumerate() {
+            let i = row0 + r;
+            let (mut best, mut at) = side.scan(prev, i, lo, (hi + 1).min(i));
+            if hi >= i && prev[i] < best {
+                (best, at) = (prev[i], i);
+            }
+            (*d, *a, lo) = (best, at as u32, at);
+        }
+        return;
+    }
+    let mid = cur.len() / 2;
+    let i = row0 + mid;
+    // Columns lo..=hi, t < i scanned; t = i (if in range) separately.
+    let (mut best, mut at) = side.scan(prev, i, lo, (hi + 1).min(i));
+    if hi >= i && prev[i] < best {
+        // The empty last cluster (t = i) costs 0.
+        (best, at) = (prev[i], i);
+    }
+    cur[mid] = best;
+    arg[mid] = at as u32;
+    let (c_lo, c_hi) = cur.split_at_mut(mid);
+    let (a_lo, a_hi) = arg.split_at_mut(mid);
+    let (c_hi, a_hi) = (&mut c_hi[1..], &mut a_hi[1..]);
+    if c_lo.len() + c_hi.len() >= PAR_ROWS {
+        rayon::join(
+            || rows(side, prev, row0, c_lo, a_lo, lo, at),
+            || rows(side, prev, i + 1, c_hi, a_hi, at, hi),
+        );
+    } else {
+        rows(side, prev, row0, c_lo, a_lo, lo, at);
+        rows(side, prev, i + 1, c_hi, a_hi, at, hi);
+    }
+}
+
+/// The number of free clusters on the negative side, if the layers computed
+/// settle it: the best `j` with both sides' costs known (the fewest on
+/// ties), provided every other `j` is bounded below by at least as much
+/// (`best` is non-increasing in the cluster count and >= 0, so a side not
+/// computed that far is bounded by 0). Otherwise which sides need a layer.
+fn choose(dn: &SideDp, dp: &SideDp, kf: usize) -> Result<usize, (bool, bool)> {
+    let (ln, lp) = (dn.layers(), dp.layers());
+    let known = |j: usize| j <= ln && kf - j <= lp;
+    let total = |j: usize| dn.best[j] + dp.best[kf - j];
+    let best = (0..=kf)
+        .filter(|&j| known(j))
+        .min_by(|&a, &b| total(a).total_cmp(&total(b)));
+    let Some(best) = best else {
+        return Err((ln < kf, lp < kf));
+    };
+    let bound = |j: usize| {
+        let n = if j <= ln { dn.best[j] } else { 0.0 };
+        let p = if kf - j <= lp { dp.best[kf - j] } else { 0.0 };
+        n + p
+    };
+    let open: Vec<usize> = (0..=kf)
+        .filter(|&j| !known(j) && bound(j) < total(best))
+        .collect();
+    match open.is_empty() {
+        true => Ok(best),
+        false => Err((
+            open.iter().any(|&j| j > ln),
+            open.iter().any(|&j| kf - j > lp),
+        )),
+    }
+}
+
+/// The runs (side indices `[t, i)`, far end first) of `j` clusters covering
+/// side weights `0..end`; some may be empty.
+fn backtrack(dp: &SideDp, j: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut runs = Vec::with_capacity(j);
+    let mut i = end;
+    for layer in (2..=j).rev() {
+        let t = dp.opt[layer - 2][i] as usize;
+        runs.push((t, i));
+        i = t;
+    }
+    if j >= 1 {
+        runs.push((0, i));
+    }
+    runs.reverse();
+    runs
+}
+
+/// The exact clustering of [`crate::kmeans::KMeansMethod::Exact`] (see the
+/// module docs). `k >= 2`, `1 <= n < 2^32` (checked by the callers).
+pub(crate) fn exact_with_zero(s: &SortedWeights, k: usize) -> KMeans1d {
+    let v = s.values();
+    let n = v.len();
+    let p0 = v.partition_point(|&x| x < 0.0);
+    let neg: Vec<f64> = v[..p0].to_vec();
+    let pos: Vec<f64> = v[p0..].iter().rev().copied().collect();
+    let kf = k - 1;
+    let (neg, pos) = rayon::join(|| Side::new(&neg), || Side::new(&pos));
+    let (mut dn, mut dp) = (SideDp::new(&neg), SideDp::new(&pos));
+    // Layers are added to a side only while some split j could still beat
+    // the best one evaluated (see `choose`): most layers with many free
+    // clusters on one side are never needed.
+    let half = kf.div_ceil(2);
+    let j = loop {
+        let (need_n, need_p) = match choose(&dn, &dp, kf) {
+            Ok(j) => break j,
+            Err(need) => need,
+        };
+        let (grow_n, grow_p) = (need_n || dn.layers() < half, need_p || dp.layers() < half);
+        rayon::join(
+            || grow_n.then(|| dn.extend()),
+            || grow_p.then(|| dp.extend()),
+        );
+    };
+    let (an, ap) = (dn.split[j], dp.split[kf - j]);
+    // Global [lo, hi) runs in ascending order; `true` marks the zero run.
+    let mut runs: Vec<(usize, usize, bool)> = backtrack(&dn, j, an)
+        .into_iter()
+        .map(|(t, i)| (t, i, false))
+        .collect();
+    runs.push((an, n - ap, true));
+    let pos_runs = backtrack(&dp, kf - j, ap);
+    runs.extend(pos_runs.iter().rev().map(|&(t, i)| (n - i, n - t, false)));
+    runs.retain(|&(lo, hi, zero)| hi > lo || zero);
+    finish(v, runs, k)
+}
+
+/// Builds the result from the non-empty free runs and the zero run (all in
+/// ascending order): centres and error by direct summation, then the
+/// surplus clusters (only with few distinct values) as empty ranges at the
+/// midpoint of the widest gap between centres (lowest on ties), or at the
+/// common centre when all coincide.
+fn finish(v: &[f64], runs: Vec<(usize, usize, bool)>, k: usize) -> KMeans1d {
+    let per: Vec<(f64, f64)> = runs
+        .par_iter()
+        .map(|&(lo, hi, zero)| {
+            let r = &v[lo..hi];
+            let c = match zero {
+                true => 0.0,
+                false => (r.iter().sum::<f64>() / r.len() as f64).clamp(r[0], r[r.len() - 1]),
+            };
+            (c, r.iter().map(|&w| (w - c) * (w - c)).sum())
+        })
+        .collect();
+    let sse = per.iter().map(|p| p.1).sum();
+    let mut centres: Vec<f64> = per.iter().map(|p| p.0).collect();
+    let mut bounds: Vec<usize> = runs.iter().map(|r| r.0).collect();
+    bounds.push(v.len());
+    let mut zero = runs.iter().position(|r| r.2).unwrap_or(0);
+    while centres.len() < k {
+        let gap = |j: usize| centres[j] - centres[j - 1];
+        let widest = (1..centres.len())
+            .rev()
+            .max_by(|&a, &b| gap(a).total_cmp(&gap(b)));
+        match widest.filter(|&j| gap(j) > 0.0) {
+            Some(j) => {
+                centres.insert(j, 0.5 * (centres[j - 1] + centres[j]));
+                bounds.insert(j, bounds[j]);
+                zero += usize::from(j <= zero);
+            }
+            None => {
+                // Every centre equal: repeat it at the end (stays ascending).
+                centres.push(centres[centres.len() - 1]);
+                bounds.push(v.len());
+            }
+        }
+    }
+    KMeans1d {
+        centres,
+        bounds,
+        sse,
+        zero,
+        iterations: 0,
+        converged: true,
+    }
+}
