@@ -37,7 +37,7 @@ struct Report {
     fused_seconds: f64,
     composed_seconds: f64,
     fused_speedup: f64,
-    /// Exact k-means init (the default), all threads.
+    /// Exact k-means init (`KMeansMethod::Exact`), all threads.
     init_resnet18_seconds: f64,
     /// The same on one thread.
     init_resnet18_one_thread_seconds: f64,
@@ -105,6 +105,7 @@ pub fn run(args: &Args) -> Result<()> {
         .collect();
     let init_cfg = InitConfig {
         k: args.k,
+        method: KMeansMethod::Exact,
         ..InitConfig::default()
     };
     let lloyd_cfg = InitConfig {

@@ -337,8 +337,7 @@ pub struct MixtureArgs {
     /// Apply weight decay to the mixture parameters too.
     #[arg(long)]
     pub mixture_weight_decay: bool,
-    /// Seed of the Lloyd k-means restarts [default: 0]; unused by the
-    /// default exact initialisation.
+    /// Seed of the k-means restarts [default: 0].
     #[arg(long)]
     pub init_seed: Option<u64>,
 }

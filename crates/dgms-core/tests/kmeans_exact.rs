@@ -239,9 +239,10 @@ fn one_by_one_conv_k8_lloyd_above_the_optimum() {
     let l = kmeans_sorted(&sorted, &cfg(8, KMeansMethod::Lloyd));
     let (se, sl) = (sse_with_zero(&sorted, &e), sse_with_zero(&sorted, &l));
     assert!(sl > se * (1.0 + 1e-4), "Lloyd {sl} vs exact {se}");
-    // The default initialisation is the exact one.
+    // The initialisation with the exact method reaches it.
     let init = InitConfig {
         k: 8,
+        method: KMeansMethod::Exact,
         ..InitConfig::default()
     };
     let out = init_params("ds", &w, &init).unwrap();

@@ -52,8 +52,7 @@ pub struct MixtureSettings {
     /// Apply weight decay to the mixture parameters too (the reference
     /// does; off by default here).
     pub weight_decay: bool,
-    /// Seed of the k-means restarts (used only by the Lloyd k-means; the
-    /// default exact initialisation has no randomness).
+    /// Seed of the k-means restarts.
     pub init_seed: u64,
 }
 

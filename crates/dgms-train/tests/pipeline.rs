@@ -120,24 +120,11 @@ fn resume_equals_uninterrupted_dgms_and_phases_agree() {
     let mut distinct: Vec<f32> = w.clone();
     distinct.sort_by(f32::total_cmp);
     distinct.dedup();
-    // Every hardened value is a codebook value, and the codebook's entry 0
-    // is 0. (Whether some weight of this one layer hardens to 0 after these
-    // few steps depends on the training dynamics: with the exact k-means
-    // init 871 of its 2,304 weights harden to 0 at initialisation, none
-    // after training; `report.sparsity > 0` above checks zeros overall.)
-    assert!(t.contains_key("layer1.0.conv1.indices") && t.contains_key("layer1.0.conv1.codebook"));
-    let codebook: Vec<f32> = t["layer1.0.conv1.codebook"]
-        .to_dtype(candle_core::DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert_eq!((codebook.len(), codebook[0]), (4, 0.0), "{codebook:?}");
     assert!(
-        distinct.len() <= 4 && distinct.iter().all(|v| codebook.contains(v)),
-        "{distinct:?} not all in {codebook:?}"
+        distinct.len() <= 4 && distinct.contains(&0.0),
+        "{distinct:?}"
     );
+    assert!(t.contains_key("layer1.0.conv1.indices") && t.contains_key("layer1.0.conv1.codebook"));
 
     // Batch-norm recalibration moves the running statistics and nothing
     // else, the same way every time.
