@@ -26,9 +26,15 @@ impl Loader {
         let side = transform.crop as usize;
         let plane = side * side;
         let tables = &self.tables;
-        let loaded: Vec<Option<(Vec<f32>, u32)>> = indices
-            .par_iter()
-            .map(|&i| {
+        let image_len = 3 * plane;
+        // One buffer for the batch, each image normalised straight into
+        // its slot (no per-image buffer, no copy); slots of files that
+        // failed are closed up afterwards.
+        let mut images = vec![0f32; indices.len() * image_len];
+        let loaded: Vec<Option<u32>> = images
+            .par_chunks_mut(image_len)
+            .zip(indices.par_iter())
+            .map(|(slot, &i)| {
                 let mut rng = rng_for(seed, epoch, STREAM_AUGMENT, i as u64);
                 let mut mirror = false;
                 let (hwc, label) = files.load(i, |img| match mode {
@@ -39,26 +45,22 @@ impl Loader {
                     }
                     Mode::Eval => transform.eval(img),
                 })?;
-                let mut chw = vec![0f32; 3 * plane];
-                for (p, px) in hwc.chunks_exact(3).enumerate() {
-                    let (y, x) = (p / side, p % side);
-                    let x = if mirror { side - 1 - x } else { x };
-                    for (c, (&v, table)) in px.iter().zip(tables).enumerate() {
-                        chw[c * plane + y * side + x] = table[usize::from(v)];
-                    }
-                }
-                Some((chw, label))
+                normalise_into(&hwc, side, mirror, tables, slot);
+                Some(label)
             })
             .collect();
-        let mut images = Vec::with_capacity(indices.len() * 3 * plane);
         let (mut labels, mut kept) = (Vec::new(), Vec::new());
-        for (&i, item) in indices.iter().zip(loaded) {
-            if let Some((chw, label)) = item {
-                images.extend_from_slice(&chw);
+        for (slot, (&i, item)) in indices.iter().zip(loaded).enumerate() {
+            if let Some(label) = item {
+                let to = kept.len();
+                if to != slot {
+                    images.copy_within(slot * image_len..(slot + 1) * image_len, to * image_len);
+                }
                 labels.push(label);
                 kept.push(i);
             }
         }
+        images.truncate(kept.len() * image_len);
         let b = kept.len();
         let device = &self.config.device;
         Ok(Batch {
@@ -68,5 +70,26 @@ impl Loader {
             epoch,
             index,
         })
+    }
+}
+
+/// Writes the `side` x `side` HWC crop `hwc` into `out` as normalised CHW
+/// planes (`tables`: byte -> value per channel), mirrored left-right when
+/// `mirror`. Row by row, each plane its own slice, so the loop has no
+/// division and no bounds check per pixel.
+fn normalise_into(hwc: &[u8], side: usize, mirror: bool, tables: &[[f32; 256]], out: &mut [f32]) {
+    let plane = side * side;
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    let [tr, tg, tb] = [&tables[0], &tables[1], &tables[2]];
+    for (y, row) in hwc.chunks_exact(3 * side).enumerate().take(side) {
+        let span = y * side..(y + 1) * side;
+        let (r, g, b) = (&mut r[span.clone()], &mut g[span.clone()], &mut b[span]);
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            let x = if mirror { side - 1 - x } else { x };
+            r[x] = tr[usize::from(px[0])];
+            g[x] = tg[usize::from(px[1])];
+            b[x] = tb[usize::from(px[2])];
+        }
     }
 }
