@@ -1,6 +1,6 @@
 //! The same configuration gives the same bits whichever entry point runs
 //! it: a tiny DGMS run through the library functions `cargo xtask train`
-//! calls (`RunConfig::dgms`, `train`, `phases::harden`, `phases::report`)
+//! calls (`RunConfig::dgms`, `train`, `phases::harden`, `phases::report_with`)
 //! and through the `dgms` binary (`dgms dgms`, `dgms harden`, `dgms
 //! report`) must give identical checkpoints (weights, mixtures, optimizer
 //! state), identical hardened weights, indices and codebooks, and the same
@@ -66,7 +66,13 @@ fn library_and_binary_give_the_same_bits() {
     let trained = train(&cfg, None).unwrap();
     let lib_hard = dir.path().join("library-hard.safetensors");
     phases::harden(&trained.last, &lib_hard, RECALIBRATION_BATCHES).unwrap();
-    let lib_report = phases::report(&lib_hard).unwrap();
+    let lib_report = phases::report_with(
+        &lib_hard,
+        &phases::OpenOptions::default(),
+        phases::HardeningRule::LogSpace,
+        None,
+    )
+    .unwrap();
 
     // The binary, with the same settings spelled as arguments (everything
     // else left at the CLI's defaults).
