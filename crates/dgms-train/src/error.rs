@@ -196,12 +196,6 @@ pub enum TrainError {
     /// Hardening a checkpoint that is hardened already.
     #[error("{} is already hardened", path.display())]
     AlreadyHardened { path: PathBuf },
-    /// Exporting a checkpoint that is not hardened.
-    #[error(
-        "{} is not hardened (run `dgms harden` first, or `dgms quantize --out X.dgms.safetensors`)",
-        path.display()
-    )]
-    NotHardened { path: PathBuf },
     /// A hardened layer whose stored weight disagrees with its index and codebook.
     #[error("layer {layer}: weight {index} is {stored}, but its index and codebook give {decoded} (not a hardened layer?)")]
     NotHardWeights {
