@@ -101,6 +101,19 @@ fn resume_equals_uninterrupted_dgms_and_phases_agree() {
     let before = phases::eval(&outcome.last, None, Some(64)).unwrap();
     let hardened = dir.path().join("hard.safetensors");
     let report = phases::harden(&outcome.last, &hardened, 0).unwrap();
+    // Export hardens a checkpoint with mixtures itself: the same packed
+    // model as exporting its hardened checkpoint (statistics kept).
+    let (direct, via) = (
+        dir.path().join("a.dgms.safetensors"),
+        dir.path().join("b.dgms.safetensors"),
+    );
+    dgms_train::export::export_packed(&outcome.last, &direct).unwrap();
+    dgms_train::export::export_packed(&hardened, &via).unwrap();
+    assert_eq!(
+        dgms_qsimd::format::PackedModel::read(&direct).unwrap(),
+        dgms_qsimd::format::PackedModel::read(&via).unwrap(),
+        "export of the DGMS checkpoint vs of its hardened checkpoint"
+    );
     let after = phases::eval(&hardened, None, Some(64)).unwrap();
     assert_eq!(before.top1, after.top1);
     assert!(
