@@ -42,7 +42,7 @@ pub fn responsibilities(
     let abs_pi = pi.abs()?;
     let log_p = abs_pi.broadcast_div(&abs_pi.sum_keepdim(0)?)?.log()?;
     let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
-    let log_coef = ((log_p.unsqueeze(0)? - sigma.log()?)? - half_log_2pi)?;
+    let log_coef = ((log_p.unsqueeze(0)? - sigma.abs()?.log()?)? - half_log_2pi)?;
     let r = w.broadcast_sub(&mu_all)?.broadcast_div(&sigma)?;
     let lp = log_coef.broadcast_sub(&(r.sqr()? * 0.5)?)?;
     softmax_rows(&lp)

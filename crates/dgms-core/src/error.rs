@@ -34,9 +34,9 @@ pub enum CoreError {
         value: f64,
     },
 
-    /// A width was zero or negative.
-    #[error("layer `{layer}`: {param}[{index}] = {value}, expected a standard deviation > 0")]
-    NonPositiveSigma {
+    /// A width was zero (its sign is free: only sigma^2 enters the density).
+    #[error("layer `{layer}`: {param}[{index}] = {value}, expected a non-zero standard deviation")]
+    ZeroSigma {
         layer: String,
         param: &'static str,
         index: usize,

@@ -5,7 +5,7 @@
 //! For a weight w and components k = 0..K-1 (k = 0 the zero component):
 //!
 //! ```text
-//! l_k     = log p_k - log sigma_k - log(2 pi)/2 - ((w - mu_k)/sigma_k)^2 / 2
+//! l_k     = log p_k - log |sigma_k| - log(2 pi)/2 - ((w - mu_k)/sigma_k)^2 / 2
 //! gamma_k = exp(l_k - logsumexp_j l_j)          responsibilities
 //! a_k     = softmax_k(gamma_k / tau)            assignment
 //! s       = sum_k a_k mu_k                      soft weight (mu_0 = 0)
@@ -114,8 +114,10 @@ impl Prepared {
         let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
         let log_coef = (0..k)
             .map(|j| {
+                // Only sigma^2 enters the density: a width's sign is free,
+                // as in the reference (`docs/METHOD.md#training`).
                 let s: f64 = sigma[j].into();
-                (abs_pi[j] / pi_sum).ln() - s.ln() - half_log_2pi
+                (abs_pi[j] / pi_sum).ln() - s.abs().ln() - half_log_2pi
             })
             .collect();
         Self {

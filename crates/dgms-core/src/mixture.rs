@@ -198,26 +198,50 @@ impl GaussianMixture {
     }
 
     /// Projects the parameters back into their domain after an optimizer
-    /// step: every sigma (and tau, when trained) below [`SIGMA_FLOOR`] is
-    /// set to it. Plain SGD on sigma can overshoot to <= 0 (its gradient
-    /// grows like 1/(tau sigma)), where the density is undefined; the
-    /// reference has no such guard (`docs/METHOD.md#reference-flaws`).
-    /// Returns how many values were clamped.
+    /// step: a width with |sigma| below [`SIGMA_FLOOR`] becomes
+    /// `±SIGMA_FLOOR` (its sign kept, +1e-6 for an exact 0), and a trained
+    /// tau below it becomes it.
+    ///
+    /// A width's sign is free, as in the reference, whose density uses only
+    /// sigma^2: plain SGD on sigma can step through 0 (the gradient grows
+    /// like 1/(tau sigma)), and the component then goes on with width
+    /// |sigma|. Clamping at +1e-6 instead would freeze such a component as
+    /// a spike that no weight joins, which happened to the zero component
+    /// of a K = 4 layer within four steps (`docs/METHOD.md#training`).
+    /// Returns how many values were moved.
     pub fn project(&self) -> Result<usize> {
-        let mut vars = vec![&self.sigma, &self.sigma_zero];
-        if self.train_tau {
-            vars.push(&self.tau);
-        }
-        let mut clamped = 0;
-        for var in vars {
+        let mut moved = 0;
+        for var in [&self.sigma, &self.sigma_zero] {
             let values: Vec<f64> = var.as_tensor().to_dtype(DType::F64)?.to_vec1()?;
-            let low = values.iter().filter(|&&v| v < SIGMA_FLOOR).count();
-            if low > 0 {
-                var.set(&var.as_tensor().maximum(SIGMA_FLOOR)?)?;
-                clamped += low;
+            if values.iter().any(|v| v.abs() < SIGMA_FLOOR) {
+                let lifted: Vec<f64> = values
+                    .iter()
+                    .map(|&v| {
+                        if v.abs() >= SIGMA_FLOOR {
+                            v
+                        } else {
+                            moved += 1;
+                            if v < 0.0 {
+                                -SIGMA_FLOOR
+                            } else {
+                                SIGMA_FLOOR
+                            }
+                        }
+                    })
+                    .collect();
+                let t = Tensor::from_vec(lifted, values.len(), var.device())?;
+                var.set(&t.to_dtype(var.dtype())?)?;
             }
         }
-        Ok(clamped)
+        if self.train_tau {
+            let values: Vec<f64> = self.tau.as_tensor().to_dtype(DType::F64)?.to_vec1()?;
+            let low = values.iter().filter(|&&v| v < SIGMA_FLOOR).count();
+            if low > 0 {
+                self.tau.set(&self.tau.as_tensor().maximum(SIGMA_FLOOR)?)?;
+                moved += low;
+            }
+        }
+        Ok(moved)
     }
 
     fn tau_tensor(&self) -> Tensor {

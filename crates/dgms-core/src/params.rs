@@ -90,8 +90,8 @@ impl MixtureParams {
                         value: v as f64,
                     });
                 }
-                if param.starts_with("sigma") && v <= 0.0 {
-                    return Err(CoreError::NonPositiveSigma {
+                if param.starts_with("sigma") && v == 0.0 {
+                    return Err(CoreError::ZeroSigma {
                         layer: layer.to_string(),
                         param,
                         index,

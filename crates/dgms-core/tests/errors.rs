@@ -60,15 +60,26 @@ fn non_finite_parameters_are_rejected() {
 }
 
 #[test]
-fn non_positive_sigma_is_rejected() {
+fn zero_sigma_is_rejected_and_a_negative_one_is_its_magnitude() {
     let mut p = params();
     p.sigma[1] = 0.0;
     let m = message(new(&p).unwrap_err());
-    assert!(m.contains("sigma[1] = 0") && m.contains("> 0"), "{m}");
+    assert!(m.contains("sigma[1] = 0") && m.contains("non-zero"), "{m}");
     let mut p = params();
-    p.sigma_zero = -1.0;
+    p.sigma_zero = 0.0;
     let m = message(new(&p).unwrap_err());
-    assert!(m.contains("sigma_zero[0] = -1"), "{m}");
+    assert!(m.contains("sigma_zero[0] = 0"), "{m}");
+
+    // Only sigma^2 enters the density (as in the reference): flipping the
+    // signs of widths changes no soft weight.
+    let w = Tensor::from_slice(&[-0.3f32, -0.05, 0.0, 0.02, 0.2, 0.31], 6, &Device::Cpu).unwrap();
+    let soft = |p: &MixtureParams| -> Vec<f32> {
+        new(p).unwrap().soft_weights(&w).unwrap().to_vec1().unwrap()
+    };
+    let mut flipped = params();
+    flipped.sigma[0] = -flipped.sigma[0];
+    flipped.sigma_zero = -flipped.sigma_zero;
+    assert_eq!(soft(&params()), soft(&flipped));
 }
 
 #[test]
@@ -181,26 +192,29 @@ fn too_many_components_are_rejected() {
 }
 
 #[test]
-fn project_clamps_sigma_into_its_domain() {
+fn project_lifts_tiny_widths_and_keeps_their_sign() {
     let mixture = new(&params()).unwrap();
     let mut p = params();
     p.sigma = vec![0.02, 0.02];
     mixture.set_params(&p).unwrap();
     assert_eq!(mixture.project().unwrap(), 0);
-    // An optimizer step may leave sigma <= 0: set the Var directly.
+    // An optimizer step may take sigma through 0: set the Var directly.
     let (_, sigma) = mixture.named_vars().into_iter().nth(1).unwrap();
     sigma
         .set(&Tensor::from_slice(&[-0.5f32, 0.03], 2, &Device::Cpu).unwrap())
         .unwrap();
+    // A negative width is a width: nothing to project.
+    assert_eq!(mixture.project().unwrap(), 0);
+    assert_eq!(mixture.params().unwrap().sigma, vec![-0.5, 0.03]);
+    let floor = dgms_core::mixture::SIGMA_FLOOR as f32;
+    sigma
+        .set(&Tensor::from_slice(&[-1e-9f32, 0.0], 2, &Device::Cpu).unwrap())
+        .unwrap();
     assert!(mixture
         .soft_weights(&Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())
         .is_err());
-    assert_eq!(mixture.project().unwrap(), 1);
-    let after = mixture.params().unwrap();
-    assert_eq!(
-        after.sigma,
-        vec![dgms_core::mixture::SIGMA_FLOOR as f32, 0.03]
-    );
+    assert_eq!(mixture.project().unwrap(), 2);
+    assert_eq!(mixture.params().unwrap().sigma, vec![-floor, floor]);
     assert!(mixture
         .soft_weights(&Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())
         .is_ok());

@@ -1,6 +1,7 @@
 //! The fused op against the composed autograd oracle, the composed op
 //! against central finite differences (f64), and the underflow case the
-//! reference gets wrong.
+//! reference gets wrong; negative widths (sign-free, as in the reference)
+//! included.
 //!
 //! The fused op computes internally in f64, so on f32 tensors it is
 //! correctly rounded (~1e-7 from exact). The composed op run in f32 is itself
@@ -59,7 +60,13 @@ fn fused_matches_composed_f32() {
     ];
     for (case, &(k, n, tau)) in cases.iter().enumerate() {
         for train_tau in [false, true] {
-            let params = random_params(k, tau, case as u64);
+            let mut params = random_params(k, tau, case as u64);
+            if case % 2 == 1 {
+                // Negative widths (only sigma^2 enters the density; the
+                // gradient in sigma changes sign with it).
+                params.sigma[0] = -params.sigma[0];
+                params.sigma_zero = -params.sigma_zero;
+            }
             let opts = |dtype| MixtureOptions {
                 train_tau,
                 dtype,
@@ -128,6 +135,7 @@ fn composed_matches_finite_differences_f64() {
     let mut params = random_params(4, 0.3, 7);
     params.sigma.iter_mut().for_each(|s| *s *= 3.0);
     params.sigma_zero = 0.05;
+    params.sigma[1] = -params.sigma[1];
     let weights: Vec<f64> = random_weights(9, 7).iter().map(|&w| w as f64).collect();
     let upstream: Vec<f64> = random_weights(9, 8).iter().map(|&w| w as f64).collect();
 
