@@ -45,7 +45,7 @@ pub struct InitConfig {
     pub restarts: usize,
     /// Lloyd steps per restart at most (Lloyd only). Default 1000.
     pub max_iters: usize,
-    /// How the clusters are found. Default [`KMeansMethod::Lloyd`].
+    /// How the clusters are found. Default [`KMeansMethod::Exact`].
     pub method: KMeansMethod,
     /// Width initialisation. Default [`SigmaInit::Cluster`].
     pub sigma: SigmaInit,

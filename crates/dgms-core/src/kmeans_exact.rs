@@ -41,7 +41,7 @@
 
 use rayon::prelude::*;
 
-use crate::kmeans::{prefix, KMeans1d, SortedWeights};
+use crate::kmeans::{fill_empty_clusters, prefix, KMeans1d, SortedWeights};
 
 /// Row ranges at least this long are split across rayon tasks.
 const PAR_ROWS: usize = 1 << 14;
@@ -58,20 +58,38 @@ struct Side {
     s2: Vec<f64>,
     /// Prefix sums of `x^2` (the zero cluster's cost).
     q: Vec<f64>,
+    /// `recip[x] = 1 / (len + 1 - x)`: the inverse cluster size `1 / (i - t)`
+    /// sits at `recip[len + 1 - i + t]`, contiguous in `t`, so the scan
+    /// multiplies instead of dividing.
+    recip: Vec<f64>,
+    /// Number of side weights L (`s1`, `s2`, `q` hold L + 1 sums; `s1` and
+    /// `recip` are padded by [`SCAN_WIDTH`] values so that the scan's last
+    /// chunk can read whole).
+    len: usize,
 }
+
+/// Columns the scan evaluates together.
+const SCAN_WIDTH: usize = 8;
 
 impl Side {
     fn new(x: &[f64]) -> Self {
         let shift = x.get(x.len() / 2).copied().unwrap_or(0.0);
+        let top = x.len() + 1;
+        let mut s1 = prefix(x, |v| v - shift);
+        s1.resize(top + SCAN_WIDTH, 0.0);
+        let mut recip: Vec<f64> = (0..top).map(|x| 1.0 / (top - x) as f64).collect();
+        recip.resize(top + SCAN_WIDTH, 0.0);
         Self {
-            s1: prefix(x, |v| v - shift),
+            s1,
             s2: prefix(x, |v| (v - shift) * (v - shift)),
             q: prefix(x, |v| v * v),
+            recip,
+            len: x.len(),
         }
     }
 
     fn len(&self) -> usize {
-        self.s1.len() - 1
+        self.len
     }
 
     /// Squared error of side weights `t..i` about their mean (0 if empty).
@@ -90,25 +108,26 @@ impl Side {
     /// chunks without branches so the compiler vectorises the costs (this
     /// loop is nearly all of the run time).
     #[inline]
-    fn scan(&self, prev: &[f64], i: usize, lo: usize, end: usize) -> (f64, usize) {
-        const W: usize = 8;
-        const OFF: [f64; W] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+    fn scan(&self, prev: &PrevLayer, i: usize, lo: usize, end: usize) -> (f64, usize) {
+        const W: usize = SCAN_WIDTH;
         let (mut best, mut at) = (f64::INFINITY, lo);
         if end <= lo {
             return (best, at);
         }
-        let (a1, a2) = (self.s1[i], self.s2[i]);
-        let (p, x1, x2) = (&prev[lo..end], &self.s1[lo..end], &self.s2[lo..end]);
-        let m0 = (i - lo) as f64;
+        let a1 = self.s1[i];
+        // prev[t] + cost(t, i) = (prev[t] - s2[t]) + s2[i] - d1^2 / (i - t):
+        // s2[i] is the same for every t, so it is added after the minimum.
+        let (p, x1) = (&prev.less_s2[lo..end], &self.s1[lo..end]);
+        // 1 / (i - t) for t in lo..end.
+        let first = self.len + 1 - i + lo;
+        let inv = &self.recip[first..first + p.len()];
         let chunks = p.len() / W;
         for c in 0..chunks {
-            let (pc, c1, c2) = (&p[c * W..][..W], &x1[c * W..][..W], &x2[c * W..][..W]);
-            // Cluster sizes i - t for t = lo + cW + k.
-            let base = m0 - (c * W) as f64;
+            let (pc, c1, ic) = (&p[c * W..][..W], &x1[c * W..][..W], &inv[c * W..][..W]);
             let mut vals = [0.0f64; W];
             for k in 0..W {
-                let (d1, d2) = (a1 - c1[k], a2 - c2[k]);
-                vals[k] = pc[k] + (d2 - d1 * d1 / (base - OFF[k]));
+                let d1 = a1 - c1[k];
+                vals[k] = pc[k] - d1 * d1 * ic[k];
             }
             // Pairwise minimum (a tree, not a chain of dependent `min`s).
             let lt = |a: f64, b: f64| if b < a { b } else { a };
@@ -125,20 +144,35 @@ impl Side {
             }
         }
         let done = chunks * W;
-        let tail = p[done..].iter().zip(&x1[done..]).zip(&x2[done..]);
-        for (k, ((&pt, &u1), &u2)) in tail.enumerate() {
-            let (d1, d2) = (a1 - u1, a2 - u2);
-            let v = pt + (d2 - d1 * d1 / (m0 - (done + k) as f64));
+        let tail = p[done..].iter().zip(&x1[done..]).zip(&inv[done..]);
+        for (k, ((&pt, &u1), &r)) in tail.enumerate() {
+            let d1 = a1 - u1;
+            let v = pt - d1 * d1 * r;
             if v < best {
                 (best, at) = (v, lo + done + k);
             }
         }
-        (best, at)
+        (best + self.s2[i], at)
     }
 
     /// Cost of the side weights `i..L` in the zero cluster.
     fn zero_cost(&self, i: usize) -> f64 {
         (self.q[self.len()] - self.q[i]).max(0.0)
+    }
+}
+
+/// A computed layer's row `D_j(0..=L)` as the scan reads it.
+struct PrevLayer<'a> {
+    cost: &'a [f64],
+    /// `cost[t] - s2[t]`, see [`Side::scan`].
+    less_s2: Vec<f64>,
+}
+
+impl<'a> PrevLayer<'a> {
+    fn new(side: &Side, cost: &'a [f64]) -> Self {
+        let mut less_s2: Vec<f64> = cost.iter().zip(&side.s2).map(|(c, q)| c - q).collect();
+        less_s2.resize(cost.len() + SCAN_WIDTH, f64::INFINITY);
+        Self { cost, less_s2 }
     }
 }
 
@@ -195,7 +229,15 @@ impl<'a> SideDp<'a> {
             self.row = (0..=l).into_par_iter().map(|i| side.cost(0, i)).collect();
         } else {
             let (mut cur, mut arg) = (vec![0.0; l + 1], vec![0u32; l + 1]);
-            rows(side, &self.row, 0, &mut cur, &mut arg, 0, l);
+            rows(
+                side,
+                &PrevLayer::new(side, &self.row),
+                0,
+                &mut cur,
+                &mut arg,
+                0,
+                l,
+            );
             self.opt.push(arg);
             self.row = cur;
         }
@@ -211,7 +253,7 @@ impl<'a> SideDp<'a> {
 /// `its argmin..=hi` (monotone argmins, from the quadrangle inequality).
 fn rows(
     side: &Side,
-    prev: &[f64],
+    prev: &PrevLayer,
     row0: usize,
     cur: &mut [f64],
     arg: &mut [u32],
@@ -225,8 +267,8 @@ fn rows(
         for (r, (d, a)) in cur.iter_mut().zip(arg.iter_mut()).enumerate() {
             let i = row0 + r;
             let (mut best, mut at) = side.scan(prev, i, lo, (hi + 1).min(i));
-            if hi >= i && prev[i] < best {
-                (best, at) = (prev[i], i);
+            if hi >= i && prev.cost[i] < best {
+                (best, at) = (prev.cost[i], i);
             }
             (*d, *a, lo) = (best, at as u32, at);
         }
@@ -236,9 +278,9 @@ fn rows(
     let i = row0 + mid;
     // Columns lo..=hi, t < i scanned; t = i (if in range) separately.
     let (mut best, mut at) = side.scan(prev, i, lo, (hi + 1).min(i));
-    if hi >= i && prev[i] < best {
+    if hi >= i && prev.cost[i] < best {
         // The empty last cluster (t = i) costs 0.
-        (best, at) = (prev[i], i);
+        (best, at) = (prev.cost[i], i);
     }
     cur[mid] = best;
     arg[mid] = at as u32;
@@ -256,11 +298,36 @@ fn rows(
     }
 }
 
+impl SideDp<'_> {
+    /// A lower bound on `best[j]` for a layer not computed yet, from the
+    /// layers that are: `best` is non-increasing, >= 0 and convex in `j`.
+    /// Convex because the side's cost is a minimum `(j + 1)`-link path
+    /// (j free clusters, then the zero cluster) over a weight matrix with
+    /// the quadrangle inequality: the free clusters' costs have it, and so
+    /// do the zero cluster's, since moving the weights `[a, b)` (farther
+    /// from 0 than the cluster `[b, c)`) into that cluster costs at most
+    /// their squares, as its mean lies between them and 0. Minimum k-link
+    /// paths over such matrices are convex in k (Aggarwal, Schieber and
+    /// Tokuyama, 1994). So the line through the last two layers bounds the
+    /// rest from below.
+    fn lower_bound(&self, j: usize) -> f64 {
+        let a = self.layers();
+        if j <= a {
+            return self.best[j];
+        }
+        let slope = match a {
+            0 => return 0.0,
+            _ => self.best[a] - self.best[a - 1],
+        };
+        (self.best[a] + (j - a) as f64 * slope).max(0.0)
+    }
+}
+
 /// The number of free clusters on the negative side, if the layers computed
 /// settle it: the best `j` with both sides' costs known (the fewest on
 /// ties), provided every other `j` is bounded below by at least as much
-/// (`best` is non-increasing in the cluster count and >= 0, so a side not
-/// computed that far is bounded by 0). Otherwise which sides need a layer.
+/// ([`SideDp::lower_bound`] for a side not computed that far). Otherwise
+/// which sides need a layer.
 fn choose(dn: &SideDp, dp: &SideDp, kf: usize) -> Result<usize, (bool, bool)> {
     let (ln, lp) = (dn.layers(), dp.layers());
     let known = |j: usize| j <= ln && kf - j <= lp;
@@ -271,11 +338,7 @@ fn choose(dn: &SideDp, dp: &SideDp, kf: usize) -> Result<usize, (bool, bool)> {
     let Some(best) = best else {
         return Err((ln < kf, lp < kf));
     };
-    let bound = |j: usize| {
-        let n = if j <= ln { dn.best[j] } else { 0.0 };
-        let p = if kf - j <= lp { dp.best[kf - j] } else { 0.0 };
-        n + p
-    };
+    let bound = |j: usize| dn.lower_bound(j) + dp.lower_bound(kf - j);
     let open: Vec<usize> = (0..=kf)
         .filter(|&j| !known(j) && bound(j) < total(best))
         .collect();
@@ -366,24 +429,7 @@ fn finish(v: &[f64], runs: Vec<(usize, usize, bool)>, k: usize) -> KMeans1d {
     let mut bounds: Vec<usize> = runs.iter().map(|r| r.0).collect();
     bounds.push(v.len());
     let mut zero = runs.iter().position(|r| r.2).unwrap_or(0);
-    while centres.len() < k {
-        let gap = |j: usize| centres[j] - centres[j - 1];
-        let widest = (1..centres.len())
-            .rev()
-            .max_by(|&a, &b| gap(a).total_cmp(&gap(b)));
-        match widest.filter(|&j| gap(j) > 0.0) {
-            Some(j) => {
-                centres.insert(j, 0.5 * (centres[j - 1] + centres[j]));
-                bounds.insert(j, bounds[j]);
-                zero += usize::from(j <= zero);
-            }
-            None => {
-                // Every centre equal: repeat it at the end (stays ascending).
-                centres.push(centres[centres.len() - 1]);
-                bounds.push(v.len());
-            }
-        }
-    }
+    fill_empty_clusters(&mut centres, &mut bounds, k, &mut zero);
     KMeans1d {
         centres,
         bounds,
