@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use common::{dgms_err, dgms_ok};
+use dgms_test_support::compare::logit_agreement;
 use dgms_test_support::fixtures::shared_fixture;
 
 const CKPT: &str = "fixtures/reference-checkpoints/resnet20_dgms_k16.pth.tar";
@@ -23,33 +24,10 @@ fn values(path: &Path, name: &str) -> Vec<f32> {
     t[name].flatten_all().unwrap().to_vec1().unwrap()
 }
 
-/// A CIFAR-10 binary set of 8 random images per file.
 fn tiny_cifar(dir: &Path) -> PathBuf {
     let dir = dir.join("cifar");
     std::fs::create_dir(&dir).unwrap();
-    let mut state = 99u64;
-    let mut byte = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as u8
-    };
-    let files = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ];
-    for name in files {
-        let mut bytes = Vec::new();
-        for _ in 0..8 {
-            bytes.push(byte() % 10);
-            bytes.extend((0..3072).map(|_| byte()));
-        }
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    dgms_test_support::datasets::write_random_cifar(&dir, 8, 99).unwrap();
     dir
 }
 
@@ -105,7 +83,7 @@ fn from_their_file_to_packed_model_to_their_logits() {
         s(&packed),
     ]);
     let expected = values(&io, "logits");
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let classes = 10;
     for engine in ["qsimd", "candle"] {
         let logits = d.join(format!("logits-{engine}.safetensors"));
         dgms_ok(&[
@@ -120,12 +98,9 @@ fn from_their_file_to_packed_model_to_their_logits() {
             engine,
         ]);
         let got = values(&logits, "logits");
-        let err = got
-            .iter()
-            .zip(&expected)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale;
+        let (err, same_top1) = logit_agreement(&got, &expected, classes);
         assert!(err < 1e-4, "{engine}: relative error {err}");
+        assert_eq!(same_top1, expected.len() / classes, "{engine}: top-1");
     }
 
     // Harden to a checkpoint with the authors' rule, then evaluate it and

@@ -7,6 +7,8 @@
 //!   for crates that keep `rand` out of their dependencies, and
 //!   [`rng::chacha`] for tests of crates that use `rand` anyway. Each
 //!   reproduces, number for number, the generator it replaces.
+//! - [`datasets`]: small data sets written to disk (random CIFAR-10
+//!   binaries).
 //! - [`compare`]: relative errors (max |got - expected| / max |expected|).
 //! - [`fixtures`]: locating fixtures in the repository and in the shared
 //!   folder beside it (`../shared`); a missing shared fixture skips its test
@@ -17,6 +19,7 @@
 //!   `candle`).
 
 pub mod compare;
+pub mod datasets;
 pub mod fixtures;
 pub mod rng;
 #[cfg(feature = "candle")]

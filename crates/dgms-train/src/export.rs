@@ -17,15 +17,17 @@ use std::str::FromStr;
 use candle_core::{DType, Device, Tensor};
 use dgms_core::{HardenedLayer, HardeningRule, ModelReport};
 use dgms_data::DataSource;
-use dgms_models::{load_tensors, set_varmap, ModelConfig};
+use dgms_models::{set_varmap, ModelConfig};
 use dgms_qsimd::format::{fold_batch_norm, FpTensor, ModelMeta, PackedLayer, PackedModel};
 
 use crate::config::InvalidSetting;
 use crate::config::MixtureSettings;
 use crate::error::{Result, TrainError};
 use crate::image_settings::ImageSettings;
-use crate::phases::{carries_mixtures, harden_model, harden_model_with, report_of};
-use crate::reference_import::{open_checkpoint, Origin};
+use crate::phases::{harden_model, harden_model_with, report_of};
+use crate::reference_import::{
+    import_reference, open_checkpoint, read_weights_file, Origin, WeightsFile,
+};
 use crate::train::session::Model;
 
 /// The batch-norm eps of every network (dgms-arch's descriptions say it).
@@ -426,19 +428,17 @@ pub fn quantize_packed(
     dgms_io::ensure_not_input("--out", out, &[("--weights", weights)])?;
     // The DGMS authors' format: its trained mixtures are used as they are,
     // not re-initialised.
-    let imported = match carries_mixtures(weights) {
-        true => {
+    let (imported, tensors) = match read_weights_file(weights)? {
+        WeightsFile::Reference(t) => {
             let size = match shape {
                 ShapeSource::Input(s) => Some(s[1]),
                 ShapeSource::Data(_) => None,
             };
-            Some(open_checkpoint(weights, Some(model_name), size)?.0)
+            let ckpt = import_reference(weights, t, model_name, size)?.0;
+            let tensors = ckpt.tensors.clone();
+            (Some(ckpt), tensors)
         }
-        false => None,
-    };
-    let tensors = match &imported {
-        Some(ckpt) => ckpt.tensors.clone(),
-        None => load_tensors(weights)?,
+        WeightsFile::Plain(t) => (None, t),
     };
     let (input_shape, classes) = match shape {
         ShapeSource::Data(source) => data_shape(source, &ImageSettings::default())?,

@@ -4,10 +4,10 @@
 //! configuration ([`config`], plain types), the training loop (SGD with
 //! momentum/Nesterov/weight decay, one-cycle/cosine/multi-step schedules,
 //! checkpoints with exact resume: [`train`]), the phases after training
-//! (`harden`, `eval`, `report`, `quantize`: [`phases`]), export to the
-//! packed Q-SIMD format ([`export`]) and inference on it ([`infer`]); the
-//! DGMS authors' own checkpoints are read wherever a checkpoint is
-//! ([`reference_import`]).
+//! (`harden`, `eval`, `quantize`: [`phases`]; `report`: [`model_report`]),
+//! export to the packed Q-SIMD format ([`export`]) and inference on it
+//! ([`infer`]); the DGMS authors' own checkpoints are read wherever a
+//! checkpoint is ([`reference_import`], [`reference_import::read_weights_file`]).
 //! Errors are typed ([`TrainError`]); command-line parsing lives in the
 //! `dgms-cli` binary, which converts its arguments into these types.
 //!
@@ -21,6 +21,7 @@ pub mod error;
 pub mod export;
 pub mod image_settings;
 pub mod infer;
+pub mod model_report;
 pub mod phases;
 pub mod process;
 pub mod reference_import;

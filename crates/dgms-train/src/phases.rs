@@ -12,12 +12,15 @@ use crate::config::InvalidSetting;
 use crate::config::{MixtureSettings, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::image_settings::ImageSettings;
-use crate::reference_import::{open_checkpoint, Origin};
-use crate::reference_report::{ReferenceAccuracy, ReferenceReport};
+use crate::reference_import::{
+    import_reference, open_checkpoint, read_weights_file, Origin, WeightsFile,
+};
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
 use crate::train::session::{default_eval_batch, evaluate_with, Data, Model};
 use dgms_data::{Loader, LoaderConfig, Mode};
+
+pub use crate::model_report::{report, report_with, Report};
 
 /// Accuracy of a model on a test set.
 #[derive(Clone, Debug, Serialize)]
@@ -64,6 +67,18 @@ pub struct OpenOptions<'a> {
 /// unless `opts.data` names some, whose classes must then match.
 pub fn open(path: &Path, opts: &OpenOptions<'_>) -> Result<(Checkpoint, Option<Data>, Model)> {
     let (ckpt, origin) = open_checkpoint(path, opts.model, opts.image_size)?;
+    open_loaded(path, ckpt, origin, opts, None)
+}
+
+/// [`open`] of a checkpoint already read from `path`; `loaded`, when
+/// given, is the data already loaded from `opts.data`.
+fn open_loaded(
+    path: &Path,
+    ckpt: Checkpoint,
+    origin: Origin,
+    opts: &OpenOptions<'_>,
+    loaded: Option<Data>,
+) -> Result<(Checkpoint, Option<Data>, Model)> {
     let cfg = &ckpt.meta.config;
     let images = ImageSettings {
         resize: opts.resize.unwrap_or(cfg.images.resize),
@@ -73,12 +88,18 @@ pub fn open(path: &Path, opts: &OpenOptions<'_>) -> Result<(Checkpoint, Option<D
     images.validate()?;
     let (data, model) = match origin {
         Origin::Dgms => {
-            let data = Data::load_with(opts.data.unwrap_or(&cfg.data), &images)?;
+            let data = match loaded {
+                Some(d) => d,
+                None => Data::load_with(opts.data.unwrap_or(&cfg.data), &images)?,
+            };
             let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
             (Some(data), model)
         }
         Origin::Reference { model_config } => {
-            let data = opts.data.map(|d| Data::load_with(d, &images)).transpose()?;
+            let data = match loaded {
+                Some(d) => Some(d),
+                None => opts.data.map(|d| Data::load_with(d, &images)).transpose()?,
+            };
             if let Some(d) = &data {
                 let classes = d.model_config().num_classes;
                 if classes != model_config.num_classes {
@@ -148,7 +169,7 @@ pub struct EvalOptions<'a> {
 /// Evaluates a checkpoint or weights file on the test (val) split: mixture
 /// layers use their hard weights. Undecodable files are skipped, counted in
 /// the result and logged.
-pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<EvalResult> {
+pub fn eval_with<'a>(weights: EvalWeights<'a>, opts: &EvalOptions<'a>) -> Result<EvalResult> {
     if opts.max_eval == Some(0) {
         return Err(TrainError::from(InvalidSetting {
             flag: "--max-eval",
@@ -171,40 +192,28 @@ pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<Eva
         };
         settings.validate().map(|()| settings)
     };
-    // An authors' checkpoint given as --weights carries mixtures: it is
-    // evaluated as the checkpoint it is.
-    let weights = match weights {
-        EvalWeights::File { model, weights } if carries_mixtures(weights) => {
-            return eval_with(
-                EvalWeights::Checkpoint(weights),
-                &EvalOptions {
-                    model: Some(model),
-                    ..opts.clone()
-                },
-            );
-        }
-        w => w,
+    let open_opts = |model: Option<&'a str>| OpenOptions {
+        model,
+        image_size: None,
+        data: opts.data,
+        resize: opts.resize,
+        crop: opts.crop,
+    };
+    let no_data = || {
+        TrainError::from(InvalidSetting {
+            flag: "--data",
+            value: "(none)".into(),
+            expected: "a data source: the DGMS authors' checkpoints record none".into(),
+        })
     };
     let (data, model) = match weights {
         EvalWeights::Checkpoint(path) => {
-            let open_opts = OpenOptions {
-                model: opts.model,
-                image_size: None,
-                data: opts.data,
-                resize: opts.resize,
-                crop: opts.crop,
-            };
-            let (_, data, model) = open(path, &open_opts)?;
-            let data = data.ok_or_else(|| {
-                TrainError::from(InvalidSetting {
-                    flag: "--data",
-                    value: "(none)".into(),
-                    expected: "a data source: the DGMS authors' checkpoints record none".into(),
-                })
-            })?;
-            (data, model)
+            let (_, data, model) = open(path, &open_opts(opts.model))?;
+            (data.ok_or_else(no_data)?, model)
         }
         EvalWeights::File { model, weights } => {
+            // The data first (a weights file records none): listing a
+            // folder costs less than reading the weights.
             let source = opts.data.ok_or_else(|| {
                 TrainError::from(InvalidSetting {
                     flag: "--data",
@@ -213,9 +222,21 @@ pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<Eva
                 })
             })?;
             let data = Data::load_with(source, &images(ImageSettings::default())?)?;
-            let net = Model::new(model, &data, 0)?;
-            net.load_weights(weights)?;
-            (data, net)
+            match read_weights_file(weights)? {
+                // An authors' checkpoint given as --weights carries
+                // mixtures: it is evaluated as the checkpoint it is.
+                WeightsFile::Reference(tensors) => {
+                    let (ckpt, origin) = import_reference(weights, tensors, model, None)?;
+                    let opened = open_opts(Some(model));
+                    let (_, data, net) = open_loaded(weights, ckpt, origin, &opened, Some(data))?;
+                    (data.ok_or_else(no_data)?, net)
+                }
+                WeightsFile::Plain(tensors) => {
+                    let net = Model::new(model, &data, 0)?;
+                    net.set_tensors(weights, &tensors)?;
+                    (data, net)
+                }
+            }
         }
     };
     if opts.hardening != HardeningRule::LogSpace && !model.net.mixtures().is_empty() {
@@ -227,14 +248,6 @@ pub fn eval_with(weights: EvalWeights<'_>, opts: &EvalOptions<'_>) -> Result<Eva
     let mut result = EvalResult::from(tally);
     result.skipped = test.skipped().len();
     Ok(result)
-}
-
-/// Whether `path` is a PyTorch file in the DGMS authors' format (it
-/// carries mixtures). False when it cannot be read: the caller's own
-/// reading then reports why.
-pub fn carries_mixtures(path: &Path) -> bool {
-    dgms_models::is_pth(path)
-        && dgms_models::read_pth(path).is_ok_and(|t| dgms_models::is_reference_state_dict(&t))
 }
 
 /// Hardens every mixture layer of `model`: the weight becomes its hard
@@ -393,100 +406,6 @@ pub fn harden_with(
         recalibrate_batch_norm(&model, &data, batches, ckpt.meta.seed)?;
     }
     save_hardened(out, &model, &layers, ckpt.meta)
-}
-
-/// What `dgms report` gives: this project's table and the authors' report.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    #[serde(flatten)]
-    pub table: ModelReport,
-    /// The report as the DGMS authors' code prints it.
-    pub reference: ReferenceReport,
-}
-
-/// The table of [`report_with`] for a dgms checkpoint, default rule.
-pub fn report(path: &Path) -> Result<ModelReport> {
-    Ok(report_with(path, &OpenOptions::default(), HardeningRule::LogSpace, None)?.table)
-}
-
-/// `dgms report`: the report (docs/METHOD.md#report) of a DGMS, hardened
-/// or DGMS authors' checkpoint, mixture layers hardened with `rule`; with
-/// `evaluate`, the hardened model is evaluated on the test split of
-/// `opts.data` (or the run's data) for the authors' final line.
-pub fn report_with(
-    path: &Path,
-    opts: &OpenOptions<'_>,
-    rule: HardeningRule,
-    evaluate: Option<&EvalOptions<'_>>,
-) -> Result<Report> {
-    let (ckpt, data, model) = open(path, opts)?;
-    let layers = if ckpt.meta.hardened {
-        stored_layers(path, &ckpt, &model)?
-    } else {
-        harden_model_with(&model, rule)?
-    };
-    let gmm: usize = layers.iter().map(|l| 3 * l.k()).sum();
-    let mut reference = ReferenceReport::new(&model, &layers, gmm);
-    if let Some(eval) = evaluate {
-        let data = data.ok_or_else(|| {
-            TrainError::from(InvalidSetting {
-                flag: "--data",
-                value: "(none)".into(),
-                expected: "a data source to evaluate on: the DGMS authors' checkpoints record none"
-                    .into(),
-            })
-        })?;
-        let test = data.test_subset(eval.max_eval)?;
-        let batch = eval.batch_size.unwrap_or_else(|| default_eval_batch(&test));
-        let tally = evaluate_with(model.net.as_ref(), &test, batch, eval.progress)?;
-        reference.accuracy = Some(ReferenceAccuracy {
-            top1: tally.top1(),
-            top5: tally.top5(),
-        });
-    }
-    Ok(Report {
-        table: report_of(&layers),
-        reference,
-    })
-}
-
-/// The hardened layers stored in a hardened checkpoint.
-fn stored_layers(path: &Path, ckpt: &Checkpoint, model: &Model) -> Result<Vec<HardenedLayer>> {
-    let mut layers = Vec::new();
-    for (name, &k) in &ckpt.meta.mixture_k {
-        let get = |suffix: &str| {
-            ckpt.tensors
-                .get(&format!("{name}.{suffix}"))
-                .ok_or_else(|| TrainError::MissingTensor {
-                    file: format!("{}: ", path.display()),
-                    name: format!("{name}.{suffix}"),
-                    hint: "",
-                })
-        };
-        let conv = model
-            .net
-            .conv(name)
-            .ok_or_else(|| TrainError::UnknownConv {
-                layer: name.clone(),
-            })?;
-        let layer = HardenedLayer {
-            name: name.clone(),
-            shape: conv.weight().dims().to_vec(),
-            indices: get("indices")?.to_vec1()?,
-            table: get("codebook")?.to_vec1()?,
-            reference_underflow: None,
-        };
-        if layer.k() != k {
-            return Err(TrainError::CodebookLength {
-                file: format!("{}: ", path.display()),
-                name: name.clone(),
-                found: layer.k(),
-                k,
-            });
-        }
-        layers.push(layer);
-    }
-    Ok(layers)
 }
 
 /// `dgms quantize`: post-training quantization of full-precision weights

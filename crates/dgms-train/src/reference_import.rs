@@ -25,6 +25,29 @@ pub enum Origin {
     Reference { model_config: ModelConfig },
 }
 
+/// A weights file read once, by content: the DGMS authors' format, or
+/// plain named tensors (a dgms checkpoint's or plain safetensors, or a
+/// plain PyTorch file).
+pub enum WeightsFile {
+    /// A PyTorch file in the DGMS authors' format (it carries mixtures),
+    /// its tensors as stored: [`import_reference`] checks and converts them.
+    Reference(HashMap<String, Tensor>),
+    /// Tensors under this project's (torchvision's) names.
+    Plain(HashMap<String, Tensor>),
+}
+
+/// Reads the weights file at `path` once (see [`WeightsFile`]).
+pub fn read_weights_file(path: &Path) -> Result<WeightsFile> {
+    if !is_pth(path) {
+        return Ok(WeightsFile::Plain(checkpoint::load_tensors(path)?));
+    }
+    let tensors = read_pth(path)?;
+    Ok(match is_reference_state_dict(&tensors) {
+        true => WeightsFile::Reference(tensors),
+        false => WeightsFile::Plain(tensors),
+    })
+}
+
 /// Reads the checkpoint at `path`, of either format (recognised by
 /// content). `model` is required for the authors' format (their files do
 /// not name the network) and, for a dgms checkpoint, must match the one
@@ -55,12 +78,13 @@ pub fn open_checkpoint(
     let model = model.ok_or_else(|| TrainError::ReferenceNeedsModel {
         path: path.to_path_buf(),
     })?;
-    import(path, tensors, model, image_size)
+    import_reference(path, tensors, model, image_size)
 }
 
-/// The import proper: checks every key against `model` and builds the
-/// checkpoint (see the module docs).
-fn import(
+/// The import proper of the tensors of an authors' file read from `path`:
+/// checks every key against `model` and builds the checkpoint (see the
+/// module docs).
+pub fn import_reference(
     path: &Path,
     tensors: HashMap<String, Tensor>,
     model: &str,

@@ -214,28 +214,6 @@ fn reference_soft(p: &MixtureParams, w: f32) -> f64 {
     e.iter().zip(&mus).map(|(a, mu)| a / s * mu).sum()
 }
 
-/// A CIFAR-10 binary set of `n` random images per file, in `dir`.
-fn tiny_cifar(dir: &Path, n: usize) {
-    let mut state = 12345u64;
-    let mut byte = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as u8
-    };
-    for name in dgms_data::cifar::TRAIN_FILES
-        .iter()
-        .chain([&dgms_data::cifar::TEST_FILE])
-    {
-        let mut bytes = Vec::with_capacity(n * 3073);
-        for _ in 0..n {
-            bytes.push(byte() % 10);
-            bytes.extend((0..3072).map(|_| byte()));
-        }
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-}
-
 #[test]
 fn dgms_init_continues_their_mixtures() {
     let Some((ckpt_path, _)) = fixture() else {
@@ -287,7 +265,7 @@ fn dgms_init_continues_their_mixtures() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("cifar");
     std::fs::create_dir(&data_dir).unwrap();
-    tiny_cifar(&data_dir, 16);
+    dgms_test_support::datasets::write_random_cifar(&data_dir, 16, 12345).unwrap();
     let data = format!("cifar10:{}", data_dir.display());
     let mut cfg = RunConfig::dgms(
         "resnet20",

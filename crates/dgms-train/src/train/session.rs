@@ -1,6 +1,7 @@
 //! A model with its data, built from a [`RunConfig`]: the pieces every
 //! phase (pretrain, dgms, eval, harden, quantize) starts from.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -15,6 +16,7 @@ use dgms_models::{
 use crate::config::{MixtureSettings, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::image_settings::ImageSettings;
+use crate::reference_import::{import_reference, read_weights_file, WeightsFile};
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::metrics::Tally;
 
@@ -139,33 +141,28 @@ impl Model {
     /// classifier with another number of classes than the data's is an
     /// error naming both.
     pub fn load_weights(&self, path: &Path) -> Result<()> {
-        let tensors = if dgms_models::is_pth(path) {
-            let tensors = dgms_models::read_pth(path)?;
-            if dgms_models::is_reference_state_dict(&tensors) {
-                // The authors' format: its own names, checked key by key.
-                let (ckpt, _) = crate::reference_import::open_checkpoint(
-                    path,
-                    Some(self.net.model_name()),
-                    None,
-                )?;
-                ckpt.tensors
-            } else {
-                tensors
+        let tensors = match read_weights_file(path)? {
+            // The authors' format: its own names, checked key by key.
+            WeightsFile::Reference(t) => {
+                import_reference(path, t, self.net.model_name(), None)?
+                    .0
+                    .tensors
             }
-        } else {
-            checkpoint::load_tensors(path)?
+            WeightsFile::Plain(t) => t,
         };
-        self.check_classes(path, &tensors)?;
-        set_varmap(&self.varmap, &tensors, &path.display().to_string())?;
+        self.set_tensors(path, &tensors)
+    }
+
+    /// Sets the model's tensors to `tensors` (read from `path`, named in
+    /// errors), checking the classifier's rows first.
+    pub fn set_tensors(&self, path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        self.check_classes(path, tensors)?;
+        set_varmap(&self.varmap, tensors, &path.display().to_string())?;
         Ok(())
     }
 
     /// The classifier's rows in `tensors` against this model's classes.
-    fn check_classes(
-        &self,
-        path: &Path,
-        tensors: &std::collections::HashMap<String, Tensor>,
-    ) -> Result<()> {
+    fn check_classes(&self, path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
         let name = format!("{}.weight", self.net.classifier_name());
         let ours = self
             .named_tensors()
@@ -189,12 +186,14 @@ impl Model {
     /// by `m`; or a DGMS authors' checkpoint, whose stored mixtures are
     /// continued as they are (no k-means), which must have `m.k` components.
     pub fn load_init(&self, path: &Path, m: &MixtureSettings) -> Result<()> {
-        if !crate::phases::carries_mixtures(path) {
-            self.load_weights(path)?;
-            return self.enable_mixtures(m);
-        }
-        let (ckpt, _) =
-            crate::reference_import::open_checkpoint(path, Some(self.net.model_name()), None)?;
+        let tensors = match read_weights_file(path)? {
+            WeightsFile::Plain(t) => {
+                self.set_tensors(path, &t)?;
+                return self.enable_mixtures(m);
+            }
+            WeightsFile::Reference(t) => t,
+        };
+        let (ckpt, _) = import_reference(path, tensors, self.net.model_name(), None)?;
         self.check_classes(path, &ckpt.tensors)?;
         self.restore(path, &ckpt, Some(m.k))?;
         tracing::info!(
