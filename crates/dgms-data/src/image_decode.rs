@@ -8,11 +8,23 @@
 //! [`DataError::Undecodable`] naming the file: the caller skips it with a
 //! warning. Decoding is bounded: images above [`MAX_SIDE`] pixels a side or
 //! [`MAX_DECODE_BYTES`] of buffers are refused before they are allocated.
+//!
+//! The loader decodes through [`with_decoded`], which keeps each thread's
+//! file bytes and pixel buffer from one image to the next (fresh buffers
+//! for every image cost more in page clearing than the resize does).
+//! Colour JPEGs go straight to `zune-jpeg`, the decoder `image` itself
+//! calls, with the same options; every other file, and any JPEG that
+//! path refuses, takes [`decode_rgb_bytes`], so results and error
+//! messages are the same either way.
 
-use std::io::Cursor;
+use std::cell::RefCell;
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use image::{ImageFormat, ImageReader, Limits};
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
 
 use crate::error::{DataError, Result};
 
@@ -65,6 +77,112 @@ pub fn decode_rgb_bytes(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         width: rgb.width(),
         height: rgb.height(),
         pixels: rgb.into_raw(),
+    })
+}
+
+/// A thread's buffers above this size are freed after the image, so one
+/// huge file does not pin its memory for the rest of the run.
+const KEEP_BYTES: usize = 64 << 20;
+
+/// The file bytes and decoded pixels a thread reuses.
+#[derive(Default)]
+struct DecodeBuffers {
+    file: Vec<u8>,
+    pixels: Vec<u8>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<DecodeBuffers> = RefCell::default();
+}
+
+/// Decodes the file at `path` as [`decode_rgb`] does and hands the image to
+/// `f`, in this thread's reused buffers.
+pub(crate) fn with_decoded<T>(path: &Path, f: impl FnOnce(&RgbImage) -> Result<T>) -> Result<T> {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => buffers.decode_then(path, f),
+        // Re-entered on this thread (not done today): fresh buffers.
+        Err(_) => DecodeBuffers::default().decode_then(path, f),
+    })
+}
+
+impl DecodeBuffers {
+    fn decode_then<T>(&mut self, path: &Path, f: impl FnOnce(&RgbImage) -> Result<T>) -> Result<T> {
+        self.file.clear();
+        std::fs::File::open(path)
+            .and_then(|mut file| file.read_to_end(&mut self.file))
+            .map_err(|source| DataError::Io {
+                path: path.to_path_buf(),
+                what: "an image".to_string(),
+                source,
+            })?;
+        let img = match decode_colour_jpeg(&self.file, std::mem::take(&mut self.pixels)) {
+            Ok(img) => img,
+            Err(pixels) => {
+                self.pixels = pixels;
+                decode_rgb_bytes(&self.file).map_err(|reason| DataError::Undecodable {
+                    path: path.to_path_buf(),
+                    reason,
+                })?
+            }
+        };
+        let out = f(&img);
+        self.pixels = img.pixels;
+        for buffer in [&mut self.file, &mut self.pixels] {
+            if buffer.capacity() > KEEP_BYTES {
+                *buffer = Vec::new();
+            }
+        }
+        out
+    }
+}
+
+/// A colour JPEG (not greyscale, not with alpha) decoded into `pixels`
+/// exactly as [`decode_rgb_bytes`] would (the decoder and options `image`
+/// uses, a zeroed buffer); `Err` gives the buffer back for anything else,
+/// including every failure, which the caller then decodes the slow way.
+fn decode_colour_jpeg(bytes: &[u8], mut pixels: Vec<u8>) -> std::result::Result<RgbImage, Vec<u8>> {
+    if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) || !has_jpeg_end(bytes) {
+        return Err(pixels);
+    }
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(MAX_SIDE as usize)
+        .set_max_height(MAX_SIDE as usize)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    if decoder.decode_headers().is_err() {
+        return Err(pixels);
+    }
+    let (Some((w, h)), Some(colour), Some(len)) = (
+        decoder.dimensions(),
+        decoder.input_colorspace(),
+        decoder.output_buffer_size(),
+    ) else {
+        return Err(pixels);
+    };
+    // `image` keeps these colour spaces and converts afterwards.
+    let kept = matches!(
+        colour,
+        ColorSpace::Luma | ColorSpace::LumaA | ColorSpace::RGBA
+    );
+    let fits = (1..=MAX_SIDE as usize).contains(&w)
+        && (1..=MAX_SIDE as usize).contains(&h)
+        && len == w * h * 3
+        && len as u64 <= MAX_DECODE_BYTES;
+    if kept || !fits {
+        return Err(pixels);
+    }
+    // Zeroed as `image`'s fresh buffer is: nothing of the last image shows
+    // through wherever the decoder leaves bytes unwritten.
+    pixels.clear();
+    pixels.resize(len, 0);
+    if decoder.decode_into(&mut pixels).is_err() {
+        return Err(pixels);
+    }
+    Ok(RgbImage {
+        width: w as u32,
+        height: h as u32,
+        pixels,
     })
 }
 
