@@ -94,11 +94,24 @@ fn normalise_into(crop: RgbView<'_>, mirror: bool, tables: &[[f32; 256]], out: &
         let row = crop.row(y);
         let span = y * side..(y + 1) * side;
         let (r, g, b) = (&mut r[span.clone()], &mut g[span.clone()], &mut b[span]);
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            let x = if mirror { side - 1 - x } else { x };
-            r[x] = tr[usize::from(px[0])];
-            g[x] = tg[usize::from(px[1])];
-            b[x] = tb[usize::from(px[2])];
+        let pixels = row.chunks_exact(3);
+        // Two loops rather than a choice per pixel.
+        if mirror {
+            for (((px, r), g), b) in pixels
+                .zip(r.iter_mut().rev())
+                .zip(g.iter_mut().rev())
+                .zip(b.iter_mut().rev())
+            {
+                *r = tr[usize::from(px[0])];
+                *g = tg[usize::from(px[1])];
+                *b = tb[usize::from(px[2])];
+            }
+        } else {
+            for (((px, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+                *r = tr[usize::from(px[0])];
+                *g = tg[usize::from(px[1])];
+                *b = tb[usize::from(px[2])];
+            }
         }
     }
 }

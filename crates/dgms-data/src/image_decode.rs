@@ -190,10 +190,61 @@ fn decode_colour_jpeg(bytes: &[u8], mut pixels: Vec<u8>) -> std::result::Result<
 /// after the last start-of-scan marker (FF DA). Inside entropy-coded data
 /// every FF byte is stuffed (FF 00), so neither pair can occur there; an
 /// embedded thumbnail's markers come before the main image's scan.
+///
+/// Searched from the end for the last of the two markers (normally the
+/// end-of-image marker in the last two bytes), then from the start for a
+/// scan before it: two short scans rather than two passes over the file.
 fn has_jpeg_end(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_scan {
-        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => false,
+    let last = bytes
+        .windows(2)
+        .rposition(|w| w[0] == 0xFF && (w[1] == 0xD9 || w[1] == 0xDA));
+    match last {
+        Some(at) if bytes[at + 1] == 0xD9 => bytes[..at].windows(2).any(|w| w == [0xFF, 0xDA]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The definition: the last scan marker, then an end marker after it.
+    fn has_jpeg_end_by_definition(bytes: &[u8]) -> bool {
+        let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+        match last_scan {
+            Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            None => false,
+        }
+    }
+
+    #[test]
+    fn end_marker_cases() {
+        for (bytes, want) in [
+            (&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9][..], true),
+            (&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2][..], false),
+            (&[0xFF, 0xD9, 0xFF, 0xDA, 1, 2][..], false),
+            (&[0xFF, 0xDA, 0xFF, 0xD9, 0xFF, 0xDA, 3][..], false),
+            (&[0xFF, 0xDA, 0xFF, 0xD9, 0xFF, 0xDA, 0xFF, 0xD9][..], true),
+            (&[0xFF, 0xFF, 0xDA, 0xFF, 0xFF, 0xD9][..], true),
+            (&[0xFF, 0xD9][..], false),
+            (&[0xFF][..], false),
+            (&[][..], false),
+        ] {
+            assert_eq!(has_jpeg_end(bytes), want, "{bytes:?}");
+            assert_eq!(has_jpeg_end_by_definition(bytes), want, "{bytes:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn end_marker_search_matches_the_definition(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(0xFFu8), Just(0xD9u8), Just(0xDAu8), any::<u8>()],
+                0..40,
+            )
+        ) {
+            prop_assert_eq!(has_jpeg_end(&bytes), has_jpeg_end_by_definition(&bytes));
+        }
     }
 }
