@@ -12,7 +12,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::error::{DataError, Result};
-use crate::image_decode::RgbImage;
+use crate::image_decode::{RgbImage, KEEP_BYTES};
 
 /// ImageNet's per-channel mean and standard deviation (torchvision's).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -164,9 +164,6 @@ pub(crate) struct ResizeBuffers {
     pub out: Vec<u8>,
 }
 
-/// Buffers above this size are freed after use (see `with_resize_buffers`).
-const KEEP_BYTES: usize = 64 << 20;
-
 thread_local! {
     static RESIZE_BUFFERS: RefCell<Option<ResizeBuffers>> = const { RefCell::new(None) };
 }
@@ -227,5 +224,25 @@ impl EvalTransform {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reused_resize_buffers_are_kept_unless_large() {
+        // Each test runs on its own thread: these are its buffers alone.
+        with_resize_buffers(|b| b.out = vec![1; 1000]);
+        with_resize_buffers(|b| assert!(b.out.capacity() >= 1000));
+        with_resize_buffers(|b| b.region = vec![0; KEEP_BYTES + 1]);
+        with_resize_buffers(|b| assert_eq!(b.region.capacity(), 0));
+        // Re-entered: fresh buffers, the outer ones untouched.
+        with_resize_buffers(|outer| {
+            outer.out[0] = 7;
+            with_resize_buffers(|inner| assert!(inner.out.is_empty()));
+            assert_eq!(outer.out[0], 7);
+        });
     }
 }
