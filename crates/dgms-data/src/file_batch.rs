@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::file_split::FileSplit;
+use crate::image_transform::RgbView;
 use crate::loader::{rng_for, Batch, Loader, Mode, STREAM_AUGMENT};
 
 impl Loader {
@@ -37,15 +38,21 @@ impl Loader {
             .map(|(slot, &i)| {
                 let mut rng = rng_for(seed, epoch, STREAM_AUGMENT, i as u64);
                 let mut mirror = false;
-                let (hwc, label) = files.load(i, |img| match mode {
-                    Mode::Train => {
-                        let crop = transform.train(img, &mut rng)?;
-                        mirror = flip && rng.random_bool(0.5);
-                        Ok(crop)
-                    }
-                    Mode::Eval => transform.eval(img),
+                // The crop is normalised straight from the resized image in
+                // this thread's reused buffers into the batch slot.
+                let ((), label) = files.load(i, |img| {
+                    let plan = match mode {
+                        Mode::Train => {
+                            let plan = transform.train_plan(img, &mut rng)?;
+                            mirror = flip && rng.random_bool(0.5);
+                            plan
+                        }
+                        Mode::Eval => transform.eval_plan(img)?,
+                    };
+                    transform.crop_with(img, plan, |crop| {
+                        normalise_into(crop, mirror, tables, &mut *slot);
+                    })
                 })?;
-                normalise_into(&hwc, side, mirror, tables, slot);
                 Some(label)
             })
             .collect();
@@ -73,23 +80,38 @@ impl Loader {
     }
 }
 
-/// Writes the `side` x `side` HWC crop `hwc` into `out` as normalised CHW
-/// planes (`tables`: byte -> value per channel), mirrored left-right when
+/// Writes the square crop `crop` into `out` as normalised CHW planes
+/// (`tables`: byte -> value per channel), mirrored left-right when
 /// `mirror`. Row by row, each plane its own slice, so the loop has no
 /// division and no bounds check per pixel.
-fn normalise_into(hwc: &[u8], side: usize, mirror: bool, tables: &[[f32; 256]], out: &mut [f32]) {
+fn normalise_into(crop: RgbView<'_>, mirror: bool, tables: &[[f32; 256]], out: &mut [f32]) {
+    let side = crop.width as usize;
     let plane = side * side;
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     let [tr, tg, tb] = [&tables[0], &tables[1], &tables[2]];
-    for (y, row) in hwc.chunks_exact(3 * side).enumerate().take(side) {
+    for y in 0..side {
+        let row = crop.row(y);
         let span = y * side..(y + 1) * side;
         let (r, g, b) = (&mut r[span.clone()], &mut g[span.clone()], &mut b[span]);
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            let x = if mirror { side - 1 - x } else { x };
-            r[x] = tr[usize::from(px[0])];
-            g[x] = tg[usize::from(px[1])];
-            b[x] = tb[usize::from(px[2])];
+        let pixels = row.chunks_exact(3);
+        // Two loops rather than a choice per pixel.
+        if mirror {
+            for (((px, r), g), b) in pixels
+                .zip(r.iter_mut().rev())
+                .zip(g.iter_mut().rev())
+                .zip(b.iter_mut().rev())
+            {
+                *r = tr[usize::from(px[0])];
+                *g = tg[usize::from(px[1])];
+                *b = tb[usize::from(px[2])];
+            }
+        } else {
+            for (((px, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+                *r = tr[usize::from(px[0])];
+                *g = tg[usize::from(px[1])];
+                *b = tb[usize::from(px[2])];
+            }
         }
     }
 }

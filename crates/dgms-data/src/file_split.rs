@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
 use crate::folder::ImageFolder;
-use crate::image_decode::decode_rgb;
+use crate::image_decode::{with_decoded, RgbImage};
 use crate::image_pipeline::ImageTransform;
 
 /// One split of a class-per-folder image set.
@@ -86,12 +86,13 @@ impl FileSplit {
 
     /// Decodes sample `i` and applies `crop` to it; `None` (recorded and
     /// warned about once) when the file cannot be decoded or transformed.
-    pub fn load<F>(&self, i: usize, crop: F) -> Option<(Vec<u8>, u32)>
+    /// The image lives in buffers this thread reuses for its next file.
+    pub fn load<T, F>(&self, i: usize, crop: F) -> Option<(T, u32)>
     where
-        F: FnOnce(&crate::image_decode::RgbImage) -> Result<Vec<u8>>,
+        F: FnOnce(&RgbImage) -> Result<T>,
     {
         let (path, label) = self.folder.samples.get(i)?;
-        match decode_rgb(path).and_then(|img| crop(&img)) {
+        match with_decoded(path, crop) {
             Ok(pixels) => Some((pixels, *label)),
             Err(e) => {
                 self.record_skip(path, e.to_string());

@@ -18,7 +18,9 @@ use rand::Rng;
 
 use crate::error::{DataError, Result};
 use crate::image_decode::RgbImage;
-use crate::image_transform::{crop_offset, resize_bilinear, resized_size};
+use crate::image_transform::{
+    crop_offset, resize_into, resized_size, with_resize_buffers, RgbView,
+};
 
 /// How training images are cropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -78,60 +80,133 @@ impl ImageTransform {
 
     /// The evaluation crop of `img`: resize, centre crop; `u8` HWC.
     pub fn eval(&self, img: &RgbImage) -> Result<Vec<u8>> {
-        self.validate()?;
-        let resized = resize_shorter(img, self.resize)?;
-        let top = crop_offset(resized.height, self.crop);
-        let left = crop_offset(resized.width, self.crop);
-        Ok(crop_hwc(&resized, top, left, self.crop, self.crop))
+        let plan = self.eval_plan(img)?;
+        self.crop_with(img, plan, packed)
     }
 
     /// A training crop of `img`, drawn from `rng`; `u8` HWC (not flipped:
     /// the loader flips).
     pub fn train<R: Rng + ?Sized>(&self, img: &RgbImage, rng: &mut R) -> Result<Vec<u8>> {
+        let plan = self.train_plan(img, rng)?;
+        self.crop_with(img, plan, packed)
+    }
+
+    /// Where the evaluation crop of `img` comes from.
+    pub(crate) fn eval_plan(&self, img: &RgbImage) -> Result<CropPlan> {
+        self.validate()?;
+        let (w, h) = shorter_to(img, self.resize)?;
+        Ok(CropPlan::ResizedWindow {
+            size: (w, h),
+            top: crop_offset(h, self.crop),
+            left: crop_offset(w, self.crop),
+        })
+    }
+
+    /// Where a training crop of `img` comes from, drawn from `rng` (the
+    /// same draws, in the same order, as torchvision's transforms).
+    pub(crate) fn train_plan<R: Rng + ?Sized>(
+        &self,
+        img: &RgbImage,
+        rng: &mut R,
+    ) -> Result<CropPlan> {
         self.validate()?;
         match self.train_crop {
             TrainCrop::ResizeRandomCrop => {
-                let resized = resize_shorter(img, self.resize)?;
+                let (w, h) = shorter_to(img, self.resize)?;
                 // torchvision's RandomCrop: randint(0, side - crop), both ends in.
-                let top = rng.random_range(0..=resized.height - self.crop);
-                let left = rng.random_range(0..=resized.width - self.crop);
-                Ok(crop_hwc(&resized, top, left, self.crop, self.crop))
+                let top = rng.random_range(0..=h - self.crop);
+                let left = rng.random_range(0..=w - self.crop);
+                Ok(CropPlan::ResizedWindow {
+                    size: (w, h),
+                    top,
+                    left,
+                })
             }
             TrainCrop::RandomResized => {
                 let (top, left, h, w) = random_resized_box(img.width, img.height, rng);
-                let region = RgbImage {
-                    width: w,
-                    height: h,
-                    pixels: crop_hwc(img, top, left, h, w),
-                };
-                let out = resize_bilinear(&region, self.crop, self.crop)?;
-                Ok(out.pixels)
+                Ok(CropPlan::RegionResized { top, left, h, w })
             }
         }
     }
+
+    /// Carries out `plan` on `img` in this thread's reused buffers and
+    /// hands the `crop` x `crop` result to `f` (a view, not a copy).
+    pub(crate) fn crop_with<T>(
+        &self,
+        img: &RgbImage,
+        plan: CropPlan,
+        f: impl FnOnce(RgbView<'_>) -> T,
+    ) -> Result<T> {
+        let crop = self.crop;
+        with_resize_buffers(|buffers| match plan {
+            CropPlan::ResizedWindow {
+                size: (w, h),
+                top,
+                left,
+            } => {
+                resize_into(&mut buffers.resizer, img.as_view(), w, h, &mut buffers.out)?;
+                let resized = RgbView {
+                    pixels: &buffers.out,
+                    width: w,
+                    height: h,
+                    stride: 3 * w as usize,
+                };
+                Ok(f(resized.window(top, left, crop, crop)))
+            }
+            CropPlan::RegionResized { top, left, h, w } => {
+                buffers.region.clear();
+                img.as_view()
+                    .window(top, left, h, w)
+                    .extend_packed(&mut buffers.region);
+                let region = RgbView {
+                    pixels: &buffers.region,
+                    width: w,
+                    height: h,
+                    stride: 3 * w as usize,
+                };
+                resize_into(&mut buffers.resizer, region, crop, crop, &mut buffers.out)?;
+                let out = RgbView {
+                    pixels: &buffers.out,
+                    width: crop,
+                    height: crop,
+                    stride: 3 * crop as usize,
+                };
+                Ok(f(out))
+            }
+        })
+    }
 }
 
-/// `img` with its shorter side resized to `size` (torchvision's `Resize`).
-fn resize_shorter(img: &RgbImage, size: u32) -> Result<RgbImage> {
+/// How one crop is made from a decoded image (its random choices made).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CropPlan {
+    /// Resize the whole image to `size` (width, height), then the `crop`
+    /// square at (`top`, `left`).
+    ResizedWindow {
+        size: (u32, u32),
+        top: u32,
+        left: u32,
+    },
+    /// The `h` x `w` region at (`top`, `left`), resized to `crop` x `crop`.
+    RegionResized { top: u32, left: u32, h: u32, w: u32 },
+}
+
+/// A view's pixels packed into a new vector.
+fn packed(view: RgbView<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 * view.width as usize * view.height as usize);
+    view.extend_packed(&mut out);
+    out
+}
+
+/// The size of `img` with its shorter side resized to `size`
+/// (torchvision's `Resize`).
+fn shorter_to(img: &RgbImage, size: u32) -> Result<(u32, u32)> {
     if img.width == 0 || img.height == 0 {
         return Err(DataError::Transform {
             reason: "an empty image".to_string(),
         });
     }
-    let (w, h) = resized_size(img.width, img.height, size);
-    resize_bilinear(img, w, h)
-}
-
-/// The `h` x `w` window of `img` at (`top`, `left`), HWC. The caller keeps
-/// the window inside the image.
-fn crop_hwc(img: &RgbImage, top: u32, left: u32, h: u32, w: u32) -> Vec<u8> {
-    let (row_len, w3) = (img.width as usize * 3, w as usize * 3);
-    let mut out = Vec::with_capacity(w3 * h as usize);
-    for y in top as usize..(top + h) as usize {
-        let start = y * row_len + left as usize * 3;
-        out.extend_from_slice(&img.pixels[start..start + w3]);
-    }
-    out
+    Ok(resized_size(img.width, img.height, size))
 }
 
 /// torchvision's `RandomResizedCrop.get_params` for a `width` x `height`
@@ -238,7 +313,7 @@ mod tests {
             train_crop: TrainCrop::ResizeRandomCrop,
         };
         let crop = t.eval(&img).unwrap();
-        assert_eq!(crop, crop_hwc(&img, 10, 15, 20, 20));
+        assert_eq!(crop, packed(img.as_view().window(10, 15, 20, 20)));
     }
 
     #[test]
