@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Make the embedded Fashion-MNIST subset in fixtures/fashion-mnist-subset/.
 
-Takes a class-balanced, seeded subset of Fashion-MNIST (default: 1,000 train
-images per class from the train set, 200 test images per class from the t10k
-set) and writes it in the same idx format, gzip-compressed with mtime = 0 so
-that the same inputs and seed always give byte-identical files.
+Takes a class-balanced, seeded subset of Fashion-MNIST's train set (default:
+1,000 images per class) and writes it in the same idx format, gzip-compressed
+with mtime = 0 so that the same inputs and seed always give byte-identical
+files. The test split is the full t10k set (10,000 images), copied as
+distributed, unless --test-per-class asks for a subset of it.
 
 Python 3 standard library only. The source files come from Debian's package
 `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist by default).
@@ -16,6 +17,7 @@ import argparse
 import gzip
 import os
 import random
+import shutil
 import struct
 import sys
 
@@ -99,14 +101,26 @@ def main():
     ap.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-per-class", type=int, default=1000)
-    ap.add_argument("--test-per-class", type=int, default=200)
+    ap.add_argument(
+        "--test-per-class",
+        type=int,
+        default=None,
+        help="a seeded subset of the t10k set [default: all of it, copied unchanged]",
+    )
     args = ap.parse_args()
 
     os.makedirs(args.out, exist_ok=True)
     # One generator per split, seeded from the seed and the split name, so a
     # change in one split's count does not change the other split's choice.
     subset(args.src, args.out, "train", args.train_per_class, random.Random(f"{args.seed}/train"))
-    subset(args.src, args.out, "t10k", args.test_per_class, random.Random(f"{args.seed}/t10k"))
+    if args.test_per_class is None:
+        for kind in ("images-idx3", "labels-idx1"):
+            name = f"t10k-{kind}-ubyte.gz"
+            shutil.copyfile(os.path.join(args.src, name), os.path.join(args.out, name))
+        print("t10k: the full set, copied unchanged")
+    else:
+        rng = random.Random(f"{args.seed}/t10k")
+        subset(args.src, args.out, "t10k", args.test_per_class, rng)
 
 
 if __name__ == "__main__":

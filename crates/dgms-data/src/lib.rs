@@ -2,8 +2,9 @@
 //!
 //! Datasets for `dgms`: readers for the idx format (MNIST, Fashion-MNIST,
 //! `.gz` or raw) and CIFAR-10 binary batches, the embedded default dataset (a
-//! balanced 10,000 / 2,000-image Fashion-MNIST subset kept in the repository
-//! under `fixtures/fashion-mnist-subset`), class-per-folder image sets
+//! balanced 10,000-image Fashion-MNIST training subset and the full
+//! 10,000-image test set, kept in the repository under
+//! `fixtures/fashion-mnist-subset`), class-per-folder image sets
 //! (ImageNet's layout) decoded per batch, and a [`Loader`] that shuffles,
 //! augments, normalises and batches into candle tensors.
 //!
@@ -16,7 +17,7 @@
 //! // In-memory sets are read whole (the transform is for image folders,
 //! // which are only listed here and decoded per batch).
 //! let splits = source.open(ImageTransform::default())?;
-//! assert_eq!((splits.train.len(), splits.test.len()), (10_000, 2_000));
+//! assert_eq!((splits.train.len(), splits.test.len()), (10_000, 10_000));
 //!
 //! // Training batches: seeded shuffle, random crop (pad 2) and flip,
 //! // normalised with the Fashion-MNIST mean and std.

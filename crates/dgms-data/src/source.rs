@@ -30,8 +30,9 @@ const EMBEDDED_DIR: &str = concat!(
 /// `Display` gives the same form back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
-    /// The repository's Fashion-MNIST subset (10,000 train / 2,000 test
-    /// images, balanced), in `fixtures/fashion-mnist-subset` or
+    /// The repository's Fashion-MNIST data (a balanced 10,000-image
+    /// training subset, the full 10,000-image test set), in
+    /// `fixtures/fashion-mnist-subset` or
     /// `$DGMS_EMBEDDED_DATA`.
     Embedded,
     /// A folder of Fashion-MNIST idx files.

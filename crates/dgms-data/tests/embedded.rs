@@ -1,4 +1,5 @@
-//! The embedded Fashion-MNIST subset in fixtures/fashion-mnist-subset.
+//! The embedded Fashion-MNIST data in fixtures/fashion-mnist-subset: a
+//! balanced training subset and the full test set.
 
 use dgms_data::{DataSource, DatasetKind, Normalize};
 
@@ -8,7 +9,7 @@ fn embedded_subset_is_balanced() {
     assert_eq!(source, DataSource::Embedded);
     assert_eq!(source.kind(), Some(DatasetKind::FashionMnist));
     let splits = source.load().unwrap();
-    for (split, n) in [(&splits.train, 10_000), (&splits.test, 2_000)] {
+    for (split, n) in [(&splits.train, 10_000), (&splits.test, 10_000)] {
         assert_eq!(split.n, n);
         assert_eq!(
             (split.channels, split.height, split.width, split.classes),

@@ -26,6 +26,7 @@ pub mod phases;
 pub mod process;
 pub mod reference_import;
 pub mod reference_report;
+pub mod stats;
 pub mod train;
 
 pub use error::{Result, TrainError};

@@ -33,7 +33,7 @@ fn pretrained() -> PathBuf {
     fixtures::repo_fixture("fixtures/pretrained/resnet20-fashion-mnist.safetensors")
 }
 
-/// (1) The shipped Fashion-MNIST ResNet-20 at K = 16 on all 2,000 embedded
+/// (1) The shipped Fashion-MNIST ResNet-20 at K = 16 on all 10,000 embedded
 /// test images: engine vs candle on the packed hard weights, and vs the
 /// hardened candle model itself (batch norm unfolded, running statistics).
 #[test]
@@ -101,7 +101,7 @@ fn embedded_test_set_agrees_with_candle() {
         "int8 engine vs exact engine: top-1 equal {same_int8}/{images}, max rel diff {worst_int8:.2e}; int8 top-1 accuracy {:.2} %",
         100.0 * correct_int8 as f64 / images as f64
     );
-    assert_eq!(images, 2000);
+    assert_eq!(images, 10_000);
     assert!(
         same_int8 as f64 >= INT8_MIN_AGREEMENT * images as f64,
         "int8 top-1 agrees on {same_int8}/{images}"

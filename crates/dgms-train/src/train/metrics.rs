@@ -15,6 +15,18 @@ pub fn correct_top_k(logits: &Tensor, labels: &Tensor, k: usize) -> Result<usize
     Ok(count_top_k(&rows, &labels, k))
 }
 
+/// Per row, whether the label is the top-1 (as [`correct_top_k`] with
+/// k = 1 counts it).
+pub fn top1_hits(logits: &Tensor, labels: &Tensor) -> Result<Vec<bool>> {
+    let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+    let labels: Vec<u32> = labels.to_vec1()?;
+    Ok(rows
+        .iter()
+        .zip(&labels)
+        .map(|(row, &label)| count_top_k(std::slice::from_ref(row), &[label], 1) == 1)
+        .collect())
+}
+
 /// [`correct_top_k`] on host rows.
 fn count_top_k(rows: &[Vec<f32>], labels: &[u32], k: usize) -> usize {
     rows.iter()
@@ -101,6 +113,10 @@ mod tests {
         // Row 2: label 2 ranks second; row 3: label 1 ties with 0, ranks third.
         assert_eq!(correct_top_k(&logits, &labels, 2).unwrap(), 2);
         assert_eq!(correct_top_k(&logits, &labels, 3).unwrap(), 3);
+        assert_eq!(
+            top1_hits(&logits, &labels).unwrap(),
+            vec![true, false, false]
+        );
         let mut t = Tally::default();
         t.add(2.0, &logits, &labels).unwrap();
         assert_eq!((t.seen, t.top1), (3, 1));

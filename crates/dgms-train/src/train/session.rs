@@ -326,6 +326,31 @@ pub fn evaluate_with(
     batch_size: usize,
     progress: bool,
 ) -> Result<Tally> {
+    evaluate_recording(net, split, batch_size, progress, None)
+}
+
+/// [`evaluate_with`], also saying for every image evaluated (skipped files
+/// left out) whether its top-1 is right: `(index in the split, right)`, in
+/// split order. Two models evaluated this way on the same split are paired
+/// image by image (see [`crate::stats::mcnemar_exact`]).
+pub fn evaluate_per_image(
+    net: &dyn DgmsModel,
+    split: &Split,
+    batch_size: usize,
+    progress: bool,
+) -> Result<(Tally, Vec<(usize, bool)>)> {
+    let mut hits = Vec::with_capacity(split.len());
+    let tally = evaluate_recording(net, split, batch_size, progress, Some(&mut hits))?;
+    Ok((tally, hits))
+}
+
+fn evaluate_recording(
+    net: &dyn DgmsModel,
+    split: &Split,
+    batch_size: usize,
+    progress: bool,
+    mut hits: Option<&mut Vec<(usize, bool)>>,
+) -> Result<Tally> {
     let loader = Loader::new(
         split.clone(),
         LoaderConfig::for_split(split, Mode::Eval, batch_size, 0),
@@ -348,6 +373,10 @@ pub fn evaluate_with(
         let logits = net.forward_t(&batch.images, false)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()?;
         tally.add(loss as f64, &logits, &batch.labels)?;
+        if let Some(hits) = hits.as_deref_mut() {
+            let right = crate::train::metrics::top1_hits(&logits, &batch.labels)?;
+            hits.extend(batch.indices.iter().copied().zip(right));
+        }
     }
     bar.finish_and_clear();
     Ok(tally)
