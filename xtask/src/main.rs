@@ -32,7 +32,9 @@ enum Task {
     /// ImageNet-like JPEGs; writes target/bench-data.json.
     BenchData(bench_data::Args),
     /// Bit-packed qsimd kernels vs f32 (candle, gemm crate) per ResNet-18
-    /// layer and a 4096x4096 linear layer; writes target/bench-qsimd.json.
+    /// layer and a 4096x4096 linear layer, and end to end on ResNet-18,
+    /// MobileNetV2 and ResNet-50 vs ONNX Runtime (when Python has it);
+    /// writes target/bench-qsimd.json.
     BenchQsimd(bench_qsimd::Args),
     /// The main job: FP32 vs post-training quantization vs DGMS on the
     /// embedded data; writes target/train-summary.json.

@@ -1,6 +1,9 @@
 //! `cargo xtask bench-qsimd`: the bit-packed qsimd kernels against f32
 //! baselines measured in the same run, per ResNet-18 layer and for a
-//! 4096 x 4096 linear layer, at batch 1 and 8 with 1 and 2 threads.
+//! 4096 x 4096 linear layer, at batch 1 and 8 with 1 and 2 threads, and
+//! end to end on ResNet-18, MobileNetV2 and ResNet-50 against ONNX Runtime
+//! (the `peer` module; skipped, with the reason printed, when Python with
+//! onnxruntime is not importable).
 //!
 //! Each thread count runs in a child process with `RAYON_NUM_THREADS`
 //! set before any pool exists, because both rayon and candle size their
@@ -9,7 +12,11 @@
 
 mod e2e;
 mod layers;
+mod peer;
+mod profile;
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -27,6 +34,13 @@ pub struct Args {
     /// Include the scalar kernels (slow; batch 1 only).
     #[arg(long)]
     scalar: bool,
+    /// Only profile NET (resnet18, mobilenet_v2, resnet50) op by op at
+    /// batch 1 with the process's rayon threads (`RAYON_NUM_THREADS`).
+    #[arg(long, value_name = "NET")]
+    profile: Option<String>,
+    /// Internal: the directory of the packed models.
+    #[arg(long, hide = true)]
+    models_dir: Option<PathBuf>,
     /// Internal: run the measurements of one thread count and print JSON.
     #[arg(long, hide = true)]
     child: bool,
@@ -103,6 +117,18 @@ struct Summary {
     resnet18_b1_exact_speedup: f64,
     resnet18_b1_int8_speedup: f64,
     isa: String,
+    /// The ONNX Runtime peer, per network NET (resnet18, mobilenet_v2,
+    /// resnet50) at batch 1: `NET_b1_tT_ort_ms`, `NET_b1_tT_exact_ms`,
+    /// `NET_b1_tT_int8_ms` at T threads, and the ratios
+    /// `NET_b1_tT_exact_vs_ort` and `NET_b1_tT_int8_vs_ort` = ORT's time
+    /// over ours (best ISA), so > 1 means qsimd is faster; the keys
+    /// without `_tT` are those at 2 threads (the goal).
+    /// `NET_logits_max_rel_diff`: max |ORT - exact| / max |exact| over the
+    /// logits of the benchmark input (the two compute the same function).
+    #[serde(flatten)]
+    peer: BTreeMap<String, f64>,
+    /// "onnxruntime VERSION", or why the peer was skipped.
+    peer_status: String,
     rows: Vec<Row>,
 }
 
@@ -112,7 +138,8 @@ fn child(args: &Args) -> Result<()> {
     for &b in &args.batches {
         rows.extend(layers::conv_rows(b, threads, args.scalar)?);
     }
-    rows.extend(e2e::rows(&args.batches, threads, args.scalar)?);
+    let dir = args.models_dir.as_deref().context("--models-dir")?;
+    rows.extend(e2e::rows(dir, &args.batches, threads, args.scalar)?);
     println!("{}", serde_json::to_string(&rows)?);
     Ok(())
 }
@@ -121,12 +148,19 @@ pub fn run(args: &Args) -> Result<()> {
     if args.child {
         return child(args);
     }
+    let dir = crate::target_dir().join("bench-qsimd");
+    if let Some(net) = &args.profile {
+        return profile::run(&dir, net);
+    }
+    e2e::prepare(&dir, &e2e::NETWORKS)?;
     let exe = std::env::current_exe()?;
     let mut rows: Vec<Row> = Vec::new();
     for &t in &args.threads {
         eprintln!("measuring with {t} thread(s)...");
         let mut cmd = Command::new(&exe);
         cmd.args(["bench-qsimd", "--child"])
+            .arg("--models-dir")
+            .arg(&dir)
             .arg(format!(
                 "--batches={}",
                 args.batches
@@ -153,13 +187,25 @@ pub fn run(args: &Args) -> Result<()> {
             .context("benchmark child printed nothing")?;
         rows.extend(serde_json::from_str::<Vec<Row>>(line)?);
     }
+    // A failing peer loses only its own keys, not the measurements above.
+    let (peer, peer_status) = match run_peer(&dir, &args.threads, &mut rows) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("ONNX Runtime peer failed: {e:#}");
+            (BTreeMap::new(), format!("failed: {e:#}"))
+        }
+    };
     print_table(&rows);
     let gemv_int8_speedup = gemv_speedup(&rows, "qsimd-int8-").unwrap_or(f64::NAN);
     let gemv_speedup = gemv_speedup(&rows, "qsimd-exact-").unwrap_or(f64::NAN);
     let model = |prefix: &str| {
         best_ms(
-            rows.iter()
-                .filter(|r| r.kind == "model" && r.batch == 1 && r.threads == 2),
+            rows.iter().filter(|r| {
+                r.kind == "model"
+                    && r.case == e2e::case("resnet18")
+                    && r.batch == 1
+                    && r.threads == 2
+            }),
             prefix,
         )
         .unwrap_or(f64::NAN)
@@ -175,12 +221,68 @@ pub fn run(args: &Args) -> Result<()> {
         resnet18_b1_exact_speedup: candle / model("qsimd-exact-"),
         resnet18_b1_int8_speedup: candle / model("qsimd-int8-"),
         isa: dgms_qsimd::kernels::Isa::detect().to_string(),
+        peer,
+        peer_status,
         rows,
     };
     let path = crate::target_dir().join("bench-qsimd.json");
     crate::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Exports every network for the ONNX Runtime peer, measures it at every
+/// thread count (adding its rows) and returns the summary keys (see
+/// [`Summary::peer`]) and the peer's status. Without Python and
+/// onnxruntime the peer is skipped with the reason.
+fn run_peer(
+    dir: &Path,
+    threads: &[usize],
+    rows: &mut Vec<Row>,
+) -> Result<(BTreeMap<String, f64>, String)> {
+    let mut keys = BTreeMap::new();
+    if let Some(why) = peer::unavailable() {
+        println!("ONNX Runtime peer skipped: {why}");
+        return Ok((keys, format!("skipped: {why}")));
+    }
+    let mut version = String::new();
+    for net in e2e::NETWORKS {
+        peer::export(dir, net)?;
+        for &t in threads {
+            eprintln!("ONNX Runtime: {net}, {t} thread(s)...");
+            let r = peer::measure(dir, net, t)?;
+            version = r.ort_version.clone();
+            let case = e2e::case(net);
+            rows.push(Row::new(
+                "model",
+                &case,
+                1,
+                t,
+                "onnxruntime-f32".into(),
+                r.ort_ms,
+            ));
+            keys.insert(format!("{net}_logits_max_rel_diff"), r.max_rel_diff);
+            let ours = |prefix: &str| {
+                let sel = rows.iter().filter(|r| {
+                    r.kind == "model" && r.case == case && r.batch == 1 && r.threads == t
+                });
+                best_ms(sel, prefix).unwrap_or(f64::NAN)
+            };
+            let (exact, int8) = (ours("qsimd-exact-"), ours("qsimd-int8-"));
+            let mut put = |suffix: &str, v: f64| {
+                keys.insert(format!("{net}_b1_t{t}_{suffix}"), v);
+                if t == 2 {
+                    keys.insert(format!("{net}_b1_{suffix}"), v);
+                }
+            };
+            put("ort_ms", r.ort_ms);
+            put("exact_ms", exact);
+            put("int8_ms", int8);
+            put("exact_vs_ort", r.ort_ms / exact);
+            put("int8_vs_ort", r.ort_ms / int8);
+        }
+    }
+    Ok((keys, format!("onnxruntime {version}")))
 }
 
 /// The fastest row whose implementation is `name`, or starts with it when

@@ -34,11 +34,14 @@
 
 mod arch;
 mod build;
+pub mod export;
 mod graph;
 mod ops;
+mod profile;
 pub mod reference;
 
 pub use arch::SUPPORTED_ARCHS;
+pub use profile::OpTime;
 
 use crate::error::{QsimdError, Result};
 use crate::format::PackedModel;
