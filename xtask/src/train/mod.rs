@@ -8,6 +8,7 @@
 //! table, says per width whether the method's claim holds (see
 //! [`table::Claim`]) and writes `target/train-summary.json`.
 
+mod plots;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -191,7 +192,12 @@ fn post_training(
 
 /// DGMS fine-tuning as `cfg` says, then hardening (with batch-norm
 /// recalibration) and scoring of the hard model.
-fn fine_tune(args: &Args, k: usize, cfg: &RunConfig, out: &Path) -> Result<(ModelReport, Scored)> {
+fn fine_tune(
+    args: &Args,
+    k: usize,
+    cfg: &RunConfig,
+    out: &Path,
+) -> Result<(ModelReport, Scored, PathBuf)> {
     tracing::info!("DGMS: fine-tuning with mixtures, K = {k}");
     // A fresh run each time: stale metrics of an earlier run would mix in.
     let _ = std::fs::remove_dir_all(&cfg.out_dir);
@@ -204,20 +210,21 @@ fn fine_tune(args: &Args, k: usize, cfg: &RunConfig, out: &Path) -> Result<(Mode
     };
     let (_, data, model) = phases::open(&hardened, &opts)?;
     let data = data.context("the hardened checkpoint's data")?;
-    Ok((report, score(&model, &data, args)?))
+    Ok((report, score(&model, &data, args)?, trained.last))
 }
 
-/// One width: PTQ and DGMS, compared image by image.
+/// One width: PTQ and DGMS, compared image by image; also the fine-tuned
+/// checkpoint (with its mixtures) and the FP32 weight bytes.
 fn width(
     args: &Args,
     k: usize,
     fp32_top1: f64,
     pretrained: &Path,
     out: &Path,
-) -> Result<(Row, u64)> {
+) -> Result<(Row, PathBuf, u64)> {
     let (ptq_report, ptq, fp32_bytes) = post_training(args, k, pretrained, out)?;
     let cfg = dgms_config(args, k, pretrained, out);
-    let (report, dgms) = fine_tune(args, k, &cfg, out)?;
+    let (report, dgms, trained) = fine_tune(args, k, &cfg, out)?;
     let same_images = ptq.hits.len() == dgms.hits.len()
         && ptq.hits.iter().zip(&dgms.hits).all(|(a, b)| a.0 == b.0);
     if !same_images {
@@ -243,7 +250,7 @@ fn width(
         packed_bytes: fp32_bytes - report.fp32_bytes + report.packed_bytes,
         claim: Claim::judge(fp32_top1, ptq.top1, dgms.top1, mcnemar_p),
     };
-    Ok((row, fp32_bytes))
+    Ok((row, trained, fp32_bytes))
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -266,10 +273,11 @@ pub fn run(args: &Args) -> Result<()> {
         Some(k) => vec![k],
         None => WIDTHS.to_vec(),
     };
-    let (mut rows, mut fp32_weights_bytes) = (Vec::new(), 0);
+    let (mut rows, mut trained, mut fp32_weights_bytes) = (Vec::new(), Vec::new(), 0);
     for k in widths {
-        let (row, bytes) = width(args, k, fp32.top1, &pretrained, &out)?;
+        let (row, checkpoint, bytes) = width(args, k, fp32.top1, &pretrained, &out)?;
         rows.push(row);
+        trained.push((k, checkpoint));
         fp32_weights_bytes = bytes;
     }
     let summary = Summary {
@@ -284,6 +292,15 @@ pub fn run(args: &Args) -> Result<()> {
         seconds: start.elapsed().as_secs_f64(),
     };
     print_table(&summary);
+    // The narrowest width shows the mixture best (fewest levels).
+    let narrowest = trained
+        .iter()
+        .min_by_key(|t| t.0)
+        .context("no width was run")?;
+    let plot_dir = crate::target_dir().join("train-plots");
+    for path in plots::write(&plot_dir, &summary, &narrowest.1, &pretrained, narrowest.0)? {
+        println!("wrote {}", path.display());
+    }
     let path = crate::target_dir().join("train-summary.json");
     crate::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!("wrote {}", path.display());
