@@ -194,6 +194,6 @@ mod tests {
         let w: Vec<f32> = (0..1000).map(|i| (i as f32 / 999.0) - 0.5).collect();
         let counts = histogram(&w, -0.5, 0.5);
         assert_eq!(counts.iter().sum::<usize>(), 1000);
-        assert!(counts.iter().all(|&c| c >= 12 && c <= 13), "{counts:?}");
+        assert!(counts.iter().all(|c| (12..=13).contains(c)), "{counts:?}");
     }
 }
