@@ -62,34 +62,23 @@ struct Side {
     /// sits at `recip[len + 1 - i + t]`, contiguous in `t`, so the scan
     /// multiplies instead of dividing.
     recip: Vec<f64>,
-    /// Number of side weights L (`s1`, `s2`, `q` hold L + 1 sums; `s1` and
-    /// `recip` are padded by [`SCAN_WIDTH`] values so that the scan's last
-    /// chunk can read whole).
-    len: usize,
 }
-
-/// Columns the scan evaluates together.
-const SCAN_WIDTH: usize = 8;
 
 impl Side {
     fn new(x: &[f64]) -> Self {
         let shift = x.get(x.len() / 2).copied().unwrap_or(0.0);
         let top = x.len() + 1;
-        let mut s1 = prefix(x, |v| v - shift);
-        s1.resize(top + SCAN_WIDTH, 0.0);
-        let mut recip: Vec<f64> = (0..top).map(|x| 1.0 / (top - x) as f64).collect();
-        recip.resize(top + SCAN_WIDTH, 0.0);
         Self {
-            s1,
+            s1: prefix(x, |v| v - shift),
             s2: prefix(x, |v| (v - shift) * (v - shift)),
             q: prefix(x, |v| v * v),
-            recip,
-            len: x.len(),
+            recip: (0..top).map(|x| 1.0 / (top - x) as f64).collect(),
         }
     }
 
+    /// Number of side weights L (the prefix sums hold L + 1 values).
     fn len(&self) -> usize {
-        self.len
+        self.s1.len() - 1
     }
 
     /// Squared error of side weights `t..i` about their mean (0 if empty).
@@ -109,7 +98,7 @@ impl Side {
     /// loop is nearly all of the run time).
     #[inline]
     fn scan(&self, prev: &PrevLayer, i: usize, lo: usize, end: usize) -> (f64, usize) {
-        const W: usize = SCAN_WIDTH;
+        const W: usize = 8;
         let (mut best, mut at) = (f64::INFINITY, lo);
         if end <= lo {
             return (best, at);
@@ -119,7 +108,7 @@ impl Side {
         // s2[i] is the same for every t, so it is added after the minimum.
         let (p, x1) = (&prev.less_s2[lo..end], &self.s1[lo..end]);
         // 1 / (i - t) for t in lo..end.
-        let first = self.len + 1 - i + lo;
+        let first = self.s1.len() - i + lo;
         let inv = &self.recip[first..first + p.len()];
         let chunks = p.len() / W;
         for c in 0..chunks {
@@ -170,8 +159,7 @@ struct PrevLayer<'a> {
 
 impl<'a> PrevLayer<'a> {
     fn new(side: &Side, cost: &'a [f64]) -> Self {
-        let mut less_s2: Vec<f64> = cost.iter().zip(&side.s2).map(|(c, q)| c - q).collect();
-        less_s2.resize(cost.len() + SCAN_WIDTH, f64::INFINITY);
+        let less_s2 = cost.iter().zip(&side.s2).map(|(c, q)| c - q).collect();
         Self { cost, less_s2 }
     }
 }

@@ -39,31 +39,22 @@ pub fn render_png(
 ) -> Result<()> {
     register();
     let (w, h) = SIZE;
+    let fail = |reason: String| PlotError::Render {
+        what: what.to_string(),
+        reason,
+    };
     let mut buffer = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, SIZE).into_drawing_area();
-        let fail = |reason: String| PlotError::Render {
-            what: what.to_string(),
-            reason,
-        };
         root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
         draw(&root).map_err(fail)?;
-        root.present().map_err(|e| PlotError::Render {
-            what: what.to_string(),
-            reason: e.to_string(),
-        })?;
+        root.present().map_err(|e| fail(e.to_string()))?;
     }
     let img: ImageBuffer<Rgb<u8>, Vec<u8>> =
-        ImageBuffer::from_raw(w, h, buffer).ok_or_else(|| PlotError::Render {
-            what: what.to_string(),
-            reason: "buffer size".to_string(),
-        })?;
+        ImageBuffer::from_raw(w, h, buffer).ok_or_else(|| fail("buffer size".to_string()))?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
-        .map_err(|e| PlotError::Render {
-            what: what.to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| fail(e.to_string()))?;
     dgms_io::write_atomic(path, &png)?;
     Ok(())
 }

@@ -34,14 +34,34 @@ pub struct LayerPlot<'a> {
     pub levels: Option<Vec<f32>>,
 }
 
-/// The density of component `k` of `p` at `w`, as `p_k N(w; mu_k, |sigma_k|)`.
-fn component_density(p: &MixtureParams, k: usize, w: f64) -> f64 {
-    let (pis, sigmas, mus) = (p.pis_with_zero(), p.sigmas_with_zero(), p.means_with_zero());
-    let total: f64 = pis.iter().map(|v| f64::from(v.abs())).sum();
-    let s = f64::from(sigmas[k].abs());
-    let z = (w - f64::from(mus[k])) / s;
-    f64::from(pis[k].abs()) / total * (-0.5 * z * z).exp()
-        / (s * (2.0 * std::f64::consts::PI).sqrt())
+/// One component as drawn: `p_k N(w; mu_k, |sigma_k|)`.
+struct Component {
+    /// Normalised mixing weight p_k.
+    weight: f64,
+    mean: f64,
+    width: f64,
+}
+
+impl Component {
+    /// The K components of `p`, zero component first.
+    fn all(p: &MixtureParams) -> Vec<Self> {
+        let pis = p.pis_with_zero();
+        let total: f64 = pis.iter().map(|v| f64::from(v.abs())).sum();
+        pis.iter()
+            .zip(p.sigmas_with_zero())
+            .zip(p.means_with_zero())
+            .map(|((pi, sigma), mu)| Self {
+                weight: f64::from(pi.abs()) / total,
+                mean: f64::from(mu),
+                width: f64::from(sigma.abs()),
+            })
+            .collect()
+    }
+
+    fn density(&self, w: f64) -> f64 {
+        let z = (w - self.mean) / self.width;
+        self.weight * (-0.5 * z * z).exp() / (self.width * (2.0 * std::f64::consts::PI).sqrt())
+    }
 }
 
 /// Counts of `weights` in `BINS` equal bins over `[lo, hi]`.
@@ -128,16 +148,16 @@ pub fn layer_png(path: &Path, plot: &LayerPlot<'_>) -> Result<()> {
             .map_err(|x| e(&x))?;
         for (ci, curve) in plot.curves.iter().enumerate() {
             let colour = PALETTE[ci % PALETTE.len()];
-            for comp in 0..curve.params.k() {
+            for (k, comp) in Component::all(&curve.params).iter().enumerate() {
                 let points = (0..=CURVE_POINTS).map(|i| {
                     let w = lo + (hi - lo) * i as f64 / CURVE_POINTS as f64;
-                    let y = n * bin * component_density(&curve.params, comp, w);
+                    let y = n * bin * comp.density(w);
                     (w, y.min(y_max))
                 });
                 let series = chart
                     .draw_series(LineSeries::new(points, colour.stroke_width(2)))
                     .map_err(|x| e(&x))?;
-                if comp == 0 {
+                if k == 0 {
                     series.label(curve.label.clone()).legend(move |(x, y)| {
                         PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
                     });
@@ -181,9 +201,10 @@ mod tests {
         };
         let (lo, hi, steps) = (-1.0f64, 1.0f64, 200_000);
         let dx = (hi - lo) / steps as f64;
+        let comps = Component::all(&p);
         for (k, want) in [(0, 0.2), (1, 0.3), (2, 0.5)] {
             let area: f64 = (0..steps)
-                .map(|i| component_density(&p, k, lo + (i as f64 + 0.5) * dx) * dx)
+                .map(|i| comps[k].density(lo + (i as f64 + 0.5) * dx) * dx)
                 .sum();
             assert!((area - want).abs() < 1e-6, "component {k}: {area}");
         }
