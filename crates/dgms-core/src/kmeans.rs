@@ -28,9 +28,9 @@ pub enum KMeansMethod {
     /// The exact minimum of the SSE to {0, mu_1..mu_{K-1}} (one centre fixed
     /// at 0, the others at their clusters' means), by dynamic programming
     /// over the sorted weights ([`crate::kmeans_exact`]). No randomness:
-    /// `seed`, `restarts` and `max_iters` are unused. The default: about
-    /// 1.8 s for all of ResNet-18's convs on two threads
-    /// (`cargo xtask bench-core`), 5 % less error than Lloyd there.
+    /// `seed`, `restarts` and `max_iters` are unused. The default: 1.8-2.1 s
+    /// for all of ResNet-18's convs on two threads (`cargo xtask
+    /// bench-core`), 5 % less error than Lloyd there.
     #[default]
     Exact,
     /// Plain k-means by k-means++ seeded Lloyd restarts with boundary
