@@ -321,3 +321,71 @@ fn equals_quadratic_dp_on_mid_sized_layers() {
         );
     }
 }
+
+/// [`quadratic_dp`] with cluster costs from prefix sums (O(K n^2) instead of
+/// O(K n^3)), for layers wide enough that the fast DP's scans prune by
+/// blocks (windows of 128 columns and more).
+#[allow(clippy::needless_range_loop)]
+fn prefix_sum_dp(w: &[f32], k: usize) -> f64 {
+    let mut v: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let (mut s1, mut s2) = (vec![0.0], vec![0.0]);
+    for &x in &v {
+        s1.push(s1[s1.len() - 1] + x);
+        s2.push(s2[s2.len() - 1] + x * x);
+    }
+    let free = |t: usize, i: usize| match i - t {
+        0 => 0.0,
+        m => {
+            let d = s1[i] - s1[t];
+            (s2[i] - s2[t] - d * d / m as f64).max(0.0)
+        }
+    };
+    let zero = |t: usize, i: usize| s2[i] - s2[t];
+    let inf = f64::INFINITY;
+    let mut f = [vec![inf; n + 1], vec![inf; n + 1]];
+    f[0][0] = 0.0;
+    for t in 0..=n {
+        f[1][t] = zero(0, t);
+    }
+    for _ in 0..k - 1 {
+        let mut g = [vec![inf; n + 1], vec![inf; n + 1]];
+        for i in 0..=n {
+            for t in 0..=i {
+                let c = free(t, i);
+                g[0][i] = g[0][i].min(f[0][t] + c);
+                g[1][i] = g[1][i].min(f[1][t] + c);
+            }
+        }
+        for i in 0..=n {
+            for t in 0..=i {
+                g[1][i] = g[1][i].min(g[0][t] + zero(t, i));
+            }
+        }
+        f = g;
+    }
+    f[1][n]
+}
+
+#[test]
+fn equals_prefix_sum_dp_on_layers_wide_enough_to_prune() {
+    for case in 0..6u64 {
+        let mut rng = chacha(2000 + case);
+        let n = rng.random_range(1200..2000);
+        let k = [4, 9, 16][case as usize % 3];
+        let mut w = workloads::normal_weights(n, 0.1, 50 + case);
+        match case % 4 {
+            1 => w.iter_mut().for_each(|x| *x = (*x * 30.0).round() / 30.0),
+            2 => w.iter_mut().for_each(|x| *x -= 0.08),
+            _ => {}
+        }
+        let (r, want) = (exact(&w, k), prefix_sum_dp(&w, k));
+        assert_consistent(&w, &r, k);
+        assert!(
+            (r.sse - want).abs() <= 1e-9 * want + 1e-300,
+            "case {case} n={n} K={k}: {} vs {want}",
+            r.sse
+        );
+    }
+}
