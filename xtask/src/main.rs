@@ -7,6 +7,7 @@ mod bench_data;
 mod bench_qsimd;
 mod bench_train;
 mod memory;
+mod python;
 mod train;
 
 use anyhow::Result;
@@ -24,8 +25,9 @@ enum Task {
     /// Benchmark dgms-core: fused vs composed mixture op (speed and peak
     /// memory) and whole-model initialisation; writes target/bench-core.json.
     BenchCore(bench_core::Args),
-    /// Images/s of a ResNet-20 training step and evaluation, our conv op vs
-    /// candle's; writes target/bench-train.json.
+    /// Images/s of training steps (full precision and DGMS) and evaluation,
+    /// ResNet-20 and ResNet-18, against PyTorch when importable and
+    /// against candle's conv; writes target/bench-train.json.
     BenchTrain(bench_train::Args),
     /// Images/s of the image-folder pipeline (decode, resize, crop,
     /// normalise) with 1 and 2 threads against Pillow on generated

@@ -37,28 +37,13 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_qsimd_ort.py")
 }
 
-fn python() -> String {
-    std::env::var("DGMS_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// `None` when Python with onnxruntime, onnx and numpy can run the peer,
 /// else why not.
 pub fn unavailable() -> Option<String> {
-    let out = Command::new(python())
-        .args(["-c", "import onnxruntime, onnx, numpy"])
-        .output();
-    match out {
-        Err(e) => Some(format!("cannot run {}: {e}", python())),
-        Ok(o) if !o.status.success() => Some(format!(
-            "{} cannot import onnxruntime, onnx and numpy (pip install onnxruntime onnx numpy): {}",
-            python(),
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )),
-        Ok(_) => None,
-    }
+    crate::python::unavailable(
+        "onnxruntime, onnx, numpy",
+        "pip install onnxruntime onnx numpy",
+    )
 }
 
 /// The files of `net` in `dir`, without extension.
@@ -109,7 +94,7 @@ pub fn export(dir: &Path, net: &str) -> Result<()> {
 
 /// Runs the script on `net` with `threads` intra-op threads.
 pub fn measure(dir: &Path, net: &str, threads: usize) -> Result<PeerResult> {
-    let out = Command::new(python())
+    let out = Command::new(crate::python::python())
         .arg(script())
         .arg("--graph")
         .arg(stem(dir, net))
