@@ -11,6 +11,10 @@ mod python;
 mod train;
 
 use anyhow::Result;
+
+/// mimalloc keeps freed memory for reuse (see the workspace Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

@@ -19,6 +19,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
+
+/// mimalloc keeps freed memory for reuse (see the workspace Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use args::{Cli, Command, ImportArgs, InferArgs, MixtureArgs, Phase, QuantizeArgs, TrainArgs};
 use clap::Parser;
 use dgms_qsimd::engine::Precision;
