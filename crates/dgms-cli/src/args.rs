@@ -85,6 +85,12 @@ pub enum Command {
         /// With --data: evaluate on the first N test images only.
         #[arg(long, requires = "data")]
         max_eval: Option<usize>,
+        /// Also draw every mixture layer into this directory (created if
+        /// missing): LAYER.png, the weight histogram with the mixture's
+        /// components (after DGMS) and the hard levels over it. Layers kept
+        /// in fp32 get none.
+        #[arg(long, value_name = "DIR")]
+        plot: Option<PathBuf>,
     },
     /// Post-training quantization: k-means init + harden, no training.
     /// Writes a hardened checkpoint, or with --out X.dgms.safetensors the

@@ -30,6 +30,7 @@ use dgms_qsimd::kernels::{Isa, ISA_ENV_VAR};
 use dgms_train::config::RunConfig;
 use dgms_train::export::{self, ShapeSource, PACKED_SUFFIX};
 use dgms_train::infer::{self, EngineKind};
+use dgms_train::layer_pictures::write_layer_pictures;
 use dgms_train::phases::{self, EvalResult};
 use dgms_train::train::session::{evaluate, Data};
 use dgms_train::train::trainer::{train_with, TrainOptions};
@@ -167,9 +168,11 @@ fn run(command: Command, out: &mut Output) -> Result<()> {
             import,
             data,
             max_eval,
+            plot,
         } => report(
             &checkpoint,
             json.as_deref(),
+            plot.as_deref(),
             &import,
             data.as_deref(),
             max_eval,
@@ -270,10 +273,12 @@ fn harden(
     out.line(format_args!("wrote {}", path.display()))
 }
 
-/// `dgms report`: this project's table, then the authors' report.
+/// `dgms report`: this project's table, then the authors' report; with
+/// `plot`, one picture per mixture layer in that directory.
 fn report(
     checkpoint: &Path,
     json: Option<&Path>,
+    plot: Option<&Path>,
     import: &ImportArgs,
     data: Option<&str>,
     max_eval: Option<usize>,
@@ -281,6 +286,11 @@ fn report(
 ) -> Result<()> {
     if let Some(path) = json {
         dgms_io::ensure_not_input("--json", path, &[("--checkpoint", checkpoint)])?;
+    }
+    // Before the work: an unusable directory is reported at once.
+    if let Some(dir) = plot {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--plot {}: cannot create the directory", dir.display()))?;
     }
     let opts = phases::OpenOptions {
         model: import.model.as_deref(),
@@ -293,20 +303,30 @@ fn report(
         progress: true,
         ..Default::default()
     };
-    let report = phases::report_with(
+    let (report, pictures) = phases::report_with_pictures(
         checkpoint,
         &opts,
         import.hardening.into(),
         data.is_some().then_some(&eval),
+        plot.is_some(),
     )?;
-    // The file first, so that it is written even when stdout is closed.
+    // The files first, so that they are written even when stdout is closed.
     if let Some(path) = json {
         dgms_io::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
+    let drawn = match plot {
+        Some(dir) => write_layer_pictures(dir, &pictures)
+            .with_context(|| format!("--plot {}: writing the layer pictures", dir.display()))?,
+        None => Vec::new(),
+    };
     out.text(report.table.to_table())?;
     out.line(format_args!("\nAs the DGMS authors' code reports it:"))?;
     out.text(report.reference.to_text())?;
-    if let Some(path) = json {
+    for path in json
+        .iter()
+        .copied()
+        .chain(drawn.iter().map(|p| p.as_path()))
+    {
         out.line(format_args!("wrote {}", path.display()))?;
     }
     Ok(())

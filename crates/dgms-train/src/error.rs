@@ -405,6 +405,10 @@ pub enum TrainError {
     /// A dgms-qsimd operation (packing, the engine) failed.
     #[error(transparent)]
     Qsimd(#[from] QsimdError),
+    /// Drawing or writing a layer's picture failed (the error names the
+    /// layer or the file).
+    #[error(transparent)]
+    Plot(#[from] dgms_plot::PlotError),
 }
 
 impl TrainError {

@@ -4,7 +4,8 @@
 //! configuration ([`config`], plain types), the training loop (SGD with
 //! momentum/Nesterov/weight decay, one-cycle/cosine/multi-step schedules,
 //! checkpoints with exact resume: [`train`]), the phases after training
-//! (`harden`, `eval`, `quantize`: [`phases`]; `report`: [`model_report`]),
+//! (`harden`, `eval`, `quantize`: [`phases`]; `report`: [`model_report`],
+//! its per-layer pictures: [`layer_pictures`]),
 //! export to the packed Q-SIMD format ([`export`]) and inference on it
 //! ([`infer`]); the DGMS authors' own checkpoints are read wherever a
 //! checkpoint is ([`reference_import`], [`reference_import::read_weights_file`]).
@@ -21,6 +22,7 @@ pub mod error;
 pub mod export;
 pub mod image_settings;
 pub mod infer;
+pub mod layer_pictures;
 pub mod model_report;
 pub mod phases;
 pub mod process;

@@ -1,6 +1,7 @@
 //! `dgms report`: this project's table (docs/METHOD.md#report) and the
 //! DGMS authors' report of a DGMS, hardened or authors' checkpoint, with
-//! their final accuracy line after an optional evaluation.
+//! their final accuracy line after an optional evaluation; and, for
+//! `--plot`, what each mixture layer's picture shows.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::InvalidSetting;
 use crate::error::{Result, TrainError};
+use crate::layer_pictures::{self, LayerPicture};
 use crate::phases::{harden_model_with, open, report_of, EvalOptions, OpenOptions};
 use crate::reference_report::{ReferenceAccuracy, ReferenceReport};
 use crate::train::checkpoint::Checkpoint;
@@ -38,11 +40,36 @@ pub fn report_with(
     rule: HardeningRule,
     evaluate: Option<&EvalOptions<'_>>,
 ) -> Result<Report> {
+    Ok(report_with_pictures(path, opts, rule, evaluate, false)?.0)
+}
+
+/// [`report_with`], and with `pictures` what the picture of every mixture
+/// layer shows (`dgms report --plot`; see [`crate::layer_pictures`] for
+/// what is known of each kind of checkpoint), in the model's order; layers
+/// kept in fp32 have none. Without `pictures` the list is empty (no
+/// weights are copied). The pictures are taken before hardening, which
+/// replaces the weights and drops the mixtures.
+pub fn report_with_pictures(
+    path: &Path,
+    opts: &OpenOptions<'_>,
+    rule: HardeningRule,
+    evaluate: Option<&EvalOptions<'_>>,
+    pictures: bool,
+) -> Result<(Report, Vec<LayerPicture>)> {
     let (ckpt, data, model) = open(path, opts)?;
+    let soft = match pictures && !ckpt.meta.hardened {
+        true => Some(layer_pictures::of_mixtures(&model)?),
+        false => None,
+    };
     let layers = if ckpt.meta.hardened {
         stored_layers(path, &ckpt, &model)?
     } else {
         harden_model_with(&model, rule)?
+    };
+    let pictures = match soft {
+        Some(soft) => layer_pictures::with_levels(soft, &layers),
+        None if pictures => layer_pictures::of_hardened(&layers),
+        None => Vec::new(),
     };
     let gmm: usize = layers.iter().map(|l| 3 * l.k()).sum();
     let mut reference = ReferenceReport::new(&model, &layers, gmm);
@@ -63,10 +90,11 @@ pub fn report_with(
             top5: tally.top5(),
         });
     }
-    Ok(Report {
+    let report = Report {
         table: report_of(&layers),
         reference,
-    })
+    };
+    Ok((report, pictures))
 }
 
 /// The hardened layers stored in a hardened checkpoint.
@@ -82,12 +110,7 @@ fn stored_layers(path: &Path, ckpt: &Checkpoint, model: &Model) -> Result<Vec<Ha
                     hint: "",
                 })
         };
-        let conv = model
-            .net
-            .conv(name)
-            .ok_or_else(|| TrainError::UnknownConv {
-                layer: name.clone(),
-            })?;
+        let conv = model.conv(name)?;
         let layer = HardenedLayer {
             name: name.clone(),
             shape: conv.weight().dims().to_vec(),

@@ -20,7 +20,7 @@ use crate::train::metrics::Tally;
 use crate::train::session::{default_eval_batch, evaluate_with, Data, Model};
 use dgms_data::{Loader, LoaderConfig, Mode};
 
-pub use crate::model_report::{report, report_with, Report};
+pub use crate::model_report::{report, report_with, report_with_pictures, Report};
 
 /// Accuracy of a model on a test set.
 #[derive(Clone, Debug, Serialize)]
@@ -260,12 +260,7 @@ pub fn harden_model(model: &Model) -> Result<Vec<HardenedLayer>> {
 pub fn harden_model_with(model: &Model, rule: HardeningRule) -> Result<Vec<HardenedLayer>> {
     let mut layers = Vec::new();
     for (name, mixture) in model.net.mixtures() {
-        let conv = model
-            .net
-            .conv(&name)
-            .ok_or_else(|| TrainError::UnknownConv {
-                layer: name.clone(),
-            })?;
+        let conv = model.conv(&name)?;
         let hardened = mixture.harden_with(conv.weight(), rule)?;
         let var = conv.weight_var().ok_or_else(|| TrainError::NotAVariable {
             layer: name.clone(),

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use dgms_core::{init_params, InitConfig, MixtureOptions};
-use dgms_plot::{layer_png, top1_bars_png, LayerPlot, MixtureCurve, WidthTop1};
+use dgms_plot::{layer_png, top1_bars_png, WidthTop1};
 use dgms_train::config::MixtureSettings;
+use dgms_train::layer_pictures::LayerPicture;
 use dgms_train::train::checkpoint;
 
 use super::Summary;
@@ -59,24 +60,15 @@ pub fn write(
         let trained_params = ckpt
             .mixture(trained, layer, k, &MixtureOptions::default())?
             .params()?;
-        let init = init_params(layer, &before, &init_cfg)?.params;
-        let plot = LayerPlot {
-            layer,
-            weights: &now,
-            curves: vec![
-                MixtureCurve {
-                    label: "initialisation (k-means)".into(),
-                    params: init,
-                },
-                MixtureCurve {
-                    label: "after DGMS".into(),
-                    params: trained_params.clone(),
-                },
-            ],
-            levels: Some(trained_params.means_with_zero()),
+        let picture = LayerPicture {
+            layer: layer.clone(),
+            weights: now,
+            initial: Some(init_params(layer, &before, &init_cfg)?.params),
+            levels: trained_params.means_with_zero(),
+            trained: Some(trained_params),
         };
         let path = dir.join(format!("{layer}-k{k}.png"));
-        layer_png(&path, &plot)?;
+        layer_png(&path, &picture.plot())?;
         written.push(path);
     }
     Ok(written)

@@ -10,7 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 use dgms_core::{workloads, InitConfig, MixtureOptions, SigmaInit};
 use dgms_data::{DataSource, Loader, LoaderConfig, Mode, Split};
 use dgms_models::{
-    build_model, is_batch_norm_stat, set_varmap, DgmsModel, LayerSelection, ModelConfig,
+    build_model, is_batch_norm_stat, set_varmap, DgmsModel, LayerSelection, ModelConfig, QConv2d,
 };
 
 use crate::config::{MixtureSettings, RunConfig};
@@ -135,6 +135,14 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// The conv layer `name` (e.g. a mixture layer's), or
+    /// [`TrainError::UnknownConv`].
+    pub fn conv(&self, name: &str) -> Result<&QConv2d> {
+        self.net.conv(name).ok_or_else(|| TrainError::UnknownConv {
+            layer: name.to_string(),
+        })
     }
 
     /// Loads the model tensors of a checkpoint or weights file. A
