@@ -103,7 +103,8 @@ impl Conv {
 /// A depthwise k x k convolution (odd k, pad k / 2, stride 1 or 2) with
 /// its fused output stage `dst = activation(conv(src) * scale + shift)`;
 /// the weights are C x k*k (always the exact path: there is no int8
-/// depthwise kernel).
+/// depthwise kernel; `kernels/int8/dw_bound.rs` measures why: quantizing
+/// its f32 input alone costs as long as the whole f32 kernel).
 #[derive(Debug)]
 pub(crate) struct Depthwise {
     pub w: Weights,
