@@ -274,7 +274,7 @@ fn run_op(op: &Op, isa: Isa, ws: &mut Workspace, n: usize, out: &mut [f32]) -> R
         Kind::Depthwise(dw) => dw.run(isa, src, n, out),
         Kind::MaxPool { h, w, pool, post } => {
             let post = post.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice(), n));
-            ops::max_pool(src, (*h, *w), *pool, post, out);
+            ops::max_pool(isa.check()?, src, (*h, *w), *pool, post, out);
             Ok(())
         }
         Kind::ShortcutA {

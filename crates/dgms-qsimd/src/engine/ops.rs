@@ -10,6 +10,9 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::pool::max_pool_plane;
+use crate::kernels::CheckedIsa;
+
 /// Below this many output values an op runs on the calling thread: rayon's
 /// fork-join costs more than the copy.
 const PAR_MIN: usize = 1 << 15;
@@ -29,32 +32,15 @@ fn for_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Syn
     }
 }
 
-/// Max-pooling window: size, stride and padding (padding never wins: the
-/// maximum is over the window's elements inside the plane, as PyTorch's
-/// -inf padding gives).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pool {
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
+pub(crate) use crate::kernels::pool::Window as Pool;
 
-impl Pool {
-    /// Output length of one axis of `len` (floor mode, as PyTorch's default).
-    pub fn out_len(&self, len: usize) -> usize {
-        if len + 2 * self.pad < self.k {
-            0
-        } else {
-            (len + 2 * self.pad - self.k) / self.stride + 1
-        }
-    }
-}
-
-/// Max-pools each of the `input.len() / (h*w)` planes; with `post`
+/// Max-pools each of the `input.len() / (h*w)` planes on `isa` (the
+/// plane loop lives in `kernels/pool.rs`, compiled per ISA); with `post`
 /// (per-channel scale, shift; `n` planes per channel) applies
 /// `relu(v*scale + shift)` to the pooled values (VGG-Small's pool, then
 /// batch norm, then ReLU).
 pub(crate) fn max_pool(
+    isa: CheckedIsa,
     input: &[f32],
     (h, w): (usize, usize),
     p: Pool,
@@ -64,82 +50,12 @@ pub(crate) fn max_pool(
     let (oh, ow) = (p.out_len(h), p.out_len(w));
     for_chunks(out, oh * ow, |plane, dst| {
         let src = &input[plane * h * w..(plane + 1) * h * w];
-        // Per output row: the window's rows reduced elementwise into the
-        // middle of a row padded with -inf (a loop that vectorises), then
-        // each output's k values of that, with no bounds logic.
-        // Two more -inf than the windows read: room for `max3s2`'s pairs.
-        let mut padded = vec![f32::NEG_INFINITY; w + 2 * p.pad + 2];
-        let mut pairs = vec![[0.0f32; 2]; ow + 1];
-        for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
-            let y0 = (oy * p.stride).saturating_sub(p.pad);
-            let y1 = (oy * p.stride + p.k).saturating_sub(p.pad).min(h);
-            // The builder only makes windows with at least one element.
-            let win = &src[y0 * w..y1.max(y0) * w];
-            let m = &mut padded[p.pad..p.pad + w];
-            if win.len() == 3 * w {
-                // The usual full window: one pass over its three rows.
-                let (a, bc) = win.split_at(w);
-                let (b, c) = bc.split_at(w);
-                for (((m, &a), &b), &c) in m.iter_mut().zip(a).zip(b).zip(c) {
-                    *m = a.max(b).max(c);
-                }
-            } else {
-                let mut rows = win.chunks_exact(w);
-                match rows.next() {
-                    Some(first) => m.copy_from_slice(first),
-                    None => m.fill(f32::NEG_INFINITY),
-                }
-                for row in rows {
-                    m.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
-                }
-            }
-            if (p.k, p.stride) == (3, 2) {
-                max3s2(&padded, &mut pairs, d);
-            } else {
-                horizontal_max(&padded, p, d);
-            }
-        }
+        max_pool_plane(isa, src, (h, w), p, dst);
         if let Some((scale, shift, n)) = post {
             let (s, t) = (scale[plane / n], shift[plane / n]);
             dst.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
         }
     });
-}
-
-/// `d[ox] = max(row[2 ox], row[2 ox + 1], row[2 ox + 2])` (ResNet's 3x3
-/// stride-2 pool) in two passes that vectorise: per pair of `row`, its
-/// max and its first value (`pairs`, ow + 1 of them), then per output
-/// the max of pair `ox` and the first value of pair `ox + 1`.
-fn max3s2(row: &[f32], pairs: &mut [[f32; 2]], d: &mut [f32]) {
-    let m = pairs.len();
-    for (q, r) in pairs.iter_mut().zip(row[..2 * m].chunks_exact(2)) {
-        *q = [r[0].max(r[1]), r[0]];
-    }
-    for (o, q) in d.iter_mut().zip(pairs.windows(2)) {
-        *o = q[0][0].max(q[1][1]);
-    }
-}
-
-/// `d[ox] = max(row[ox * stride..ox * stride + k])`, the common windows
-/// unrolled (constant k and stride: LLVM vectorises the strided loads).
-fn horizontal_max(row: &[f32], p: Pool, d: &mut [f32]) {
-    #[inline(always)]
-    fn fixed<const K: usize, const S: usize>(row: &[f32], d: &mut [f32]) {
-        for (ox, o) in d.iter_mut().enumerate() {
-            let win = &row[ox * S..ox * S + K];
-            *o = win[1..].iter().fold(win[0], |a, &v| a.max(v));
-        }
-    }
-    match (p.k, p.stride) {
-        (2, 2) => fixed::<2, 2>(row, d),
-        (3, 1) => fixed::<3, 1>(row, d),
-        _ => {
-            for (ox, o) in d.iter_mut().enumerate() {
-                let win = &row[ox * p.stride..ox * p.stride + p.k];
-                *o = win.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-            }
-        }
-    }
 }
 
 /// Mean of each plane of `hw` values: C x N planes give the C x N matrix a
@@ -213,6 +129,7 @@ pub(crate) fn transpose(input: &[f32], (rows, cols): (usize, usize), out: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Isa;
 
     #[test]
     fn max_pool_pads_with_minus_infinity() {
@@ -224,12 +141,13 @@ mod tests {
             pad: 1,
         };
         let mut out = vec![0.0; 4];
-        max_pool(&x, (3, 3), p, None, &mut out);
+        max_pool(CheckedIsa::scalar(), &x, (3, 3), p, None, &mut out);
         assert_eq!(out, [-1.0, -2.0, -4.0, -5.0]);
     }
 
     /// Every window size, stride and padding the unrolled and generic
-    /// paths take, on odd and tiny planes, against the definition.
+    /// paths take, on odd and tiny planes, on every ISA (the plane loop
+    /// is compiled per ISA), against the definition.
     #[test]
     fn max_pool_matches_the_definition() {
         let mut seed = 5u32;
@@ -252,17 +170,22 @@ mod tests {
                 let p = Pool { k, stride, pad };
                 let (oh, ow) = (p.out_len(h), p.out_len(w));
                 let mut got = vec![f32::NAN; 2 * oh * ow];
-                max_pool(&x, (h, w), p, None, &mut got);
-                for (i, &g) in got.iter().enumerate() {
-                    let (c, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
-                    let mut m = f32::NEG_INFINITY;
-                    for y in (oy * stride).saturating_sub(pad)..(oy * stride + k - pad).min(h) {
-                        for xx in (ox * stride).saturating_sub(pad)..(ox * stride + k - pad).min(w)
-                        {
-                            m = m.max(x[(c * h + y) * w + xx]);
+                for isa in Isa::available() {
+                    let isa = isa.check().unwrap();
+                    got.fill(f32::NAN);
+                    max_pool(isa, &x, (h, w), p, None, &mut got);
+                    for (i, &g) in got.iter().enumerate() {
+                        let (c, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+                        let mut m = f32::NEG_INFINITY;
+                        for y in (oy * stride).saturating_sub(pad)..(oy * stride + k - pad).min(h) {
+                            for xx in
+                                (ox * stride).saturating_sub(pad)..(ox * stride + k - pad).min(w)
+                            {
+                                m = m.max(x[(c * h + y) * w + xx]);
+                            }
                         }
+                        assert_eq!(g, m, "{isa} {h}x{w} k{k} s{stride} p{pad} at {i}");
                     }
-                    assert_eq!(g, m, "{h}x{w} k{k} s{stride} p{pad} at {i}");
                 }
             }
         }

@@ -32,6 +32,7 @@
 //!   epilogue.rs     the fused output stage (scale, shift, residual, ReLU/ReLU6)
 //!   layout.rs       the 64-byte line layout both weight matrices use
 //!   checks.rs       the argument checks of every entry point
+//!   pool.rs         max-pooling of a plane (one loop compiled per ISA)
 //!   exact/          f32 activations x decoded codebook (or f32 weights)
 //!     matrix.rs     QMatrix, DenseMatrix
 //!     scalar.rs     the oracle: gemv, gemm, conv2d_direct, depthwise_direct
@@ -95,6 +96,7 @@ mod exact;
 mod int8;
 mod isa;
 mod layout;
+pub(crate) mod pool;
 pub mod reference {
     //! Scalar reference implementations (what `Isa::Scalar` runs, and the
     //! oracle the SIMD kernels are tested against).
