@@ -23,7 +23,8 @@ fn for_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Syn
     if chunk == 0 {
         return;
     }
-    if out.len() >= PAR_MIN {
+    // One rayon thread: run here, not through the pool's hand-off.
+    if out.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(i, c)| f(i, c));

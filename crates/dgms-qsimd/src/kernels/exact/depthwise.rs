@@ -64,7 +64,9 @@ pub fn depthwise_conv(
             run(s, (b * per + i, o));
         }
     };
-    if out.len() * kk >= 1 << 16 {
+    // One rayon thread: run here, not through the pool (its hand-off
+    // costs as much as a small layer).
+    if out.len() * kk >= 1 << 16 && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(per * n)
             .enumerate()
             .for_each_init(Default::default, block);
