@@ -103,7 +103,8 @@ impl Conv {
 /// A depthwise k x k convolution (odd k, pad k / 2, stride 1 or 2) with
 /// its fused output stage `dst = activation(conv(src) * scale + shift)`;
 /// the weights are C x k*k (always the exact path: there is no int8
-/// depthwise kernel).
+/// depthwise kernel; `kernels/int8/dw_bound.rs` measures why: quantizing
+/// its f32 input alone costs as long as the whole f32 kernel).
 #[derive(Debug)]
 pub(crate) struct Depthwise {
     pub w: Weights,
@@ -273,7 +274,7 @@ fn run_op(op: &Op, isa: Isa, ws: &mut Workspace, n: usize, out: &mut [f32]) -> R
         Kind::Depthwise(dw) => dw.run(isa, src, n, out),
         Kind::MaxPool { h, w, pool, post } => {
             let post = post.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice(), n));
-            ops::max_pool(src, (*h, *w), *pool, post, out);
+            ops::max_pool(isa.check()?, src, (*h, *w), *pool, post, out);
             Ok(())
         }
         Kind::ShortcutA {

@@ -10,6 +10,9 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::pool::max_pool_plane;
+use crate::kernels::CheckedIsa;
+
 /// Below this many output values an op runs on the calling thread: rayon's
 /// fork-join costs more than the copy.
 const PAR_MIN: usize = 1 << 15;
@@ -20,7 +23,8 @@ fn for_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Syn
     if chunk == 0 {
         return;
     }
-    if out.len() >= PAR_MIN {
+    // One rayon thread: run here, not through the pool's hand-off.
+    if out.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(i, c)| f(i, c));
@@ -29,32 +33,15 @@ fn for_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Syn
     }
 }
 
-/// Max-pooling window: size, stride and padding (padding never wins: the
-/// maximum is over the window's elements inside the plane, as PyTorch's
-/// -inf padding gives).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pool {
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
+pub(crate) use crate::kernels::pool::Window as Pool;
 
-impl Pool {
-    /// Output length of one axis of `len` (floor mode, as PyTorch's default).
-    pub fn out_len(&self, len: usize) -> usize {
-        if len + 2 * self.pad < self.k {
-            0
-        } else {
-            (len + 2 * self.pad - self.k) / self.stride + 1
-        }
-    }
-}
-
-/// Max-pools each of the `input.len() / (h*w)` planes; with `post`
+/// Max-pools each of the `input.len() / (h*w)` planes on `isa` (the
+/// plane loop lives in `kernels/pool.rs`, compiled per ISA); with `post`
 /// (per-channel scale, shift; `n` planes per channel) applies
 /// `relu(v*scale + shift)` to the pooled values (VGG-Small's pool, then
 /// batch norm, then ReLU).
 pub(crate) fn max_pool(
+    isa: CheckedIsa,
     input: &[f32],
     (h, w): (usize, usize),
     p: Pool,
@@ -64,28 +51,7 @@ pub(crate) fn max_pool(
     let (oh, ow) = (p.out_len(h), p.out_len(w));
     for_chunks(out, oh * ow, |plane, dst| {
         let src = &input[plane * h * w..(plane + 1) * h * w];
-        // Per output row: the window's rows reduced elementwise first (a
-        // loop that vectorises), then each output's columns of that.
-        let mut rows_max = vec![f32::NEG_INFINITY; w];
-        for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
-            let y0 = (oy * p.stride).saturating_sub(p.pad);
-            let y1 = (oy * p.stride + p.k).saturating_sub(p.pad).min(h);
-            rows_max.fill(f32::NEG_INFINITY);
-            // The builder only makes windows with at least one element.
-            for row in src[y0 * w..y1.max(y0) * w].chunks_exact(w) {
-                rows_max
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(m, &v)| *m = m.max(v));
-            }
-            for (ox, o) in d.iter_mut().enumerate() {
-                let x0 = (ox * p.stride).saturating_sub(p.pad);
-                let x1 = (ox * p.stride + p.k).saturating_sub(p.pad).min(w);
-                *o = rows_max[x0..x1.max(x0)]
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-            }
-        }
+        max_pool_plane(isa, src, (h, w), p, dst);
         if let Some((scale, shift, n)) = post {
             let (s, t) = (scale[plane / n], shift[plane / n]);
             dst.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
@@ -164,6 +130,7 @@ pub(crate) fn transpose(input: &[f32], (rows, cols): (usize, usize), out: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Isa;
 
     #[test]
     fn max_pool_pads_with_minus_infinity() {
@@ -175,8 +142,54 @@ mod tests {
             pad: 1,
         };
         let mut out = vec![0.0; 4];
-        max_pool(&x, (3, 3), p, None, &mut out);
+        max_pool(CheckedIsa::scalar(), &x, (3, 3), p, None, &mut out);
         assert_eq!(out, [-1.0, -2.0, -4.0, -5.0]);
+    }
+
+    /// Every window size, stride and padding the unrolled and generic
+    /// paths take, on odd and tiny planes, on every ISA (the plane loop
+    /// is compiled per ISA), against the definition.
+    #[test]
+    fn max_pool_matches_the_definition() {
+        let mut seed = 5u32;
+        for (h, w) in [
+            (1, 1),
+            (2, 3),
+            (3, 2),
+            (7, 7),
+            (9, 20),
+            (17, 33),
+            (112, 112),
+        ] {
+            let x: Vec<f32> = (0..2 * h * w)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+                })
+                .collect();
+            for (k, stride, pad) in [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 2, 0), (5, 3, 2)] {
+                let p = Pool { k, stride, pad };
+                let (oh, ow) = (p.out_len(h), p.out_len(w));
+                let mut got = vec![f32::NAN; 2 * oh * ow];
+                for isa in Isa::available() {
+                    let isa = isa.check().unwrap();
+                    got.fill(f32::NAN);
+                    max_pool(isa, &x, (h, w), p, None, &mut got);
+                    for (i, &g) in got.iter().enumerate() {
+                        let (c, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+                        let mut m = f32::NEG_INFINITY;
+                        for y in (oy * stride).saturating_sub(pad)..(oy * stride + k - pad).min(h) {
+                            for xx in
+                                (ox * stride).saturating_sub(pad)..(ox * stride + k - pad).min(w)
+                            {
+                                m = m.max(x[(c * h + y) * w + xx]);
+                            }
+                        }
+                        assert_eq!(g, m, "{isa} {h}x{w} k{k} s{stride} p{pad} at {i}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

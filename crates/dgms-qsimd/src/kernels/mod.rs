@@ -32,17 +32,20 @@
 //!   epilogue.rs     the fused output stage (scale, shift, residual, ReLU/ReLU6)
 //!   layout.rs       the 64-byte line layout both weight matrices use
 //!   checks.rs       the argument checks of every entry point
+//!   pool.rs         max-pooling of a plane (one loop compiled per ISA)
 //!   exact/          f32 activations x decoded codebook (or f32 weights)
 //!     matrix.rs     QMatrix, DenseMatrix
 //!     scalar.rs     the oracle: gemv, gemm, conv2d_direct, depthwise_direct
 //!     gemv.rs       row-split GEMV driver
 //!     gemm/         cache-blocked GEMM driver (packing, decoding, im2col from images)
 //!     conv.rs       ConvGeometry, im2col, conv2d (a GEMM)
-//!     depthwise.rs  depthwise k x k (one loop compiled per ISA)
-//!     simd/         avx2.rs, avx512.rs, neon.rs
+//!     depthwise.rs  depthwise k x k driver (one loop compiled per ISA)
+//!     simd/         avx2.rs, avx512.rs, neon.rs; dw3x3.rs (depthwise 3x3,
+//!                   AVX2 and AVX-512, output stage fused)
 //!   int8/           int8 weights x per-column int8 activations, i32 sums
 //!     matrix.rs     QMatrixI8
 //!     quant.rs      the quantization every ISA shares
+//!     dw_bound.rs   (test) why depthwise has no int8 kernel: timings
 //!     scalar.rs     the reference: gemv, gemm
 //!     gemv.rs, gemm.rs  drivers
 //!     kern.rs       which int8 kernels an ISA runs (dot-product features)
@@ -60,7 +63,8 @@
 //! | `gemv` (4/8-bit) | `exact/scalar.rs` | `gemv_nibble` (`vpshufb` planes), `gemv_byte` (gather) | `gemv_nibble`, `gemv_byte` | `gemv_nibble`, `gemv_byte` (`tbl`) |
 //! | `gemv_f32` | `exact/scalar.rs` | `dot` | `dot` | `dot` |
 //! | `gemm`, `gemm_f32`, `conv2d` | `exact/scalar.rs` (conv: im2col + gemm) | decode + 16x6 micro-kernel (tails 1-5) + transpose | decode + 16x12 micro-kernel (AVX2 transpose, row packing) | decode + 16x4 micro-kernel |
-//! | `depthwise_conv` (3x3, 5x5 unrolled; other odd k per tap) | `depthwise_direct` | one loop under `avx2,fma` | under `avx512f,bw,vl` | under `neon` |
+//! | `depthwise_conv` 3x3 | `depthwise_direct` | `dw3x3.rs`: stride 1 flat over the plane with column masks, stride 2 over even / odd columns; epilogue fused | same, 16 lanes (masked tails) | the loop below |
+//! | `depthwise_conv` other odd k (5x5 unrolled, others per tap) | `depthwise_direct` | one loop under `avx2,fma` | under `avx512f,bw,vl` | under `neon` (also 3x3) |
 //! | `gemv_i8` | `int8/scalar.rs` | `vpmaddubsw` | VNNI `vpdpbusd`, else BW `vpmaddubsw` | `sdot` if `dotprod`, else `smull` + `sadalp` |
 //! | `gemm_i8`, `conv2d_i8` | `int8/scalar.rs` (conv: im2col + gemm) | 4x16 micro-kernel | 8x32 (VNNI or BW) | 4x8 (`sdot` or `smull`) |
 //!
@@ -92,6 +96,7 @@ mod exact;
 mod int8;
 mod isa;
 mod layout;
+pub(crate) mod pool;
 pub mod reference {
     //! Scalar reference implementations (what `Isa::Scalar` runs, and the
     //! oracle the SIMD kernels are tested against).

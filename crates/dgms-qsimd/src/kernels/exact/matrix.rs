@@ -109,6 +109,25 @@ impl QMatrix {
         self.index(row, col).map(|i| self.table[usize::from(i)])
     }
 
+    /// The decoded weights of `row` into `out` (`cols` long): what
+    /// [`QMatrix::weight`] gives, one line lookup per line instead of per
+    /// weight (the depthwise kernels' taps).
+    pub(crate) fn decode_row(&self, row: usize, out: &mut [f32]) {
+        assert!(row < self.rows && out.len() == self.cols);
+        let first = (row / GROUP_ROWS) * self.lines_per_group();
+        let l = row % GROUP_ROWS;
+        let cpl = self.layout.cols_per_line();
+        for (chunk, line) in out.chunks_mut(cpl).zip(&self.lines[first..]) {
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let i = match self.layout {
+                    Layout::Nibble => (line.0[4 * l + j / 2] >> (4 * (j % 2))) & 0x0F,
+                    Layout::Byte => line.0[4 * l + j],
+                };
+                *o = self.table[usize::from(i)];
+            }
+        }
+    }
+
     /// All indices, row-major (what [`QMatrix::new`] was given).
     pub fn to_indices(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.rows * self.cols);

@@ -39,6 +39,8 @@
 //! the drivers, [`simd`] the AVX2, AVX-512 and NEON kernels, and [`kern`]
 //! the choice among them.
 
+#[cfg(test)]
+mod dw_bound;
 pub(crate) mod gemm;
 pub(crate) mod gemv;
 pub(crate) mod kern;

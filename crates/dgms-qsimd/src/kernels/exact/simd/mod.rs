@@ -9,5 +9,7 @@
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod dw3x3;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
