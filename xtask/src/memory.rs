@@ -4,6 +4,12 @@
 //! The child resets the kernel's peak-RSS counter (`/proc/self/clear_refs`,
 //! value 5), runs forward + backward once, and reports VmHWM minus the RSS
 //! it had before the op: the op's own peak, inputs excluded.
+//!
+//! The binary's allocator is mimalloc, which by default keeps freed memory
+//! (the set-up's temporaries) mapped and reuses it for the op, so the op
+//! would not raise the RSS by what it allocates. The child therefore runs
+//! with `MIMALLOC_PURGE_DELAY=0`: freed memory goes back at once, as with
+//! glibc's large blocks, and the RSS growth is the op's allocations.
 
 use std::process::Command;
 
@@ -89,6 +95,7 @@ pub fn peak_mib(op: OpKind, n: usize, k: usize) -> Result<f64> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let name = format!("{op:?}").to_lowercase();
     let out = Command::new(exe)
+        .env("MIMALLOC_PURGE_DELAY", "0")
         .args([
             "measure-peak",
             &name,
