@@ -71,6 +71,14 @@ fn check(dims: &[usize], seed: u64) {
     let ours = run(dims, seed, true);
     let theirs = run(dims, seed, false);
     let what = ["output", "eval output", "dx", "dweight", "dbias"];
+    // dweight and dbias are per-channel sums of m = N*H*W terms of size
+    // ~1 (r, and r times the normalised input): when a sum nearly cancels,
+    // a relative bound on it measures the summation order, not the op. So
+    // they may also differ by what f32 summation of m such terms can:
+    // 1e-6 * m absolute (the measured worst, [4, 1, 5, 4] with dbias near
+    // 0, differed by ~2e-6 over 80 terms, relatively 1.02e-4).
+    let per_channel = dims.iter().product::<usize>() / dims[1];
+    let sum_floor = 1e-6 * per_channel as f32;
     for (name, (a, b)) in what.iter().zip([
         (&ours.0, &theirs.0),
         (&ours.1, &theirs.1),
@@ -79,7 +87,19 @@ fn check(dims: &[usize], seed: u64) {
         (&ours.4, &theirs.4),
     ]) {
         let d = rel_diff_tensors(a, b);
-        assert!(d < 1e-4, "{name} differs by {d:e} (relative) for {dims:?}");
+        if d < 1e-4 {
+            continue;
+        }
+        let is_sum = matches!(*name, "dweight" | "dbias");
+        let worst = to_f32_vec(a)
+            .iter()
+            .zip(to_f32_vec(b))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            is_sum && worst <= sum_floor,
+            "{name} differs by {d:e} (relative), {worst:e} (absolute) for {dims:?}"
+        );
     }
     for (name, a, b) in [
         ("running_mean", &ours.5, &theirs.5),
