@@ -251,12 +251,23 @@ fn one_by_one_conv_k8_lloyd_above_the_optimum() {
 
 const REGRESSION_SEED: u64 = 0;
 
-/// Straightforward O(K n^2) DP over contiguous runs of the sorted weights
-/// with the state (free clusters used, zero run placed), costs summed
-/// directly: checks the fast DP (its vectorised scans and layer pruning) on
-/// inputs too large for exhaustive search. Index loops mirror the recurrence.
+/// How [`contiguous_dp`] prices a free cluster of sorted weights `t..i`.
+#[derive(Clone, Copy)]
+enum FreeCost {
+    /// Squared deviations from the mean summed directly (O(n) per cluster).
+    Direct,
+    /// From prefix sums, `S2 - S1^2 / m` (O(1) per cluster).
+    PrefixSums,
+}
+
+/// Straightforward DP over contiguous runs of the sorted weights with the
+/// state (free clusters used, zero run placed): checks the fast DP (its
+/// scans, their pruning and the layer pruning) on inputs too large for
+/// exhaustive search. O(K n^3) with [`FreeCost::Direct`], O(K n^2) with
+/// [`FreeCost::PrefixSums`] (for layers wide enough that the fast DP prunes
+/// blocks of columns). Index loops mirror the recurrence.
 #[allow(clippy::needless_range_loop)]
-fn quadratic_dp(w: &[f32], k: usize) -> f64 {
+fn contiguous_dp(w: &[f32], k: usize, cost: FreeCost) -> f64 {
     let mut v: Vec<f64> = w.iter().map(|&x| x as f64).collect();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -265,13 +276,15 @@ fn quadratic_dp(w: &[f32], k: usize) -> f64 {
         s1.push(s1[s1.len() - 1] + x);
         s2.push(s2[s2.len() - 1] + x * x);
     }
-    let free = |t: usize, i: usize| {
-        let m = (i - t) as f64;
-        if m == 0.0 {
-            0.0
-        } else {
-            let mean = (s1[i] - s1[t]) / m;
+    let free = |t: usize, i: usize| match (i - t, cost) {
+        (0, _) => 0.0,
+        (m, FreeCost::Direct) => {
+            let mean = (s1[i] - s1[t]) / m as f64;
             v[t..i].iter().map(|x| (x - mean) * (x - mean)).sum::<f64>()
+        }
+        (m, FreeCost::PrefixSums) => {
+            let d = s1[i] - s1[t];
+            (s2[i] - s2[t] - d * d / m as f64).max(0.0)
         }
     };
     let zero = |t: usize, i: usize| s2[i] - s2[t];
@@ -313,59 +326,13 @@ fn equals_quadratic_dp_on_mid_sized_layers() {
             3 => w.iter_mut().for_each(|x| *x -= 0.08),
             _ => {}
         }
-        let (r, want) = (exact(&w, k), quadratic_dp(&w, k));
+        let (r, want) = (exact(&w, k), contiguous_dp(&w, k, FreeCost::Direct));
         assert!(
             (r.sse - want).abs() <= 1e-9 * want + 1e-300,
             "case {case} n={n} K={k}: {} vs {want}",
             r.sse
         );
     }
-}
-
-/// [`quadratic_dp`] with cluster costs from prefix sums (O(K n^2) instead of
-/// O(K n^3)), for layers wide enough that the fast DP's scans prune by
-/// blocks (windows of 128 columns and more).
-#[allow(clippy::needless_range_loop)]
-fn prefix_sum_dp(w: &[f32], k: usize) -> f64 {
-    let mut v: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let (mut s1, mut s2) = (vec![0.0], vec![0.0]);
-    for &x in &v {
-        s1.push(s1[s1.len() - 1] + x);
-        s2.push(s2[s2.len() - 1] + x * x);
-    }
-    let free = |t: usize, i: usize| match i - t {
-        0 => 0.0,
-        m => {
-            let d = s1[i] - s1[t];
-            (s2[i] - s2[t] - d * d / m as f64).max(0.0)
-        }
-    };
-    let zero = |t: usize, i: usize| s2[i] - s2[t];
-    let inf = f64::INFINITY;
-    let mut f = [vec![inf; n + 1], vec![inf; n + 1]];
-    f[0][0] = 0.0;
-    for t in 0..=n {
-        f[1][t] = zero(0, t);
-    }
-    for _ in 0..k - 1 {
-        let mut g = [vec![inf; n + 1], vec![inf; n + 1]];
-        for i in 0..=n {
-            for t in 0..=i {
-                let c = free(t, i);
-                g[0][i] = g[0][i].min(f[0][t] + c);
-                g[1][i] = g[1][i].min(f[1][t] + c);
-            }
-        }
-        for i in 0..=n {
-            for t in 0..=i {
-                g[1][i] = g[1][i].min(g[0][t] + zero(t, i));
-            }
-        }
-        f = g;
-    }
-    f[1][n]
 }
 
 #[test]
@@ -380,7 +347,7 @@ fn equals_prefix_sum_dp_on_layers_wide_enough_to_prune() {
             2 => w.iter_mut().for_each(|x| *x -= 0.08),
             _ => {}
         }
-        let (r, want) = (exact(&w, k), prefix_sum_dp(&w, k));
+        let (r, want) = (exact(&w, k), contiguous_dp(&w, k, FreeCost::PrefixSums));
         assert_consistent(&w, &r, k);
         assert!(
             (r.sse - want).abs() <= 1e-9 * want + 1e-300,
