@@ -106,36 +106,48 @@ fn flip(b: i32) -> i32 {
     b ^ ((((b >> 31) as u32) >> 1) as i32)
 }
 
-/// Prefix sums `[0, f(v0), f(v0)+f(v1), ...]` with Kahan compensation, so the
-/// stored prefixes are correctly rounded up to a few ulps even for millions of terms.
-pub(crate) fn prefix(values: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
-    let mut out = Vec::with_capacity(values.len() + 1);
-    out.push(0.0);
-    let (mut sum, mut comp) = (0.0f64, 0.0f64);
+/// `N` prefix sums `[0, f(v0), f(v0)+f(v1), ...]` in one pass, with Kahan
+/// compensation, so the stored prefixes are correctly rounded up to a few
+/// ulps even for millions of terms. Each sum is a chain of dependent
+/// additions, so `N` chains side by side cost about as much time as one.
+pub(crate) fn prefixes<const N: usize>(
+    values: &[f64],
+    f: impl Fn(f64) -> [f64; N],
+) -> [Vec<f64>; N] {
+    let mut out: [Vec<f64>; N] = std::array::from_fn(|_| {
+        let mut v = Vec::with_capacity(values.len() + 1);
+        v.push(0.0);
+        v
+    });
+    let (mut sum, mut comp) = ([0.0f64; N], [0.0f64; N]);
     for &v in values {
-        let y = f(v) - comp;
-        let t = sum + y;
-        comp = (t - sum) - y;
-        sum = t;
-        out.push(sum - comp);
+        let terms = f(v);
+        for k in 0..N {
+            let y = terms[k] - comp[k];
+            let t = sum[k] + y;
+            comp[k] = (t - sum[k]) - y;
+            sum[k] = t;
+            out[k].push(sum[k] - comp[k]);
+        }
     }
     out
 }
 
 impl SortedWeights {
-    /// Sorts the weights (rayon parallel sort) and builds the prefix sums.
-    /// Weights are expected finite (see [`kmeans_1d`] for the checked entry).
+    /// Sorts the weights (radix sort of integer keys in the order of the
+    /// values) and builds the prefix sums. Weights are expected finite (see
+    /// [`kmeans_1d`] for the checked entry).
     pub fn new(weights: &[f32]) -> Self {
         let mut keys: Vec<i32> = weights
             .par_iter()
             .map(|w| flip(w.to_bits() as i32))
             .collect();
-        keys.par_sort_unstable();
+        radsort::sort(&mut keys);
         let values: Vec<f64> = keys
             .par_iter()
             .map(|&k| f32::from_bits(flip(k) as u32) as f64)
             .collect();
-        let (s1, s2) = rayon::join(|| prefix(&values, |x| x), || prefix(&values, |x| x * x));
+        let [s1, s2] = prefixes(&values, |x| [x, x * x]);
         Self { values, s1, s2 }
     }
 
