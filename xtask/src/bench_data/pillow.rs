@@ -1,11 +1,14 @@
-//! The Pillow peer: `scripts/bench_data_pillow.py` run with `python3` on
-//! the same folder, when Pillow and numpy import. It is optional (CI never
+//! The Pillow peer: `scripts/bench_data_pillow.py` run with the benches'
+//! Python ([`crate::python`]: `DGMS_PYTHON` or `python3`) on the same
+//! folder, when Pillow and numpy import. It is optional (CI never
 //! installs it): without it the bench still reports our figures.
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+use crate::python;
 use serde::{Deserialize, Serialize};
 
 /// What the script prints (one JSON line).
@@ -32,26 +35,15 @@ fn script() -> std::path::PathBuf {
         .join("bench_data_pillow.py")
 }
 
-/// Whether `python3 -c "import PIL, numpy"` succeeds.
-fn importable() -> bool {
-    Command::new("python3")
-        .args(["-c", "import PIL, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// Runs the peer on `folder`. A missing Pillow is `Absent`; a script that
 /// fails once Pillow imports is an error (a bug to fix, not a setup gap).
 pub fn run(folder: &Path, batch_size: usize, reps: usize, seed: u64) -> Result<Peer> {
-    if !importable() {
-        return Ok(Peer::Absent(
-            "Pillow not importable: ratios against Pillow not measured \
-             (pip install pillow numpy)"
-                .to_string(),
-        ));
+    if let Some(why) = python::unavailable("PIL, numpy", "pip install pillow numpy") {
+        return Ok(Peer::Absent(format!(
+            "{why}: ratios against Pillow not measured"
+        )));
     }
-    let out = Command::new("python3")
+    let out = Command::new(python::python())
         .arg(script())
         .arg(folder)
         .args(["--batch-size", &batch_size.to_string()])
@@ -63,7 +55,7 @@ pub fn run(folder: &Path, batch_size: usize, reps: usize, seed: u64) -> Result<P
         .env("OPENBLAS_NUM_THREADS", "1")
         .env("MKL_NUM_THREADS", "1")
         .output()
-        .context("running python3 scripts/bench_data_pillow.py")?;
+        .with_context(|| format!("running {} scripts/bench_data_pillow.py", python::python()))?;
     if !out.status.success() {
         bail!(
             "scripts/bench_data_pillow.py failed: {}",
