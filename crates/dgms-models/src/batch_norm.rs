@@ -4,7 +4,8 @@
 use candle_core::{Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder};
 
-use crate::batch_norm_op::batch_norm_train;
+use crate::batch_norm_op::{batch_norm_train, BatchStats};
+use crate::batch_norm_relu_op::batch_norm_relu_train;
 use crate::conv::ConvBackend;
 
 use crate::error::{ModelError, Result};
@@ -111,7 +112,17 @@ impl BatchNorm {
     /// Training forward through the fused op, then the running averages.
     fn forward_train_fused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
-        let dev = x.device();
+        self.update_running(stats, x.device())?;
+        Ok(y)
+    }
+
+    /// Moves the running averages towards a batch's statistics (unbiased
+    /// variance, as PyTorch).
+    fn update_running(
+        &self,
+        stats: BatchStats,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<()> {
         let c = stats.mean.len();
         let count = stats.m as f64;
         let unbiased = if count > 1.0 {
@@ -126,7 +137,29 @@ impl BatchNorm {
         let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbiased))?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
-        Ok(y)
+        Ok(())
+    }
+
+    /// `relu(self(x) + residual)`: in training on the im2col backend one
+    /// fused op ([`crate::batch_norm_relu_op`]), otherwise composed (the
+    /// candle baseline, and evaluation).
+    pub fn forward_relu_t(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        if train && self.backend == ConvBackend::Im2col {
+            let (y, stats) =
+                batch_norm_relu_train(x, &self.weight, &self.bias, residual, self.eps)?;
+            self.update_running(stats, x.device())?;
+            return Ok(y);
+        }
+        let y = self.forward_t(x, train)?;
+        match residual {
+            Some(r) => (y + r)?.relu(),
+            None => y.relu(),
+        }
     }
 
     /// Eval forward as one per-channel scale and shift (two passes over
