@@ -333,18 +333,27 @@ impl CustomOp3 for BnReluBackward {
             let ch = i % g.c;
             let (sg, sgx) = sums[ch];
             let k = (weight[ch] as f64 * inv_std[ch]) as f32;
-            let (mu, is) = (mean[ch] as f32, inv_std[ch] as f32);
+            let mu = mean[ch] as f32;
             let gm = (sg / m) as f32;
-            let gxm = (sgx * inv_std[ch] / m) as f32;
+            // x̂·dweight/m = (x − mean)·(1/σ)·Σg(x − mean)/σ/m.
+            let xs = (sgx * inv_std[ch] * inv_std[ch] / m) as f32;
             let range = i * s..i * s + dxr.len();
             let (xr, yr, gr) = (&x[range.clone()], &y[range.clone()], &dy[range]);
-            for (j, d) in dxr.iter_mut().enumerate() {
-                let gv = if yr[j] > 0.0 { gr[j] } else { 0.0 };
-                *d = k * (gv - gm - (xr[j] - mu) * is * gxm);
-            }
-            if let Some(drr) = drr {
-                for ((d, &yv), &gv) in drr.iter_mut().zip(yr).zip(gr) {
-                    *d = if yv > 0.0 { gv } else { 0.0 };
+            let masked = yr
+                .iter()
+                .zip(gr)
+                .map(|(&yv, &gv)| if yv > 0.0 { gv } else { 0.0 });
+            match drr {
+                Some(drr) => {
+                    for (((d, r), &xv), gv) in dxr.iter_mut().zip(drr).zip(xr).zip(masked) {
+                        *d = k * (gv - gm - (xv - mu) * xs);
+                        *r = gv;
+                    }
+                }
+                None => {
+                    for ((d, &xv), gv) in dxr.iter_mut().zip(xr).zip(masked) {
+                        *d = k * (gv - gm - (xv - mu) * xs);
+                    }
                 }
             }
         };
@@ -368,23 +377,29 @@ impl CustomOp3 for BnReluBackward {
     }
 }
 
-/// Σg and Σ g·(x − mean) over one run, g masked by y > 0, in f64 with
-/// eight independent accumulators: one f64 chain waits on the add latency
-/// for every element, separate lanes overlap (and vectorise).
+/// Σg and Σ g·(x − mean) over one run, g masked by y > 0: f32 on sixteen
+/// independent lanes (one chain would wait on the add latency for every
+/// element; lanes overlap and vectorise), widened to f64 per run, whose
+/// sums the caller adds in f64.
 fn masked_sums(x: &[f32], y: &[f32], g: &[f32], mean: f64) -> (f64, f64) {
-    const L: usize = 8;
-    let (mut sg, mut sgx) = ([0f64; L], [0f64; L]);
+    const L: usize = 16;
+    let mu = mean as f32;
+    let (mut sg, mut sgx) = ([0f32; L], [0f32; L]);
     let mut xc = x.chunks_exact(L);
     let mut yc = y.chunks_exact(L);
     let mut gc = g.chunks_exact(L);
     for ((xs, ys), gs) in (&mut xc).zip(&mut yc).zip(&mut gc) {
         for l in 0..L {
-            let gv = if ys[l] > 0.0 { gs[l] as f64 } else { 0.0 };
+            let gv = if ys[l] > 0.0 { gs[l] } else { 0.0 };
             sg[l] += gv;
-            sgx[l] += gv * (xs[l] as f64 - mean);
+            sgx[l] += gv * (xs[l] - mu);
         }
     }
-    let (mut tg, mut tgx) = (sg.iter().sum::<f64>(), sgx.iter().sum::<f64>());
+    let (mut tg, mut tgx) = (0f64, 0f64);
+    for l in 0..L {
+        tg += sg[l] as f64;
+        tgx += sgx[l] as f64;
+    }
     for ((&xv, &yv), &gv) in xc
         .remainder()
         .iter()
