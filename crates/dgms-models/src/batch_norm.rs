@@ -4,6 +4,7 @@
 use candle_core::{Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder};
 
+use crate::affine_relu_op::affine_relu;
 use crate::batch_norm_op::{batch_norm_train, BatchStats};
 use crate::batch_norm_relu_op::batch_norm_relu_train;
 use crate::conv::ConvBackend;
@@ -140,9 +141,10 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// `relu(self(x) + residual)`: in training on the im2col backend one
-    /// fused op ([`crate::batch_norm_relu_op`]), otherwise composed (the
-    /// candle baseline, and evaluation).
+    /// `relu(self(x) + residual)`: on the im2col backend one fused op
+    /// ([`crate::batch_norm_relu_op`] in training,
+    /// [`crate::affine_relu_op`] in evaluation), composed on the candle
+    /// backend (the baseline).
     pub fn forward_relu_t(
         &self,
         x: &Tensor,
@@ -155,6 +157,10 @@ impl BatchNorm {
             self.update_running(stats, x.device())?;
             return Ok(y);
         }
+        if self.backend == ConvBackend::Im2col {
+            let (scale, shift) = self.eval_scale_shift()?;
+            return affine_relu(x, &scale, &shift, residual);
+        }
         let y = self.forward_t(x, train)?;
         match residual {
             Some(r) => (y + r)?.relu(),
@@ -162,11 +168,17 @@ impl BatchNorm {
         }
     }
 
+    /// Evaluation's per-channel scale and shift from the running averages.
+    fn eval_scale_shift(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// Eval forward as one per-channel scale and shift (two passes over
     /// `x` instead of candle-nn's four).
     fn forward_eval_folded(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
-        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        let (scale, shift) = self.eval_scale_shift()?;
         if x.rank() < 2 {
             candle_core::bail!(
                 "batch norm: input must have at least 2 dimensions, got {:?}",

@@ -26,7 +26,8 @@
 //!   `resnet18`, `resnet50`, `mobilenet_v2`, `mnasnet1_0` ([`MODEL_NAMES`]).
 //! - Batch norm has PyTorch's semantics (the fused op of [`batch_norm_op`]
 //!   in training, fused further with a following ReLU and a residual add
-//!   before it by [`batch_norm_relu_op`], or candle-nn's on the candle
+//!   before it by [`batch_norm_relu_op`] ([`affine_relu_op`] in
+//!   evaluation), or candle-nn's on the candle
 //!   backend), with its running
 //!   statistics as `Var`s of the `VarMap`; [`is_batch_norm_stat`] tells a trainer which parameters to
 //!   keep out of the optimizer and weight decay.
@@ -66,6 +67,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod affine_relu_op;
 pub mod batch_norm;
 pub mod batch_norm_op;
 pub mod batch_norm_relu_op;

@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
+use dgms_models::affine_relu_op::affine_relu;
 use dgms_models::batch_norm::batch_norm_with;
 use dgms_models::batch_norm_op::batch_norm_train;
 use dgms_models::batch_norm_relu_op::batch_norm_relu_train;
@@ -185,8 +186,9 @@ enum Path {
     Candle,
 }
 
-/// Output, eval output, dx, dweight, dbias, dres (if any) of
-/// `loss = Σ relu(bn(x) + res)·r`, and the running mean and variance.
+/// Output, dx, dweight, dbias, dres (if any) of `loss = Σ relu(bn(x) +
+/// res)·r`, in training then in evaluation, and the running mean and
+/// variance.
 struct ReluRun {
     tensors: Vec<(&'static str, Tensor)>,
     running: [Vec<f32>; 2],
@@ -227,19 +229,33 @@ fn relu_run(dims: &[usize], seed: u64, path: Path, residual: bool) -> ReluRun {
         }
         _ => bn.forward_relu_t(x.as_tensor(), res_t, train).unwrap(),
     };
-    let y = forward(true);
-    let eval = forward(false);
-    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let g = |t: &Tensor| grads.get(t).unwrap().clone();
-    let mut tensors = vec![
-        ("output", y.clone()),
-        ("eval output", eval),
-        ("dx", g(x.as_tensor())),
-        ("dweight", g(vars["bn.weight"].as_tensor())),
-        ("dbias", g(vars["bn.bias"].as_tensor())),
-    ];
-    if residual {
-        tensors.push(("dresidual", g(res.as_tensor())));
+    let mut tensors = vec![];
+    // Training, then evaluation (after the running statistics moved once).
+    for (train, names) in [
+        (true, ["output", "dx", "dweight", "dbias", "dresidual"]),
+        (
+            false,
+            [
+                "eval output",
+                "eval dx",
+                "eval dweight",
+                "eval dbias",
+                "eval dresidual",
+            ],
+        ),
+    ] {
+        let y = forward(train);
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = |t: &Tensor| grads.get(t).unwrap().clone();
+        tensors.extend([
+            (names[0], y.clone()),
+            (names[1], g(x.as_tensor())),
+            (names[2], g(vars["bn.weight"].as_tensor())),
+            (names[3], g(vars["bn.bias"].as_tensor())),
+        ]);
+        if residual {
+            tensors.push((names[4], g(res.as_tensor())));
+        }
     }
     ReluRun {
         tensors,
@@ -254,19 +270,24 @@ fn check_relu(dims: &[usize], seed: u64, residual: bool) {
     let fused = relu_run(dims, seed, Path::Fused, residual);
     // Forward, the fused op rounds as our unfused op followed by candle's
     // add and ReLU: bit for bit the same output.
+    // The same in evaluation.
     let unfused = relu_run(dims, seed, Path::OursUnfused, residual);
-    assert_eq!(
-        to_f32_vec(&fused.tensors[0].1),
-        to_f32_vec(&unfused.tensors[0].1),
-        "fused vs unfused output for {dims:?}"
-    );
+    for ((name, a), (_, b)) in fused.tensors.iter().zip(&unfused.tensors) {
+        if name.ends_with("output") {
+            assert_eq!(
+                to_f32_vec(a),
+                to_f32_vec(b),
+                "fused vs unfused {name} for {dims:?}"
+            );
+        }
+    }
     let candle = relu_run(dims, seed, Path::Candle, residual);
     // As in `check`: per-channel sums may differ by the summation order.
     let sum_floor = 1e-6 * (dims.iter().product::<usize>() / dims[1]) as f32;
     for reference in [&unfused, &candle] {
         assert_eq!(fused.tensors.len(), reference.tensors.len());
         for ((name, a), (_, b)) in fused.tensors.iter().zip(&reference.tensors) {
-            let is_sum = matches!(*name, "dweight" | "dbias");
+            let is_sum = name.ends_with("dweight") || name.ends_with("dbias");
             assert_close(name, a, b, is_sum.then_some(sum_floor), dims);
         }
         for (a, b) in fused.running.iter().zip(&reference.running) {
@@ -401,4 +422,11 @@ fn fused_relu_bad_arguments_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("weight must have shape [3]"), "{err}");
+    let err = affine_relu(&x, &w, &w, Some(&res)).unwrap_err().to_string();
+    assert!(
+        err.contains("residual must have the input's shape"),
+        "{err}"
+    );
+    let err = affine_relu(&x, &w, &w4, None).unwrap_err().to_string();
+    assert!(err.contains("shift must have shape [3]"), "{err}");
 }
