@@ -11,6 +11,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result,
 use rayon::prelude::*;
 
 use crate::batch_norm_op::{f32_slice, Ncs};
+use crate::batch_norm_relu_op::relu_masked;
 
 const OP_NAME: &str = "affine_relu";
 
@@ -218,7 +219,7 @@ impl CustomOp3 for AffineReluBackward {
             y[r.clone()]
                 .iter()
                 .zip(&dy[r])
-                .map(|(&yv, &gv)| if yv > 0.0 { gv } else { 0.0 })
+                .map(|(&yv, &gv)| relu_masked(yv, gv))
         };
         if self.residual {
             dx.par_chunks_mut(s)
