@@ -4,7 +4,9 @@
 use candle_core::{Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder};
 
-use crate::batch_norm_op::batch_norm_train;
+use crate::affine_relu_op::affine_relu;
+use crate::batch_norm_op::{batch_norm_train, BatchStats};
+use crate::batch_norm_relu_op::batch_norm_relu_train;
 use crate::conv::ConvBackend;
 
 use crate::error::{ModelError, Result};
@@ -111,7 +113,17 @@ impl BatchNorm {
     /// Training forward through the fused op, then the running averages.
     fn forward_train_fused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
-        let dev = x.device();
+        self.update_running(stats, x.device())?;
+        Ok(y)
+    }
+
+    /// Moves the running averages towards a batch's statistics (unbiased
+    /// variance, as PyTorch).
+    fn update_running(
+        &self,
+        stats: BatchStats,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<()> {
         let c = stats.mean.len();
         let count = stats.m as f64;
         let unbiased = if count > 1.0 {
@@ -126,14 +138,47 @@ impl BatchNorm {
         let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbiased))?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
-        Ok(y)
+        Ok(())
+    }
+
+    /// `relu(self(x) + residual)`: on the im2col backend one fused op
+    /// ([`crate::batch_norm_relu_op`] in training,
+    /// [`crate::affine_relu_op`] in evaluation), composed on the candle
+    /// backend (the baseline).
+    pub fn forward_relu_t(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        if train && self.backend == ConvBackend::Im2col {
+            let (y, stats) =
+                batch_norm_relu_train(x, &self.weight, &self.bias, residual, self.eps)?;
+            self.update_running(stats, x.device())?;
+            return Ok(y);
+        }
+        if self.backend == ConvBackend::Im2col {
+            let (scale, shift) = self.eval_scale_shift()?;
+            return affine_relu(x, &scale, &shift, residual);
+        }
+        let y = self.forward_t(x, train)?;
+        match residual {
+            Some(r) => (y + r)?.relu(),
+            None => y.relu(),
+        }
+    }
+
+    /// Evaluation's per-channel scale and shift from the running averages.
+    fn eval_scale_shift(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
     }
 
     /// Eval forward as one per-channel scale and shift (two passes over
     /// `x` instead of candle-nn's four).
     fn forward_eval_folded(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
-        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        let (scale, shift) = self.eval_scale_shift()?;
         if x.rank() < 2 {
             candle_core::bail!(
                 "batch norm: input must have at least 2 dimensions, got {:?}",

@@ -82,14 +82,14 @@ pub fn batch_norm_train(
 
 /// The op's shape: (N, C, S) with S the product of the trailing dimensions.
 #[derive(Clone, Copy)]
-struct Ncs {
-    n: usize,
-    c: usize,
-    s: usize,
+pub(crate) struct Ncs {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) s: usize,
 }
 
 impl Ncs {
-    fn of(dims: &[usize]) -> Self {
+    pub(crate) fn of(dims: &[usize]) -> Self {
         Self {
             n: dims[0],
             c: dims[1],
@@ -98,17 +98,21 @@ impl Ncs {
     }
 
     /// Elements per channel.
-    fn m(self) -> usize {
+    pub(crate) fn m(self) -> usize {
         self.n * self.s
     }
 
     /// The S-long runs of channel `ch`, one per batch item.
-    fn runs<'a>(self, data: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
+    pub(crate) fn runs<'a>(
+        self,
+        data: &'a [f32],
+        ch: usize,
+    ) -> impl Iterator<Item = &'a [f32]> + 'a {
         (0..self.n).map(move |i| &data[(i * self.c + ch) * self.s..][..self.s])
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{OP_NAME}: {what} must be f32, got {:?}", s.dtype());
     };
@@ -119,18 +123,31 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
 }
 
 /// Mean and biased variance of channel `ch`, in f64.
-fn channel_stats(g: Ncs, x: &[f32], ch: usize) -> (f64, f64) {
+pub(crate) fn channel_stats(g: Ncs, x: &[f32], ch: usize) -> (f64, f64) {
     let m = g.m().max(1) as f64;
-    let sum: f64 = g
-        .runs(x, ch)
-        .map(|r| r.iter().map(|&v| v as f64).sum::<f64>())
-        .sum();
+    let sum: f64 = g.runs(x, ch).map(|r| lane_sum(r, |v| v)).sum();
     let mean = sum / m;
     let ss: f64 = g
         .runs(x, ch)
-        .map(|r| r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+        .map(|r| lane_sum(r, |v| (v - mean) * (v - mean)))
         .sum();
     (mean, ss / m)
+}
+
+/// Σ f(v) over `run` in f64 with eight independent accumulators: a single
+/// f64 chain waits on the add latency for every element, separate lanes
+/// overlap (and vectorise).
+fn lane_sum(run: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    const L: usize = 8;
+    let mut acc = [0f64; L];
+    let mut chunks = run.chunks_exact(L);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 struct BatchNormTrain {

@@ -25,7 +25,10 @@
 //! - [`build_model`] for `resnet20`, `resnet32`, `resnet56`, `vggsmall`,
 //!   `resnet18`, `resnet50`, `mobilenet_v2`, `mnasnet1_0` ([`MODEL_NAMES`]).
 //! - Batch norm has PyTorch's semantics (the fused op of [`batch_norm_op`]
-//!   in training, or candle-nn's on the candle backend), with its running
+//!   in training, fused further with a following ReLU and a residual add
+//!   before it by [`batch_norm_relu_op`] ([`affine_relu_op`] in
+//!   evaluation), or candle-nn's on the candle
+//!   backend), with its running
 //!   statistics as `Var`s of the `VarMap`; [`is_batch_norm_stat`] tells a trainer which parameters to
 //!   keep out of the optimizer and weight decay.
 //! - [`load_varmap`] overwrites a `VarMap`'s `Var`s from a safetensors or
@@ -64,8 +67,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod affine_relu_op;
 pub mod batch_norm;
 pub mod batch_norm_op;
+pub mod batch_norm_relu_op;
 pub mod checkpoint;
 pub mod conv;
 pub mod conv_op;

@@ -22,11 +22,21 @@ use crate::qconv::{ConvSpec, QConv2d};
 enum Module {
     Conv(QConv2d),
     BatchNorm(BatchNorm),
+    /// A batch norm and the ReLU after it, run as one op in training.
+    BatchNormRelu(BatchNorm),
     Act(Activation),
     MaxPool(MaxPool),
     Block {
         body: Vec<Module>,
         shortcut: Option<Join>,
+    },
+    /// A residual block whose body ends in a batch norm, and the ReLU
+    /// after the block: `relu(bn(body(x)) + shortcut(x))`, the batch norm,
+    /// the add and the ReLU run as one op in training.
+    ResidualRelu {
+        body: Vec<Module>,
+        bn: BatchNorm,
+        shortcut: Join,
     },
     GlobalAvgPool,
     Flatten,
@@ -131,63 +141,112 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The modules of `layers`, a batch norm or a residual block followed
+    /// by a ReLU fused with it (their parameters created in the same order
+    /// as unfused).
     fn sequence(&self, layers: &[Layer], vb: &VarBuilder) -> Result<Vec<Module>> {
         let mut out: Vec<Module> = Vec::with_capacity(layers.len());
-        for layer in layers {
-            let module = match layer {
-                Layer::Conv(c) => {
-                    let spec = ConvSpec::from(c);
-                    Module::Conv(QConv2d::with_backend(spec, self.backend, vb.pp(&c.name))?)
+        let mut i = 0;
+        while i < layers.len() {
+            let relu_next = matches!(layers.get(i + 1), Some(Layer::Act(Activation::Relu)));
+            let fused = match &layers[i] {
+                Layer::BatchNorm(bn) if relu_next => {
+                    Some(Module::BatchNormRelu(self.batch_norm(bn, vb)?))
                 }
-                Layer::BatchNorm(bn) => Module::BatchNorm(batch_norm_with(
-                    bn.channels,
-                    (self.arch.batch_norm_eps, self.arch.batch_norm_momentum),
-                    self.backend,
-                    vb.pp(&bn.name),
-                )?),
-                Layer::Act(a) => Module::Act(*a),
-                Layer::MaxPool(p) => {
-                    // Zero padding equals PyTorch's -inf padding only on
-                    // inputs >= 0 (see `padded_max_pool`).
-                    let after_act = matches!(out.last(), Some(Module::Act(_)));
-                    if p.padding > 0 && !after_act {
-                        return Err(ModelError::Config {
-                            model: self.arch.name.clone(),
-                            what: format!("{}: a padded max-pool must follow a ReLU", p.name),
-                        });
-                    }
-                    Module::MaxPool(p.clone())
-                }
-                Layer::Block(b) => Module::Block {
-                    body: self.sequence(&b.body, vb)?,
-                    shortcut: match &b.shortcut {
-                        None => None,
-                        Some(Shortcut::Identity) => Some(Join::Identity),
-                        Some(Shortcut::ZeroPad { stride, pad }) => Some(Join::ZeroPad {
-                            stride: *stride,
-                            pad: *pad,
-                        }),
-                        Some(Shortcut::Projection(p)) => {
-                            Some(Join::Projection(self.sequence(p, vb)?))
-                        }
-                    },
-                },
-                Layer::GlobalAvgPool => Module::GlobalAvgPool,
-                Layer::Flatten => Module::Flatten,
-                Layer::Dropout(p) => Module::Dropout(Dropout {
-                    p: *p,
-                    ordinal: self.dropouts.fetch_add(1, Ordering::Relaxed),
-                    seed: self.dropout_seed.clone(),
-                }),
-                Layer::Linear(l) => {
-                    let linear = candle_nn::linear(l.in_features, l.out_features, vb.pp(&l.name))
-                        .map_err(|e| ModelError::load(&l.name, e))?;
-                    Module::Linear(linear)
-                }
+                Layer::Block(b) if relu_next => self.residual_relu(b, vb)?,
+                _ => None,
             };
-            out.push(module);
+            match fused {
+                Some(m) => {
+                    out.push(m);
+                    i += 2;
+                }
+                None => {
+                    let m = self.layer(&layers[i], &out, vb)?;
+                    out.push(m);
+                    i += 1;
+                }
+            }
         }
         Ok(out)
+    }
+
+    fn batch_norm(&self, bn: &dgms_arch::BatchNorm, vb: &VarBuilder) -> Result<BatchNorm> {
+        batch_norm_with(
+            bn.channels,
+            (self.arch.batch_norm_eps, self.arch.batch_norm_momentum),
+            self.backend,
+            vb.pp(&bn.name),
+        )
+    }
+
+    /// [`Module::ResidualRelu`] for a block with a shortcut whose body ends
+    /// in a batch norm; `None` (nothing built) for any other block.
+    fn residual_relu(&self, b: &dgms_arch::Block, vb: &VarBuilder) -> Result<Option<Module>> {
+        let (Some(Layer::BatchNorm(last)), Some(shortcut)) = (b.body.last(), &b.shortcut) else {
+            return Ok(None);
+        };
+        let body = self.sequence(&b.body[..b.body.len() - 1], vb)?;
+        let bn = self.batch_norm(last, vb)?;
+        let shortcut = self.join(shortcut, vb)?;
+        Ok(Some(Module::ResidualRelu { body, bn, shortcut }))
+    }
+
+    fn join(&self, shortcut: &Shortcut, vb: &VarBuilder) -> Result<Join> {
+        Ok(match shortcut {
+            Shortcut::Identity => Join::Identity,
+            Shortcut::ZeroPad { stride, pad } => Join::ZeroPad {
+                stride: *stride,
+                pad: *pad,
+            },
+            Shortcut::Projection(p) => Join::Projection(self.sequence(p, vb)?),
+        })
+    }
+
+    /// One layer, unfused; `out` is what was built before it.
+    fn layer(&self, layer: &Layer, out: &[Module], vb: &VarBuilder) -> Result<Module> {
+        Ok(match layer {
+            Layer::Conv(c) => {
+                let spec = ConvSpec::from(c);
+                Module::Conv(QConv2d::with_backend(spec, self.backend, vb.pp(&c.name))?)
+            }
+            Layer::BatchNorm(bn) => Module::BatchNorm(self.batch_norm(bn, vb)?),
+            Layer::Act(a) => Module::Act(*a),
+            Layer::MaxPool(p) => {
+                // Zero padding equals PyTorch's -inf padding only on
+                // inputs >= 0 (see `padded_max_pool`).
+                let after_act = matches!(
+                    out.last(),
+                    Some(Module::Act(_) | Module::BatchNormRelu(_) | Module::ResidualRelu { .. })
+                );
+                if p.padding > 0 && !after_act {
+                    return Err(ModelError::Config {
+                        model: self.arch.name.clone(),
+                        what: format!("{}: a padded max-pool must follow a ReLU", p.name),
+                    });
+                }
+                Module::MaxPool(p.clone())
+            }
+            Layer::Block(b) => Module::Block {
+                body: self.sequence(&b.body, vb)?,
+                shortcut: match &b.shortcut {
+                    None => None,
+                    Some(s) => Some(self.join(s, vb)?),
+                },
+            },
+            Layer::GlobalAvgPool => Module::GlobalAvgPool,
+            Layer::Flatten => Module::Flatten,
+            Layer::Dropout(p) => Module::Dropout(Dropout {
+                p: *p,
+                ordinal: self.dropouts.fetch_add(1, Ordering::Relaxed),
+                seed: self.dropout_seed.clone(),
+            }),
+            Layer::Linear(l) => {
+                let linear = candle_nn::linear(l.in_features, l.out_features, vb.pp(&l.name))
+                    .map_err(|e| ModelError::load(&l.name, e))?;
+                Module::Linear(linear)
+            }
+        })
     }
 }
 
@@ -204,6 +263,7 @@ impl ModuleT for Module {
         match self {
             Module::Conv(c) => c.forward_t(x, train),
             Module::BatchNorm(bn) => bn.forward_t(x, train),
+            Module::BatchNormRelu(bn) => bn.forward_relu_t(x, None, train),
             Module::Act(Activation::Relu) => x.relu(),
             Module::Act(Activation::Relu6) => x.clamp(0f32, 6f32),
             Module::MaxPool(p) if p.padding == 0 => x.max_pool2d_with_stride(p.kernel, p.stride),
@@ -212,12 +272,13 @@ impl ModuleT for Module {
                 let out = forward_all(body, x, train)?;
                 match shortcut {
                     None => Ok(out),
-                    Some(Join::Identity) => out + x,
-                    Some(Join::ZeroPad { stride, pad }) => {
-                        out + zero_pad_shortcut(x, *stride, *pad)?
-                    }
-                    Some(Join::Projection(p)) => out + forward_all(p, x, train)?,
+                    Some(join) => out + join.forward_t(x, train)?,
                 }
+            }
+            Module::ResidualRelu { body, bn, shortcut } => {
+                let out = forward_all(body, x, train)?;
+                let residual = shortcut.forward_t(x, train)?;
+                bn.forward_relu_t(&out, Some(&residual), train)
             }
             // AdaptiveAvgPool2d((1, 1)) and flatten (the authors' CIFAR
             // ResNets pool with kernel = width, the same for square inputs).
@@ -227,6 +288,16 @@ impl ModuleT for Module {
             Module::Dropout(d) if train => d.forward(x),
             Module::Dropout(_) => Ok(x.clone()),
             Module::Linear(l) => l.forward_t(x, train),
+        }
+    }
+}
+
+impl ModuleT for Join {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Join::Identity => Ok(x.clone()),
+            Join::ZeroPad { stride, pad } => zero_pad_shortcut(x, *stride, *pad),
+            Join::Projection(p) => forward_all(p, x, train),
         }
     }
 }
@@ -291,6 +362,12 @@ fn collect_convs<'a>(modules: &'a [Module], out: &mut Vec<&'a QConv2d>) {
             Module::Block { body, shortcut } => {
                 collect_convs(body, out);
                 if let Some(Join::Projection(p)) = shortcut {
+                    collect_convs(p, out);
+                }
+            }
+            Module::ResidualRelu { body, shortcut, .. } => {
+                collect_convs(body, out);
+                if let Join::Projection(p) = shortcut {
                     collect_convs(p, out);
                 }
             }

@@ -6,4 +6,5 @@ pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod session;
+mod sgd_update;
 pub mod trainer;

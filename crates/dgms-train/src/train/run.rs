@@ -285,7 +285,7 @@ impl<'a> Run<'a> {
     /// the first bad one.
     fn check_finite(&self, batch: usize) -> Result<()> {
         let mut tensors = self.model.checkpoint_tensors();
-        tensors.extend(self.sgd.state());
+        tensors.extend(self.sgd.state()?);
         match first_non_finite(&tensors)? {
             None => Ok(()),
             Some(name) => Err(TrainError::NonFiniteParameter {
@@ -413,7 +413,7 @@ impl<'a> Run<'a> {
 
         let meta = self.meta();
         let mut tensors = self.model.checkpoint_tensors();
-        tensors.extend(self.sgd.state());
+        tensors.extend(self.sgd.state()?);
         if improved {
             checkpoint::save_with_metrics(&self.best, &tensors, &meta, Some(&self.metrics))?;
         }
