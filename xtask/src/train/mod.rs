@@ -59,6 +59,11 @@ pub struct Args {
     /// Full-precision checkpoint to start from.
     #[arg(long)]
     pretrained: Option<PathBuf>,
+    /// Seed of the DGMS fine-tuning (data order, augmentation, dropout):
+    /// `dgms dgms --seed`. FP32 and PTQ do not depend on it (the exact
+    /// k-means initialisation has no randomness).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Training batches that re-estimate batch-norm statistics under the
     /// hard weights after hardening (0 = off).
     #[arg(long, default_value_t = phases::DEFAULT_RECALIBRATION_BATCHES)]
@@ -96,6 +101,8 @@ pub struct Summary {
     pub model: String,
     pub data: String,
     pub quick: bool,
+    /// The DGMS fine-tuning's seed (`--seed`).
+    pub seed: u64,
     pub test_images: usize,
     pub fp32_top1: f64,
     pub fp32_ci95: [f64; 2],
@@ -134,6 +141,7 @@ fn dgms_config(args: &Args, k: usize, pretrained: &Path, out: &Path) -> RunConfi
         (false, None) => default_epochs(k),
     };
     cfg.lr = args.lr;
+    cfg.seed = args.seed;
     cfg.max_batches = args.quick.then_some(6);
     // The per-epoch test figures are progress information only (the
     // widths are scored on every test image afterwards): the first 2,000
@@ -284,6 +292,7 @@ pub fn run(args: &Args) -> Result<()> {
         model: "resnet20".into(),
         data: DATA.into(),
         quick: args.quick,
+        seed: args.seed,
         test_images: fp32.hits.len(),
         fp32_top1: fp32.top1,
         fp32_ci95: fp32.ci95,
