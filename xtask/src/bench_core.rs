@@ -89,16 +89,7 @@ pub fn run(args: &Args) -> Result<()> {
     })?;
 
     bar.set_message("init of ResNet-18 convs");
-    let layers: Vec<(String, Vec<f32>)> = workloads::RESNET18_CONVS
-        .iter()
-        .enumerate()
-        .map(|(i, (name, shape))| {
-            (
-                name.to_string(),
-                workloads::kaiming_weights(shape, i as u64),
-            )
-        })
-        .collect();
+    let layers = workloads::resnet18_conv_weights();
     let views: Vec<(&str, &[f32])> = layers
         .iter()
         .map(|(n, w)| (n.as_str(), w.as_slice()))

@@ -53,16 +53,7 @@ fn fused_vs_composed(c: &mut Criterion) {
 }
 
 fn init_resnet18(c: &mut Criterion) {
-    let layers: Vec<(String, Vec<f32>)> = workloads::RESNET18_CONVS
-        .iter()
-        .enumerate()
-        .map(|(i, (name, shape))| {
-            (
-                name.to_string(),
-                workloads::kaiming_weights(shape, i as u64),
-            )
-        })
-        .collect();
+    let layers = workloads::resnet18_conv_weights();
     let views: Vec<(&str, &[f32])> = layers.iter().map(|(n, w)| (n.as_str(), &w[..])).collect();
     let total: usize = views.iter().map(|(_, w)| w.len()).sum();
     let mut group = c.benchmark_group("init");

@@ -2,16 +2,7 @@
 use dgms_core::init::init_layers;
 use dgms_core::{workloads, InitConfig, KMeansMethod};
 fn main() {
-    let layers: Vec<(String, Vec<f32>)> = workloads::RESNET18_CONVS
-        .iter()
-        .enumerate()
-        .map(|(i, (name, shape))| {
-            (
-                name.to_string(),
-                workloads::kaiming_weights(shape, i as u64),
-            )
-        })
-        .collect();
+    let layers = workloads::resnet18_conv_weights();
     let views: Vec<(&str, &[f32])> = layers
         .iter()
         .map(|(n, w)| (n.as_str(), w.as_slice()))

@@ -40,6 +40,16 @@ pub fn kaiming_weights(shape: &[usize], seed: u64) -> Vec<f32> {
     normal_weights(n, (2.0 / fan_in as f64).sqrt(), seed)
 }
 
+/// Every conv of [`RESNET18_CONVS`] with its Kaiming-normal weights (layer
+/// `i` seeded with `i`): the initialisation workload of the benches.
+pub fn resnet18_conv_weights() -> Vec<(String, Vec<f32>)> {
+    RESNET18_CONVS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| (name.to_string(), kaiming_weights(shape, i as u64)))
+        .collect()
+}
+
 /// `n` normal weights with mean 0 and standard deviation `std`, from `seed`.
 pub fn normal_weights(n: usize, std: f64, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
