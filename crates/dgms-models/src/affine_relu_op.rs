@@ -76,27 +76,7 @@ impl AffineRelu {
         let g = Ncs::of(xl.dims());
         let x = f32_slice(xs, xl, "input")?;
         let (a, d) = f32_slice(ads, adl, "scale and shift")?.split_at(g.c);
-        let s = g.s.max(1);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .enumerate()
-            .for_each(|(i, (yr, xr))| {
-                let (a, d) = (a[i % g.c], d[i % g.c]);
-                match residual {
-                    Some(r) => {
-                        let rr = &r[i * s..][..yr.len()];
-                        for ((yv, &xv), &rv) in yr.iter_mut().zip(xr).zip(rr) {
-                            *yv = (xv * a + d + rv).max(0.0);
-                        }
-                    }
-                    None => {
-                        for (yv, &xv) in yr.iter_mut().zip(xr) {
-                            *yv = (xv * a + d).max(0.0);
-                        }
-                    }
-                }
-            });
+        let y = affine_relu_rows(g, x, |ch| (a[ch], d[ch]), residual);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -112,15 +92,59 @@ impl AffineRelu {
         let scale = ad.narrow(0, 0, c)?.to_vec1::<f32>()?;
         let op = AffineReluBackward { scale, residual };
         let flat = x.apply_op3_no_bwd(res, &grad.contiguous()?, &op)?;
-        let nx = x.elem_count();
-        let dx = flat.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let (dr, tail) = if residual {
-            (Some(flat.narrow(0, nx, nx)?.reshape(x.shape())?), 2 * nx)
-        } else {
-            (None, nx)
-        };
-        Ok((dx, flat.narrow(0, tail, 2 * c)?, dr))
+        split_gradients(&flat, x, residual)
     }
+}
+
+/// `relu(x * a + d (+ r))` with `(a, d) = scale_shift(channel)`, rounded as
+/// the composed ops round it (`x * a`, then `+ d`, then `+ r`): the forward
+/// pass of this op and of the training-mode fused batch norm.
+pub(crate) fn affine_relu_rows(
+    g: Ncs,
+    x: &[f32],
+    scale_shift: impl Fn(usize) -> (f32, f32) + Sync,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let s = g.s.max(1);
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(s)
+        .zip(x.par_chunks(s))
+        .enumerate()
+        .for_each(|(i, (yr, xr))| {
+            let (a, d) = scale_shift(i % g.c);
+            match residual {
+                Some(r) => {
+                    let rr = &r[i * s..][..yr.len()];
+                    for ((yv, &xv), &rv) in yr.iter_mut().zip(xr).zip(rr) {
+                        *yv = (xv * a + d + rv).max(0.0);
+                    }
+                }
+                None => {
+                    for (yv, &xv) in yr.iter_mut().zip(xr) {
+                        *yv = (xv * a + d).max(0.0);
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// Splits a fused backward's flat output, laid out as dL/dx, then (with a
+/// residual) dL/dr, then the 2C per-channel parameter gradients, into
+/// `(dx, dparams, dr)`.
+pub(crate) fn split_gradients(
+    flat: &Tensor,
+    x: &Tensor,
+    residual: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let (nx, c) = (x.elem_count(), x.dim(1)?);
+    let dx = flat.narrow(0, 0, nx)?.reshape(x.shape())?;
+    let (dr, tail) = if residual {
+        (Some(flat.narrow(0, nx, nx)?.reshape(x.shape())?), 2 * nx)
+    } else {
+        (None, nx)
+    };
+    Ok((dx, flat.narrow(0, tail, 2 * c)?, dr))
 }
 
 impl CustomOp2 for AffineRelu {

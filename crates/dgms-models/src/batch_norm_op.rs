@@ -150,6 +150,30 @@ fn lane_sum(run: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// Per channel `(a, d)` with `bn(x) = x * a + d`: `a = w / sqrt(var + eps)`,
+/// `d = b - mean * a`, from `(mean, var)` in f64, rounded once to f32.
+pub(crate) fn scale_shift(stats: &[(f64, f64)], w: &[f32], b: &[f32], eps: f64) -> Vec<(f32, f32)> {
+    stats
+        .iter()
+        .zip(w.iter().zip(b))
+        .map(|(&(mean, var), (&w, &b))| {
+            let a = w as f64 / (var + eps).sqrt();
+            (a as f32, (b as f64 - mean * a) as f32)
+        })
+        .collect()
+}
+
+impl BatchStats {
+    /// From per-channel `(mean, var)` in f64 over `m` elements each.
+    pub(crate) fn of(stats: &[(f64, f64)], m: usize) -> Self {
+        Self {
+            mean: stats.iter().map(|s| s.0 as f32).collect(),
+            var: stats.iter().map(|s| s.1 as f32).collect(),
+            m,
+        }
+    }
+}
+
 struct BatchNormTrain {
     eps: f64,
     /// Filled by the forward pass; read (taken) by [`batch_norm_train`].
@@ -178,15 +202,7 @@ impl CustomOp3 for BatchNormTrain {
             .into_par_iter()
             .map(|ch| channel_stats(g, x, ch))
             .collect();
-        // y = x * a + d per channel, with a = w / sqrt(var + eps), d = b - mean * a.
-        let ad: Vec<(f32, f32)> = stats
-            .iter()
-            .zip(w.iter().zip(b))
-            .map(|(&(mean, var), (&w, &b))| {
-                let a = w as f64 / (var + self.eps).sqrt();
-                (a as f32, (b as f64 - mean * a) as f32)
-            })
-            .collect();
+        let ad = scale_shift(&stats, w, b, self.eps);
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(g.s.max(1))
             .zip(x.par_chunks(g.s.max(1)))
@@ -197,11 +213,7 @@ impl CustomOp3 for BatchNormTrain {
                     *yv = xv * a + d;
                 }
             });
-        let found = BatchStats {
-            mean: stats.iter().map(|s| s.0 as f32).collect(),
-            var: stats.iter().map(|s| s.1 as f32).collect(),
-            m: g.m(),
-        };
+        let found = BatchStats::of(&stats, g.m());
         if let Ok(mut slot) = self.stats.lock() {
             *slot = Some(found);
         }

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::batch_norm_op::{channel_stats, f32_slice, BatchStats, Ncs};
+use crate::affine_relu_op::{affine_relu_rows, split_gradients};
+use crate::batch_norm_op::{channel_stats, f32_slice, scale_shift, BatchStats, Ncs};
 
 const OP_NAME: &str = "batch_norm_relu_train";
 
@@ -131,43 +132,11 @@ impl BnRelu {
             .iter()
             .map(|&(_, var)| 1.0 / (var + self.eps).sqrt())
             .collect();
-        // bn(x) = x * a + d per channel, with a = w / σ, d = b - mean * a,
-        // rounded as the unfused op rounds them.
-        let ad: Vec<(f32, f32)> = stats
-            .iter()
-            .zip(w.iter().zip(b))
-            .map(|(&(mean, var), (&w, &b))| {
-                let a = w as f64 / (var + self.eps).sqrt();
-                (a as f32, (b as f64 - mean * a) as f32)
-            })
-            .collect();
-        let s = g.s.max(1);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .enumerate()
-            .for_each(|(i, (yr, xr))| {
-                let (a, d) = ad[i % g.c];
-                match residual {
-                    Some(r) => {
-                        let rr = &r[i * s..][..yr.len()];
-                        for ((yv, &xv), &rv) in yr.iter_mut().zip(xr).zip(rr) {
-                            *yv = (xv * a + d + rv).max(0.0);
-                        }
-                    }
-                    None => {
-                        for (yv, &xv) in yr.iter_mut().zip(xr) {
-                            *yv = (xv * a + d).max(0.0);
-                        }
-                    }
-                }
-            });
+        // bn(x) = x * a + d per channel, rounded as the unfused op rounds it.
+        let ad = scale_shift(&stats, w, b, self.eps);
+        let y = affine_relu_rows(g, x, |ch| ad[ch], residual);
         let saved = Saved {
-            stats: BatchStats {
-                mean: stats.iter().map(|s| s.0 as f32).collect(),
-                var: stats.iter().map(|s| s.1 as f32).collect(),
-                m: g.m(),
-            },
+            stats: BatchStats::of(&stats, g.m()),
             mean: stats.iter().map(|s| s.0).collect(),
             inv_std,
             weight: w.to_vec(),
@@ -192,16 +161,7 @@ impl BnRelu {
         };
         let op = BnReluBackward { saved, residual };
         let flat = x.apply_op3_no_bwd(res, &grad.contiguous()?, &op)?;
-        let nx = x.elem_count();
-        let c = x.dim(1)?;
-        let dx = flat.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let (dr, tail) = if residual {
-            (Some(flat.narrow(0, nx, nx)?.reshape(x.shape())?), 2 * nx)
-        } else {
-            (None, nx)
-        };
-        let dwb = flat.narrow(0, tail, 2 * c)?;
-        Ok((dx, dwb, dr))
+        split_gradients(&flat, x, residual)
     }
 }
 
