@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dgms_train::config::{self, MixtureSettings, RunConfig, ScheduleKind};
+use dgms_train::config::{self, MixtureSettings, RunConfig, ScheduleKind, UniformSettings};
 use dgms_train::infer::EngineKind;
 use dgms_train::phases;
 use dgms_train::train::checkpoint;
@@ -36,6 +36,14 @@ pub enum Command {
         train: TrainArgs,
         #[command(flatten)]
         mixture: MixtureArgs,
+        /// Train the baseline instead of DGMS: a uniform grid of K levels
+        /// per layer (K a power of two from 4 to 256; the grid is -K/2 ..
+        /// K/2 - 1 steps) with a learned step, trained by the
+        /// straight-through estimator as LSQ, on the same layers (README:
+        /// Results). The mixture-only flags (--tau, --empirical, ...) do
+        /// not apply.
+        #[arg(long)]
+        lsq: bool,
     },
     /// Hardens a DGMS checkpoint (or a DGMS authors' .pth.tar, with
     /// --model): every mixture weight becomes its hard weight; indices and
@@ -399,7 +407,12 @@ impl TrainArgs {
     /// uses) with the flags given. Resumed: the checkpoint's configuration
     /// with the flags given, which the library then refuses if they change
     /// it; the run directory is the checkpoint's.
-    pub fn config(&self, phase: Phase, mixture: Option<&MixtureArgs>) -> Result<RunConfig> {
+    pub fn config(
+        &self,
+        phase: Phase,
+        mixture: Option<&MixtureArgs>,
+        lsq: bool,
+    ) -> Result<RunConfig> {
         let mut cfg = match &self.resume {
             Some(path) => self.resumed_base(phase, path)?,
             None => {
@@ -426,6 +439,21 @@ impl TrainArgs {
         if let (Some(args), Some(m)) = (mixture, cfg.mixture.as_mut()) {
             args.apply(m);
         }
+        if lsq && cfg.uniform.is_none() {
+            // Fresh (or a mixture run asked to resume as LSQ, which the
+            // library then refuses naming --lsq): the grid replaces the
+            // mixture, with as many levels as its K.
+            if let Some(m) = cfg.mixture.take() {
+                let Some(mut u) = UniformSettings::with_levels(m.k) else {
+                    bail!(
+                        "--lsq --k {}: K must be a power of two (the grid has 2^bits levels)",
+                        m.k
+                    );
+                };
+                u.layers = m.layers;
+                cfg.uniform = Some(u);
+            }
+        }
         Ok(cfg)
     }
 
@@ -450,7 +478,7 @@ impl TrainArgs {
                 path.display()
             );
         }
-        let saved_phase = if meta.config.mixture.is_some() {
+        let saved_phase = if meta.config.mixture.is_some() || meta.config.uniform.is_some() {
             Phase::Dgms
         } else {
             Phase::Pretrain

@@ -143,7 +143,11 @@ fn main() {
 fn run(command: Command, out: &mut Output) -> Result<()> {
     match command {
         Command::Pretrain(args) => pretrain(&args, out),
-        Command::Dgms { train, mixture } => dgms(&train, &mixture, out),
+        Command::Dgms {
+            train,
+            mixture,
+            lsq,
+        } => dgms(&train, &mixture, lsq, out),
         Command::Harden {
             checkpoint,
             out: path,
@@ -202,13 +206,13 @@ fn run(command: Command, out: &mut Output) -> Result<()> {
 
 /// `dgms pretrain`.
 fn pretrain(args: &TrainArgs, out: &mut Output) -> Result<()> {
-    let cfg = args.config(Phase::Pretrain, None)?;
+    let cfg = args.config(Phase::Pretrain, None, false)?;
     run_training(Phase::Pretrain, args, &cfg, out)
 }
 
 /// `dgms dgms`: the same defaults as `cargo xtask train` (`RunConfig::dgms`).
-fn dgms(args: &TrainArgs, mixture: &MixtureArgs, out: &mut Output) -> Result<()> {
-    let cfg = args.config(Phase::Dgms, Some(mixture))?;
+fn dgms(args: &TrainArgs, mixture: &MixtureArgs, lsq: bool, out: &mut Output) -> Result<()> {
+    let cfg = args.config(Phase::Dgms, Some(mixture), lsq)?;
     if cfg.init_from.is_none() && args.resume.is_none() {
         bail!("dgms needs --init FP_CHECKPOINT (or --resume CHECKPOINT)");
     }

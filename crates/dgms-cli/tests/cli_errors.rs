@@ -274,6 +274,26 @@ fn sizes_are_checked() {
         "error: --max-eval 0: ",
         &["at least 1"],
     );
+    // The LSQ baseline needs 2^bits levels, and no flag that mixes it with
+    // a mixture reaches training.
+    let lsq_out = f.arg("lsq_run");
+    fails(
+        &[
+            "dgms", "--lsq", "--k", "12", "--init", &fp, "--out", &lsq_out,
+        ],
+        1,
+        "error: --lsq --k 12: ",
+        &["power of two"],
+    );
+    fails(
+        &[
+            "dgms", "--lsq", "--k", "512", "--init", &fp, "--out", &lsq_out,
+        ],
+        1,
+        "error: --k 512: ",
+        &["power of two from 4 to 256"],
+    );
+    assert!(!f.path("lsq_run").exists());
 }
 
 #[test]

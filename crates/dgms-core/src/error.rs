@@ -60,6 +60,10 @@ pub enum CoreError {
         expected: Vec<usize>,
     },
 
+    /// A uniform grid's step (see `uniform`) must be positive and finite.
+    #[error("layer `{layer}`: uniform-grid step = {value}, expected a finite number > 0")]
+    BadStep { layer: String, value: f64 },
+
     /// A layer has fewer weights than components, so k-means cannot place K centres.
     #[error("layer `{layer}`: {n} weights cannot be clustered into K = {k} components, expected at least K weights")]
     TooFewWeights { layer: String, n: usize, k: usize },

@@ -35,6 +35,7 @@ pub mod op;
 pub mod params;
 pub mod reference_rule;
 pub mod report;
+pub mod uniform;
 pub mod workloads;
 
 pub use error::{CoreError, Result};
@@ -45,6 +46,7 @@ pub use mixture::{GaussianMixture, MixtureOptions};
 pub use params::{MixtureParams, DEFAULT_TAU, MAX_COMPONENTS};
 pub use reference_rule::{HardeningRule, ReferenceRule};
 pub use report::{LayerReport, ModelReport};
+pub use uniform::UniformQuantizer;
 
 /// The repository README's Rust examples, run as doctests so that they stay true.
 #[cfg(doctest)]

@@ -3,7 +3,7 @@
 
 use candle_core::Var;
 use candle_nn::{ModuleT, VarBuilder};
-use dgms_core::{GaussianMixture, InitConfig, InitOutcome, MixtureOptions};
+use dgms_core::{GaussianMixture, InitConfig, InitOutcome, MixtureOptions, UniformQuantizer};
 
 use crate::conv::ConvBackend;
 use crate::error::Result;
@@ -80,6 +80,15 @@ pub trait DgmsModel: ModuleT + Send + Sync + std::fmt::Debug {
         self.convs()
             .iter()
             .filter_map(|c| c.mixture().map(|m| (c.name().to_string(), m)))
+            .collect()
+    }
+
+    /// The uniform grids set (the LSQ baseline), with their layer names, in
+    /// forward order.
+    fn uniform_quantizers(&self) -> Vec<(String, UniformQuantizer)> {
+        self.convs()
+            .iter()
+            .filter_map(|c| c.uniform().map(|u| (c.name().to_string(), u)))
             .collect()
     }
 

@@ -1,11 +1,12 @@
 //! [`QConv2d`]: a convolution whose weights can be replaced by the soft
-//! (training) or hard (evaluation) weights of a Gaussian mixture.
+//! (training) or hard (evaluation) weights of a Gaussian mixture, or by
+//! those of a uniform grid with a learned step (the LSQ baseline).
 
 use std::sync::{RwLock, RwLockReadGuard};
 
 use candle_core::{Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use dgms_core::GaussianMixture;
+use dgms_core::{GaussianMixture, UniformQuantizer};
 
 use crate::conv::ConvBackend;
 use crate::error::{ModelError, Result};
@@ -51,7 +52,11 @@ impl From<&dgms_arch::Conv> for ConvSpec {
 /// - mixture, `train == true`: the soft weights `mixture.soft_weights(w)`
 ///   (gradients reach `w` and every trainable mixture `Var`);
 /// - mixture, `train == false`: the hard weights (each weight replaced by its
-///   most likely component's mean, 0 for the zero component).
+///   most likely component's mean, 0 for the zero component);
+/// - uniform grid (the baseline, [`UniformQuantizer`]): its straight-through
+///   training forward, or its hard weights; a mixture, when both are set,
+///   takes precedence (setting one through the model's helpers clears the
+///   other).
 ///
 /// The hard weights are recomputed on every evaluation forward pass: the
 /// optimizer updates the weight and mixture `Var`s in place, so there is no
@@ -69,6 +74,7 @@ pub struct QConv2d {
     bias: Option<Tensor>,
     backend: ConvBackend,
     mixture: RwLock<Option<GaussianMixture>>,
+    uniform: RwLock<Option<UniformQuantizer>>,
 }
 
 impl QConv2d {
@@ -125,6 +131,7 @@ impl QConv2d {
             bias,
             backend,
             mixture: RwLock::new(None),
+            uniform: RwLock::new(None),
         })
     }
 
@@ -185,6 +192,21 @@ impl QConv2d {
         *guard = mixture;
     }
 
+    /// The layer's uniform grid, if one is set (a cheap clone sharing its
+    /// step `Var`).
+    pub fn uniform(&self) -> Option<UniformQuantizer> {
+        self.uniform
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets (or with `None` removes) the uniform grid.
+    pub fn set_uniform(&self, quantizer: Option<UniformQuantizer>) {
+        let mut guard = self.uniform.write().unwrap_or_else(|e| e.into_inner());
+        *guard = quantizer;
+    }
+
     /// The hard weights under the current mixture, or `None` without one.
     pub fn hard_weight(&self) -> Result<Option<Tensor>> {
         match self.mixture() {
@@ -195,10 +217,17 @@ impl QConv2d {
 
     /// The weight the forward pass uses: plain, soft (`train`) or hard.
     pub fn effective_weight(&self, train: bool) -> Result<Tensor> {
-        match self.mixture() {
+        if let Some(m) = self.mixture() {
+            return Ok(if train {
+                m.soft_weights(&self.weight)?
+            } else {
+                m.hard_weights(&self.weight)?
+            });
+        }
+        match self.uniform() {
             None => Ok(self.weight.clone()),
-            Some(m) if train => Ok(m.soft_weights(&self.weight)?),
-            Some(m) => Ok(m.hard_weights(&self.weight)?),
+            Some(u) if train => Ok(u.fake_quantized(&self.weight)?),
+            Some(u) => Ok(u.hard_weights(&self.weight)?),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Top-1 by bit width: PTQ and DGMS side by side, FP32 as a line.
+//! Top-1 by bit width: PTQ, the LSQ baseline (when run) and DGMS side by
+//! side, FP32 as a line.
 
 use std::path::Path;
 
@@ -19,12 +20,30 @@ pub struct WidthTop1 {
     /// Axis label, e.g. `4-bit (K = 16)`.
     pub label: String,
     pub ptq: f64,
+    /// The LSQ baseline's, when it was run (`cargo xtask train
+    /// --baselines`): a third bar between PTQ and DGMS.
+    pub lsq: Option<f64>,
     pub dgms: f64,
+}
+
+impl WidthTop1 {
+    /// The bars of this width, in drawing order: PTQ, LSQ (if any), DGMS.
+    fn bars(&self, with_lsq: bool) -> Vec<f64> {
+        match (with_lsq, self.lsq) {
+            (true, Some(lsq)) => vec![self.ptq, lsq, self.dgms],
+            // A width without the baseline when others have it: no bar.
+            (true, None) => vec![self.ptq, f64::NAN, self.dgms],
+            (false, _) => vec![self.ptq, self.dgms],
+        }
+    }
 }
 
 /// Writes the bar chart of `widths` against `fp32` (percent) to `path`.
 pub fn top1_bars_png(path: &Path, fp32: f64, widths: &[WidthTop1]) -> Result<()> {
-    let values = widths.iter().flat_map(|w| [w.ptq, w.dgms]).chain([fp32]);
+    let values = widths
+        .iter()
+        .flat_map(|w| [w.ptq, w.dgms].into_iter().chain(w.lsq))
+        .chain([fp32]);
     if widths.is_empty() || values.clone().any(|v| !v.is_finite()) {
         return Err(PlotError::BadData {
             what: "top-1 by width".into(),
@@ -32,6 +51,15 @@ pub fn top1_bars_png(path: &Path, fp32: f64, widths: &[WidthTop1]) -> Result<()>
         });
     }
     let n = widths.len();
+    let with_lsq = widths.iter().any(|w| w.lsq.is_some());
+    let mut series = vec![("PTQ", PALETTE[0])];
+    if with_lsq {
+        series.push(("LSQ", PALETTE[2]));
+    }
+    series.push(("DGMS", PALETTE[1]));
+    // Bars share 0.7 of each group's width.
+    let (step, bar) = (0.7 / series.len() as f64, 0.7 / series.len() as f64 - 0.02);
+    let x_of = move |group: usize, s: usize| group as f64 + 0.15 + step * s as f64;
     let labels: Vec<String> = widths.iter().map(|w| w.label.clone()).collect();
     render_png(path, "top-1 by width", |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
@@ -51,13 +79,13 @@ pub fn top1_bars_png(path: &Path, fp32: f64, widths: &[WidthTop1]) -> Result<()>
             .axis_desc_style((FONT, 16))
             .draw()
             .map_err(|x| e(&x))?;
-        let series = [("PTQ", PALETTE[0]), ("DGMS", PALETTE[1])];
-        for (s, (name, colour)) in series.into_iter().enumerate() {
+        for (s, &(name, colour)) in series.iter().enumerate() {
             chart
-                .draw_series(widths.iter().enumerate().map(|(i, w)| {
-                    let v = if s == 0 { w.ptq } else { w.dgms };
-                    let x0 = i as f64 + 0.15 + 0.35 * s as f64;
-                    Rectangle::new([(x0, 0.0), (x0 + 0.33, v)], colour.filled())
+                .draw_series(widths.iter().enumerate().filter_map(|(i, w)| {
+                    let v = w.bars(with_lsq)[s];
+                    let x0 = x_of(i, s);
+                    v.is_finite()
+                        .then(|| Rectangle::new([(x0, 0.0), (x0 + bar, v)], colour.filled()))
                 }))
                 .map_err(|x| e(&x))?
                 .label(name)
@@ -81,10 +109,15 @@ pub fn top1_bars_png(path: &Path, fp32: f64, widths: &[WidthTop1]) -> Result<()>
             .map_err(|x| e(&x))?;
         chart
             .draw_series(widths.iter().enumerate().flat_map(|(i, w)| {
-                [(0.0, w.ptq), (1.0, w.dgms)].map(|(s, v)| {
-                    let x = i as f64 + 0.15 + 0.35 * s + 0.165;
-                    Text::new(format!("{v:.2}"), (x, v + 1.0), centred(13))
-                })
+                let bars = w.bars(with_lsq);
+                bars.into_iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(s, v)| {
+                        let x = x_of(i, s) + bar / 2.0;
+                        Text::new(format!("{v:.2}"), (x, v + 1.0), centred(13))
+                    })
+                    .collect::<Vec<_>>()
             }))
             .map_err(|x| e(&x))?;
         chart

@@ -61,16 +61,33 @@ fn layer_and_bar_pictures_are_pngs() {
         WidthTop1 {
             label: "4-bit".into(),
             ptq: 87.6,
+            lsq: None,
             dgms: 88.6,
         },
         WidthTop1 {
             label: "2-bit".into(),
             ptq: 17.4,
+            lsq: None,
             dgms: 87.3,
         },
     ];
+    // The baseline's green (PALETTE[2]) appears only when it was run.
+    let green = |path: &std::path::Path| {
+        let img = image::open(path).unwrap().to_rgb8();
+        img.pixels().filter(|p| p.0 == [44, 160, 44]).count()
+    };
     top1_bars_png(&bars, 88.3, &widths).unwrap();
     assert_eq!(image::open(&bars).unwrap().dimensions(), (960, 600));
+    assert_eq!(green(&bars), 0);
+    let mut with_lsq = widths.clone();
+    with_lsq[0].lsq = Some(87.9);
+    with_lsq[1].lsq = Some(80.1);
+    top1_bars_png(&bars, 88.3, &with_lsq).unwrap();
+    assert!(
+        green(&bars) > 2_000,
+        "{} green pixels: no LSQ bars?",
+        green(&bars)
+    );
 }
 
 #[test]

@@ -72,6 +72,29 @@ impl MixtureSettings {
     }
 }
 
+/// The baseline of a run (`dgms dgms --lsq`): a uniform grid with a learned
+/// step per layer trained by the straight-through estimator, as LSQ
+/// (`dgms_core::uniform`), instead of a mixture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UniformSettings {
+    /// Bits per weight: 2^bits levels, as many as a mixture of K = 2^bits.
+    pub bits: u32,
+    /// Quantized layers; `None` = the mixture's default (every conv but
+    /// the first).
+    pub layers: Option<Vec<String>>,
+}
+
+impl UniformSettings {
+    /// The grid with as many levels as a K-component mixture (K a power of
+    /// two), on the default layers; `None` when K is not a power of two.
+    pub fn with_levels(k: usize) -> Option<Self> {
+        k.is_power_of_two().then(|| Self {
+            bits: k.trailing_zeros(),
+            layers: None,
+        })
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -98,6 +121,9 @@ pub struct RunConfig {
     pub init_from: Option<PathBuf>,
     /// Mixture fine-tuning (None = full-precision training).
     pub mixture: Option<MixtureSettings>,
+    /// The LSQ baseline instead of a mixture (absent in older configs).
+    #[serde(default)]
+    pub uniform: Option<UniformSettings>,
     /// Transforms of a folder data source (absent in older configs).
     #[serde(default)]
     pub images: ImageSettings,
@@ -126,6 +152,7 @@ impl RunConfig {
             out_dir,
             init_from: None,
             mixture: None,
+            uniform: None,
             images: ImageSettings::default(),
         }
     }
@@ -244,6 +271,27 @@ impl RunConfig {
             }
             check_f64("--tau", f64::from(m.tau), |v| v > 0.0, "> 0")?;
         }
+        if let Some(u) = &self.uniform {
+            if self.mixture.is_some() {
+                return Err(invalid(
+                    "--lsq",
+                    "with a mixture",
+                    "the LSQ baseline replaces the mixture, not both",
+                ));
+            }
+            let (lo, hi) = (dgms_core::uniform::MIN_BITS, dgms_core::uniform::MAX_BITS);
+            if !(lo..=hi).contains(&u.bits) {
+                return Err(invalid(
+                    "--k",
+                    1u64 << u.bits.min(63),
+                    format!(
+                        "with --lsq must be a power of two from {} to {}",
+                        1 << lo,
+                        1 << hi
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -291,12 +339,15 @@ pub struct Mismatch {
 
 /// The flag that sets each field of [`RunConfig`] (nested fields dotted),
 /// in the order the comparison reports them.
-const FIELD_FLAGS: [(&str, &str); 25] = [
+const FIELD_FLAGS: [(&str, &str); 28] = [
     ("model", "--model"),
     ("data", "--data"),
     ("images.resize", "--resize"),
     ("images.crop", "--crop"),
     ("images.random_resized_crop", "--random-resized-crop"),
+    ("uniform", "--lsq"),
+    ("uniform.bits", "--k"),
+    ("uniform.layers", "--layers"),
     ("mixture", "the command (pretrain or dgms)"),
     ("mixture.k", "--k"),
     ("mixture.tau", "--tau"),
@@ -345,15 +396,17 @@ impl RunConfig {
         let fields = FIELD_FLAGS.iter().chain(&[("init_from", "--init")]);
         for &(path, flag) in fields {
             // A missing mixture on one side is reported once, as "mixture".
-            if path.starts_with("mixture.")
-                && (field(&ours, "mixture").is_null() || field(&theirs, "mixture").is_null())
-            {
+            // (The same for the LSQ baseline's settings.)
+            let group = ["mixture", "uniform"]
+                .into_iter()
+                .find(|g| path.starts_with(&format!("{g}.")));
+            if group.is_some_and(|g| field(&ours, g).is_null() || field(&theirs, g).is_null()) {
                 continue;
             }
             let (a, b) = (field(&ours, path), field(&theirs, path));
             // "mixture" itself only says which command; its fields follow.
             let differs = match path {
-                "mixture" => a.is_null() != b.is_null(),
+                "mixture" | "uniform" => a.is_null() != b.is_null(),
                 _ => a != b,
             };
             if differs {

@@ -6,8 +6,10 @@
 //! harden), all on the same test images: 95 % intervals for each top-1 and
 //! McNemar's exact test of DGMS against PTQ image by image. It prints one
 //! table, says per width whether the method's claim holds (see
-//! [`table::Claim`]) and writes `target/train-summary.json`.
+//! [`table::Claim`]) and writes `target/train-summary.json`. With
+//! `--baselines` each width also trains the LSQ baseline ([`baseline`]).
 
+mod baseline;
 mod plots;
 mod table;
 
@@ -68,6 +70,12 @@ pub struct Args {
     /// hard weights after hardening (0 = off).
     #[arg(long, default_value_t = phases::DEFAULT_RECALIBRATION_BATCHES)]
     recalibrate_bn: usize,
+    /// Also train the LSQ baseline at each width (a uniform grid with a
+    /// learned step, straight-through estimator; same layers, epochs,
+    /// schedule, lr and seed as DGMS) and compare it with DGMS image by
+    /// image. Adds about the DGMS training time again.
+    #[arg(long)]
+    baselines: bool,
 }
 
 /// One width of the summary (`rows` of `target/train-summary.json`).
@@ -94,6 +102,9 @@ pub struct Row {
     /// codebooks (every other tensor f32).
     pub packed_bytes: u64,
     pub claim: Claim,
+    /// The LSQ baseline (`--baselines`), absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lsq: Option<baseline::LsqRow>,
 }
 
 #[derive(Serialize)]
@@ -156,13 +167,13 @@ fn max_eval(args: &Args) -> Option<usize> {
 
 /// Top-1 in percent, its 95 % interval and the per-image results of a
 /// model on the test images.
-struct Scored {
+pub(crate) struct Scored {
     top1: f64,
     ci95: [f64; 2],
     hits: Vec<(usize, bool)>,
 }
 
-fn score(model: &Model, data: &Data, args: &Args) -> Result<Scored> {
+pub(crate) fn score(model: &Model, data: &Data, args: &Args) -> Result<Scored> {
     let test = data.test_subset(max_eval(args))?;
     let (tally, hits) =
         evaluate_per_image(model.net.as_ref(), &test, default_eval_batch(&test), false)?;
@@ -241,6 +252,10 @@ fn width(
     let right = |s: &Scored| s.hits.iter().map(|h| h.1).collect::<Vec<bool>>();
     let (dgms_only, ptq_only) = discordant(&right(&dgms), &right(&ptq));
     let mcnemar_p = mcnemar_exact(dgms_only, ptq_only);
+    let lsq = match args.baselines {
+        true => Some(baseline::run(args, k, &cfg, &dgms, out)?),
+        false => None,
+    };
     let row = Row {
         k,
         bits: report.bits.unwrap_or(0),
@@ -257,6 +272,7 @@ fn width(
         compression_ratio: report.compression_ratio,
         packed_bytes: fp32_bytes - report.fp32_bytes + report.packed_bytes,
         claim: Claim::judge(fp32_top1, ptq.top1, dgms.top1, mcnemar_p),
+        lsq,
     };
     Ok((row, trained, fp32_bytes))
 }

@@ -30,6 +30,7 @@ pub fn write(
         .map(|r| WidthTop1 {
             label: format!("{}-bit (K = {})", r.bits, r.k),
             ptq: r.ptq_top1,
+            lsq: r.lsq.as_ref().map(|l| l.top1),
             dgms: r.dgms_top1,
         })
         .collect();

@@ -90,6 +90,23 @@ pub fn print_table(s: &Summary) {
     for r in &s.rows {
         println!("  K = {}: {}", r.k, r.claim.rule);
     }
+    for r in &s.rows {
+        if let Some(l) = &r.lsq {
+            println!(
+                "  K = {}: LSQ baseline {:.2} [{:.2}, {:.2}] (sparsity {:.2}%, {:.0}s); DGMS {:+.2} points, McNemar p {:.2e} ({} images right only with DGMS, {} only with LSQ)",
+                r.k,
+                l.top1,
+                l.ci95[0],
+                l.ci95[1],
+                100.0 * l.sparsity,
+                l.seconds,
+                r.dgms_top1 - l.top1,
+                l.mcnemar_p_vs_dgms,
+                l.dgms_only_right,
+                l.lsq_only_right,
+            );
+        }
+    }
     println!(
         "FP32 weights {} bytes; {:.1}s in all",
         s.fp32_weights_bytes, s.seconds

@@ -8,3 +8,4 @@ pub mod schedule;
 pub mod session;
 mod sgd_update;
 pub mod trainer;
+pub mod uniform_baseline;

@@ -269,6 +269,7 @@ impl<'a> Run<'a> {
                 return Err(e);
             }
             self.project_mixtures()?;
+            self.project_uniform()?;
             bar.inc(1);
             bar.set_message(format!(
                 "loss {:.4} top1 {:.2}% lr {lr:.2e}",
@@ -306,6 +307,20 @@ impl<'a> Run<'a> {
             if clamped > 0 {
                 tracing::debug!(
                     "step {}: {layer}: {clamped} sigma/tau values clamped",
+                    self.step
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// After every optimizer step: the LSQ baseline's steps back to their
+    /// floor (`dgms_core::uniform::STEP_FLOOR`).
+    fn project_uniform(&self) -> Result<()> {
+        for (layer, grid) in self.model.net.uniform_quantizers() {
+            if grid.project()? {
+                tracing::debug!(
+                    "step {}: {layer}: uniform step raised to its floor",
                     self.step
                 );
             }

@@ -19,6 +19,7 @@ use crate::image_settings::ImageSettings;
 use crate::reference_import::{import_reference, read_weights_file, WeightsFile};
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::metrics::Tally;
+use crate::train::uniform_baseline;
 
 /// Train and test data of a run.
 pub struct Data {
@@ -256,6 +257,9 @@ impl Model {
             // The hard weights are the conv weights already.
             return Ok(());
         }
+        if let Some(u) = &ckpt.meta.config.uniform {
+            return self.restore_uniform(path, u, &ckpt.tensors);
+        }
         for (layer, &saved_k) in &ckpt.meta.mixture_k {
             if let Some(k) = k.filter(|&k| k != saved_k) {
                 return Err(TrainError::TrainedWithOtherK {
@@ -307,6 +311,7 @@ impl Model {
             .map(|(n, v)| (n, v.as_tensor().clone()))
             .collect();
         checkpoint::mixture_tensors(&self.net.mixtures(), &mut out);
+        uniform_baseline::uniform_tensors(self, &mut out);
         out
     }
 }
@@ -402,6 +407,9 @@ pub fn prepare(cfg: &RunConfig, resume: Option<(&Path, &Checkpoint)>) -> Result<
             (None, Some(m)) => model.enable_mixtures(m)?,
             (None, None) => {}
         },
+    }
+    if let (None, Some(u)) = (resume, &cfg.uniform) {
+        model.enable_uniform(u)?;
     }
     Ok((data, model))
 }

@@ -27,6 +27,7 @@ use crate::train::optim::Param;
 use crate::train::run::Run;
 use crate::train::schedule::Schedule;
 use crate::train::session::Model;
+use crate::train::uniform_baseline::uniform_key;
 
 /// File names inside a run directory.
 pub const LAST: &str = "last.safetensors";
@@ -102,8 +103,9 @@ pub(crate) fn schedule_for(cfg: &RunConfig, steps_per_epoch: usize) -> Schedule 
     }
 }
 
-/// Model parameters (decayed) and mixture parameters (decayed only when
-/// the config says so), sorted by name.
+/// Model parameters (decayed), mixture parameters (decayed only when
+/// the config says so) and the LSQ baseline's steps (never decayed: a
+/// decayed step would pull the grid inwards and clip more weights).
 pub fn optimizer_params(model: &Model, cfg: &RunConfig) -> Vec<Param> {
     let mut params: Vec<Param> = model
         .trained_tensors()
@@ -129,6 +131,13 @@ pub fn optimizer_params(model: &Model, cfg: &RunConfig) -> Vec<Param> {
                 });
             }
         }
+    }
+    for (layer, grid) in model.net.uniform_quantizers() {
+        params.push(Param {
+            name: uniform_key(&layer),
+            var: grid.step().clone(),
+            decay: false,
+        });
     }
     params
 }
