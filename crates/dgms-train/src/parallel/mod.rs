@@ -17,7 +17,9 @@
 //!   the ranks' image counts so that the result is the gradient of the
 //!   global batch's mean loss, then the same SGD update on every rank.
 //! - [`run_in_process`]: N ranks as threads, errors and panics of one rank
-//!   turned into errors of the others.
+//!   turned into errors of the others; [`train_in_process`]: a whole run
+//!   over N such ranks (`dgms pretrain --ranks N`), rank 0 alone
+//!   evaluating and writing the run's files.
 //!
 //! With the loss a mean over images and no coupling between the images of
 //! a batch (no batch norm in training mode, no dropout), N ranks on N
@@ -38,6 +40,7 @@ pub mod error;
 pub mod ranks;
 pub mod shard;
 pub mod step;
+pub mod train;
 
 pub use all_reduce::{in_process_group, in_process_group_with, AllReduce, InProcessComm, ReduceOp};
 pub use error::ParallelError;
@@ -47,3 +50,4 @@ pub use step::{
     data_parallel_step, reduce_gradients, reduce_tally, sync_batch_norm_stats, GroupStep,
     ReducedGradients,
 };
+pub use train::train_in_process;
