@@ -19,7 +19,8 @@
 //! - [`run_in_process`]: N ranks as threads, errors and panics of one rank
 //!   turned into errors of the others; [`train_in_process`]: a whole run
 //!   over N such ranks (`dgms pretrain --ranks N`), rank 0 alone
-//!   evaluating and writing the run's files.
+//!   evaluating and writing the run's files; [`train_rank`]: the run of
+//!   one rank, for a launcher with one process per GPU.
 //!
 //! With the loss a mean over images and no coupling between the images of
 //! a batch (no batch norm in training mode, no dropout), N ranks on N
@@ -50,4 +51,4 @@ pub use step::{
     data_parallel_step, reduce_gradients, reduce_tally, sync_batch_norm_stats, GroupStep,
     ReducedGradients,
 };
-pub use train::train_in_process;
+pub use train::{train_in_process, train_rank};

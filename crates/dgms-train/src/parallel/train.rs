@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::config::RunConfig;
 use crate::error::Result;
+use crate::parallel::all_reduce::AllReduce;
 use crate::parallel::error::ParallelError;
 use crate::parallel::ranks::run_in_process;
 use crate::train::run::Run;
@@ -31,24 +32,34 @@ pub fn train_in_process(
     opts: &TrainOptions,
     ranks: usize,
 ) -> Result<TrainOutcome> {
-    let start = Instant::now();
-    let outcomes = run_in_process(ranks, |comm| {
-        let mut run = Run::start_rank(cfg, opts, Some(comm))?;
-        let stop = opts.stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
-        while run.epoch < stop {
-            let epoch_start = Instant::now();
-            let (train, lr) = run.train_epoch(opts.stop)?;
-            run.epoch += 1;
-            if run.is_primary() {
-                let (test, improved) = run.evaluate()?;
-                run.finish_epoch(&train, &test, lr, epoch_start, improved)?;
-            }
-        }
-        Ok(run.outcome(start))
-    })?;
+    let outcomes = run_in_process(ranks, |comm| train_rank(cfg, opts, comm))?;
     // Rank 0's: the one that evaluated.
     outcomes
         .into_iter()
         .next()
         .ok_or_else(|| ParallelError::EmptyGroup.into())
+}
+
+/// The run of one rank of the group `comm` (see [`train_in_process`]):
+/// what a process per GPU calls with its NCCL communicator. Every rank of
+/// the group calls it with the same `cfg` and `opts`; rank 0's outcome is
+/// the run's (the others' have no test figures).
+pub fn train_rank(
+    cfg: &RunConfig,
+    opts: &TrainOptions,
+    comm: &dyn AllReduce,
+) -> Result<TrainOutcome> {
+    let start = Instant::now();
+    let mut run = Run::start_rank(cfg, opts, Some(comm))?;
+    let stop = opts.stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
+    while run.epoch < stop {
+        let epoch_start = Instant::now();
+        let (train, lr) = run.train_epoch(opts.stop)?;
+        run.epoch += 1;
+        if run.is_primary() {
+            let (test, improved) = run.evaluate()?;
+            run.finish_epoch(&train, &test, lr, epoch_start, improved)?;
+        }
+    }
+    Ok(run.outcome(start))
 }
