@@ -9,9 +9,10 @@ use std::path::Path;
 
 use common::tiny;
 use dgms_train::config::{MixtureSettings, RunConfig};
-use dgms_train::parallel::train_in_process;
+use dgms_train::parallel::{in_process_group, train_in_process, train_rank, ParallelError};
 use dgms_train::train::checkpoint;
-use dgms_train::train::trainer::{train, TrainOptions, LAST, METRICS};
+use dgms_train::train::trainer::{train, train_until, TrainOptions, LAST, METRICS};
+use dgms_train::TrainError;
 
 fn tensors(path: &Path) -> HashMap<String, Vec<u32>> {
     checkpoint::load(path)
@@ -86,4 +87,55 @@ fn two_ranks_resume_equals_uninterrupted_dgms() {
         cfg.max_eval = Some(64);
         cfg
     });
+}
+
+/// Rank 1 of a group whose rank 0 is gone: it fails at its first
+/// collective, and the run directory's files are as before.
+fn run_rank_1_alone(cfg: &RunConfig, opts: &TrainOptions) {
+    let mut comms = in_process_group(2).unwrap();
+    let rank1 = comms.pop().unwrap();
+    drop(comms);
+    let err = train_rank(cfg, opts, &rank1).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::Parallel(p) if matches!(**p, ParallelError::RankLeft { rank: 0 })),
+        "{err}"
+    );
+}
+
+/// Only rank 0 touches the run directory: rank 1 neither creates a fresh
+/// one nor, with `--force`, removes an old run's files.
+#[test]
+fn ranks_other_than_0_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = tiny(&dir.path().join("fresh"));
+    run_rank_1_alone(&fresh, &TrainOptions::default());
+    assert!(!fresh.out_dir.exists());
+
+    let old = tiny(&dir.path().join("old"));
+    train_until(&old, None, Some(1)).unwrap();
+    let files = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&old.out_dir);
+    assert!(before.iter().any(|(n, _)| n == LAST));
+    let force = TrainOptions {
+        force: true,
+        ..TrainOptions::default()
+    };
+    run_rank_1_alone(&old, &force);
+    assert!(
+        files(&old.out_dir) == before,
+        "rank 1 changed the run directory"
+    );
 }

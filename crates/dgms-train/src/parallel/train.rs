@@ -43,12 +43,22 @@ pub fn train_in_process(
 /// The run of one rank of the group `comm` (see [`train_in_process`]):
 /// what a process per GPU calls with its NCCL communicator. Every rank of
 /// the group calls it with the same `cfg` and `opts`; rank 0's outcome is
-/// the run's (the others' have no test figures).
+/// the run's (the others' have no test figures). A rank that fails aborts
+/// the group, so the others fail at their next collective instead of
+/// waiting for it.
 pub fn train_rank(
     cfg: &RunConfig,
     opts: &TrainOptions,
     comm: &dyn AllReduce,
 ) -> Result<TrainOutcome> {
+    let outcome = run_rank(cfg, opts, comm);
+    if let Err(e) = &outcome {
+        comm.abort(&e.to_string());
+    }
+    outcome
+}
+
+fn run_rank(cfg: &RunConfig, opts: &TrainOptions, comm: &dyn AllReduce) -> Result<TrainOutcome> {
     let start = Instant::now();
     let mut run = Run::start_rank(cfg, opts, Some(comm))?;
     let stop = opts.stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
