@@ -144,29 +144,43 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Waits for a change of the state, up to `deadline` if the group has
-    /// a timeout; past it, fails the group for `rank`.
+    /// Waits for a change of the state, or until `deadline`.
     fn wait<'a>(
         &self,
         state: MutexGuard<'a, State>,
-        rank: usize,
         deadline: Option<Instant>,
     ) -> Result<MutexGuard<'a, State>, ParallelError> {
-        let (Some(deadline), Some(timeout)) = (deadline, self.timeout) else {
-            return self
+        match deadline {
+            None => self
                 .changed
                 .wait(state)
-                .map_err(|_| ParallelError::StatePoisoned);
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (mut state, _) = self
-            .changed
-            .wait_timeout(state, left)
-            .map_err(|_| ParallelError::StatePoisoned)?;
-        if Instant::now() >= deadline && state.failure.is_none() {
-            self.fail(&mut state, Failure::Timeout { rank, timeout });
+                .map_err(|_| ParallelError::StatePoisoned),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let (state, _) = self
+                    .changed
+                    .wait_timeout(state, left)
+                    .map_err(|_| ParallelError::StatePoisoned)?;
+                Ok(state)
+            }
         }
-        Ok(state)
+    }
+
+    /// Fails the group with a timeout of `rank` if `deadline` has passed.
+    fn check_deadline(
+        &self,
+        state: &mut State,
+        rank: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), ParallelError> {
+        match (deadline, self.timeout) {
+            (Some(deadline), Some(timeout)) if Instant::now() >= deadline => {
+                let failure = Failure::Timeout { rank, timeout };
+                self.fail(state, failure.clone());
+                Err(failure.error())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -255,7 +269,17 @@ impl InProcessComm {
             if state.output.is_none() {
                 break;
             }
-            state = shared.wait(state, rank, deadline)?;
+            shared.check_deadline(&mut state, rank, deadline)?;
+            state = shared.wait(state, deadline)?;
+        }
+        if state.inputs[rank].is_some() {
+            // The handle shared by two threads: one rank, two contributions.
+            let failure = Failure::Aborted {
+                rank,
+                reason: "it entered one collective twice".to_string(),
+            };
+            shared.fail(&mut state, failure.clone());
+            return Err(failure.error());
         }
         if let Some(expected) = state.inputs.iter().flatten().next().map(Vec::len) {
             if expected != values.len() {
@@ -304,7 +328,8 @@ impl InProcessComm {
             if let Some(f) = &state.failure {
                 return Err(f.error());
             }
-            state = shared.wait(state, rank, deadline)?;
+            shared.check_deadline(&mut state, rank, deadline)?;
+            state = shared.wait(state, deadline)?;
         }
     }
 }
@@ -563,6 +588,26 @@ mod tests {
             matches!(err, ParallelError::Timeout { rank: 0, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn one_handle_used_by_two_threads_fails_instead_of_counting_twice() {
+        let mut comms = in_process_group(2).unwrap();
+        let _rank1 = comms.pop();
+        let rank0 = Arc::new(comms.pop().unwrap());
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..2 {
+            let (comm, tx) = (Arc::clone(&rank0), tx.clone());
+            std::thread::spawn(move || {
+                let mut v = [1.0f32];
+                let _ = tx.send(comm.all_reduce_slice(&mut v, ReduceOp::Sum));
+            });
+        }
+        for _ in 0..2 {
+            let r = rx.recv_timeout(Duration::from_secs(10)).expect("deadlock");
+            let msg = r.unwrap_err().to_string();
+            assert!(msg.contains("entered one collective twice"), "{msg}");
+        }
     }
 
     #[test]
