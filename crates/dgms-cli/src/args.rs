@@ -325,6 +325,13 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only.
     #[arg(long)]
     pub max_eval: Option<usize>,
+    /// Data-parallel ranks, as threads of this process: each trains on its
+    /// part of every batch (--batch-size stays the global batch) and the
+    /// gradients are averaged; rank 0 writes the files. For running the
+    /// multi-GPU logic on the CPU: no faster than one process. Resume with
+    /// the same N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub ranks: u32,
     #[command(flatten)]
     pub images: ImageArgs,
 }

@@ -31,6 +31,7 @@ use dgms_train::config::RunConfig;
 use dgms_train::export::{self, ShapeSource, PACKED_SUFFIX};
 use dgms_train::infer::{self, EngineKind};
 use dgms_train::layer_pictures::write_layer_pictures;
+use dgms_train::parallel::train_in_process;
 use dgms_train::phases::{self, EvalResult};
 use dgms_train::train::session::{evaluate, Data};
 use dgms_train::train::trainer::{train_with, TrainOptions};
@@ -229,7 +230,11 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
         force: args.force,
         stop: Some(&STOP_REQUESTED),
     };
-    match train_with(cfg, &opts) {
+    let trained = match args.ranks {
+        1 => train_with(cfg, &opts),
+        ranks => train_in_process(cfg, &opts, ranks as usize),
+    };
+    match trained {
         Ok(outcome) => out.json(&outcome),
         Err(TrainError::Interrupted { step, epoch, last }) => {
             let kept = match last {

@@ -349,3 +349,18 @@ fn a_second_ctrl_c_exits_at_once() {
     // checkpoint is whole and resumes to the end.
     dgms_ok(&["pretrain", "--resume", s(&last)]);
 }
+
+/// `--ranks 2` trains with two in-process data-parallel ranks into one run
+/// directory (rank 0 alone writes it); `--ranks 0` is refused by the
+/// parser.
+#[test]
+fn ranks_train_into_one_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let outcome = dgms_ok(&pretrain_args(s(&out), &["--ranks", "2"]));
+    assert!(outcome.contains("\"steps\": 4"), "{outcome}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let line = first_error_line(&pretrain_args(s(&out), &["--ranks", "0"]), 2);
+    assert!(line.contains("--ranks"), "{line}");
+}

@@ -405,6 +405,10 @@ pub enum TrainError {
     /// A dgms-qsimd operation (packing, the engine) failed.
     #[error(transparent)]
     Qsimd(#[from] QsimdError),
+    /// A data-parallel group or one of its collectives failed (boxed:
+    /// the error is large).
+    #[error(transparent)]
+    Parallel(Box<crate::parallel::ParallelError>),
     /// Drawing or writing a layer's picture failed (the error names the
     /// layer or the file).
     #[error(transparent)]
@@ -435,6 +439,12 @@ impl TrainError {
 impl From<CoreError> for TrainError {
     fn from(e: CoreError) -> Self {
         Self::Core(Box::new(e))
+    }
+}
+
+impl From<crate::parallel::ParallelError> for TrainError {
+    fn from(e: crate::parallel::ParallelError) -> Self {
+        Self::Parallel(Box::new(e))
     }
 }
 

@@ -7,8 +7,9 @@
 //! (`harden`, `eval`, `quantize`: [`phases`]; `report`: [`model_report`],
 //! its per-layer pictures: [`layer_pictures`]),
 //! export to the packed Q-SIMD format ([`export`]) and inference on it
-//! ([`infer`]); the DGMS authors' own checkpoints are read wherever a
-//! checkpoint is ([`reference_import`], [`reference_import::read_weights_file`]).
+//! ([`infer`]), data-parallel training over N ranks ([`parallel`]); the
+//! DGMS authors' own checkpoints are read wherever a checkpoint is
+//! ([`reference_import`], [`reference_import::read_weights_file`]).
 //! Errors are typed ([`TrainError`]); command-line parsing lives in the
 //! `dgms-cli` binary, which converts its arguments into these types.
 //!
@@ -24,6 +25,7 @@ pub mod image_settings;
 pub mod infer;
 pub mod layer_pictures;
 pub mod model_report;
+pub mod parallel;
 pub mod phases;
 pub mod process;
 pub mod reference_import;

@@ -14,6 +14,9 @@ use dgms_io::write_atomic;
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
+use crate::parallel::{
+    data_parallel_step, reduce_tally, sync_batch_norm_stats, AllReduce, RankShard, ShardedLoader,
+};
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
 use crate::train::optim::Sgd;
@@ -48,6 +51,9 @@ pub(crate) struct Run<'a> {
     saved_epoch: Option<usize>,
     last: PathBuf,
     best: PathBuf,
+    /// The group of a data-parallel run (`None` for one process): every
+    /// rank trains on its part of each batch, rank 0 alone writes files.
+    comm: Option<&'a dyn AllReduce>,
 }
 
 /// The checkpoint at `resume`, checked to be one of this run: same model,
@@ -162,9 +168,21 @@ impl<'a> Run<'a> {
     /// optimizer, writes `config.json` (and on resume `metrics.jsonl`, from
     /// the checkpoint's history) and prepares the loader and schedule.
     pub(crate) fn start(cfg: &'a RunConfig, opts: &TrainOptions) -> Result<Self> {
+        Self::start_rank(cfg, opts, None)
+    }
+
+    /// [`Self::start`] for one rank of the data-parallel group `comm`
+    /// (every rank builds the same model from the same seeds and
+    /// checkpoint); only rank 0 touches the run directory.
+    pub(crate) fn start_rank(
+        cfg: &'a RunConfig,
+        opts: &TrainOptions,
+        comm: Option<&'a dyn AllReduce>,
+    ) -> Result<Self> {
         cfg.validate()?;
+        let primary = comm.is_none_or(|c| c.is_primary());
         let resumed = load_resume(cfg, opts.resume)?;
-        if resumed.is_none() {
+        if resumed.is_none() && primary {
             claim_run_dir(&cfg.out_dir, opts.force, cfg.init_from.as_deref())?;
         }
         let (data, model) = prepare(cfg, resumed.as_ref().map(|(p, c)| (*p, c)))?;
@@ -177,12 +195,14 @@ impl<'a> Run<'a> {
             metrics = ckpt.metrics.clone();
             saved_epoch = Some(epoch);
         }
-        std::fs::create_dir_all(&cfg.out_dir)
-            .map_err(TrainError::io("creating run directory", &cfg.out_dir))?;
-        let config =
-            serde_json::to_string_pretty(cfg).map_err(TrainError::json("encoding config.json"))?;
-        write_atomic(&cfg.out_dir.join(CONFIG), config.as_bytes())?;
-        if resumed.is_some() {
+        if primary {
+            std::fs::create_dir_all(&cfg.out_dir)
+                .map_err(TrainError::io("creating run directory", &cfg.out_dir))?;
+            let config = serde_json::to_string_pretty(cfg)
+                .map_err(TrainError::json("encoding config.json"))?;
+            write_atomic(&cfg.out_dir.join(CONFIG), config.as_bytes())?;
+        }
+        if resumed.is_some() && primary {
             // Lines written after the checkpoint (by a process that died
             // before its next checkpoint) are dropped: the epochs rerun.
             write_atomic(&cfg.out_dir.join(METRICS), metrics.as_bytes())?;
@@ -215,7 +235,14 @@ impl<'a> Run<'a> {
             saved_epoch,
             last: cfg.out_dir.join(LAST),
             best: cfg.out_dir.join(BEST),
+            comm,
         })
+    }
+
+    /// Whether this process writes the run's files: a single process, or
+    /// rank 0 of a group.
+    pub(crate) fn is_primary(&self) -> bool {
+        self.comm.is_none_or(|c| c.is_primary())
     }
 
     /// One epoch of optimizer steps (at most `steps_per_epoch`), with a
@@ -223,6 +250,9 @@ impl<'a> Run<'a> {
     /// Before each step `stop` is looked at; after each the parameters and
     /// optimizer state are checked to be finite.
     pub(crate) fn train_epoch(&mut self, stop: Option<&AtomicBool>) -> Result<(Tally, f64)> {
+        if let Some(comm) = self.comm {
+            return self.train_epoch_rank(stop, comm);
+        }
         let bar = progress_bar(self.steps_per_epoch, self.epoch, self.cfg.epochs)?;
         let mut tally = Tally::default();
         let mut lr = self.schedule.lr(self.step);
@@ -279,6 +309,70 @@ impl<'a> Run<'a> {
         }
         bar.finish_and_clear();
         Ok((tally, lr))
+    }
+
+    /// [`Self::train_epoch`] for a rank of a data-parallel group: its part
+    /// of every batch ([`ShardedLoader`]: `cfg.batch_size` is the global
+    /// batch), [`data_parallel_step`], the same checks; the tally returned
+    /// is the group's. A step whose global batch has no image passes
+    /// without an update, as in one process.
+    fn train_epoch_rank(
+        &mut self,
+        stop: Option<&AtomicBool>,
+        comm: &dyn AllReduce,
+    ) -> Result<(Tally, f64)> {
+        let bar = if comm.is_primary() {
+            progress_bar(self.steps_per_epoch, self.epoch, self.cfg.epochs)?
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let shards = ShardedLoader::new(
+            self.loader.clone(),
+            RankShard::new(comm.rank(), comm.world_size())?,
+        );
+        let mut tally = Tally::default();
+        let mut lr = self.schedule.lr(self.step);
+        for batch in shards.epoch_from(self.epoch as u64, 0, self.steps_per_epoch) {
+            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                bar.abandon();
+                return Err(self.interrupted());
+            }
+            let batch = batch?;
+            lr = self.schedule.lr(self.step);
+            let momentum = self.schedule.momentum(self.step);
+            self.model
+                .net
+                .set_dropout_seed(dropout_seed(self.cfg.seed, self.step));
+            let step = data_parallel_step(
+                self.model.net.as_ref(),
+                &mut self.sgd,
+                &batch,
+                (lr, momentum),
+                comm,
+                &mut tally,
+            )?;
+            if step.samples == 0 {
+                self.step += 1;
+                bar.inc(1);
+                continue;
+            }
+            if !step.loss.is_finite() {
+                bar.abandon();
+                return Err(self.non_finite_loss(step.loss, batch.index));
+            }
+            self.step += 1;
+            if let Err(e) = self.check_finite(batch.index) {
+                bar.abandon();
+                return Err(e);
+            }
+            self.project_mixtures()?;
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4} lr {lr:.2e}", step.loss));
+        }
+        bar.finish_and_clear();
+        // Every rank the same model before evaluating and saving.
+        sync_batch_norm_stats(&self.model, comm)?;
+        Ok((reduce_tally(&tally, comm)?, lr))
     }
 
     /// After step `self.step` (1-based here) of batch `batch`: every
