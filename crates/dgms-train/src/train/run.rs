@@ -14,14 +14,14 @@ use dgms_io::write_atomic;
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::parallel::{
-    data_parallel_step, reduce_tally, sync_batch_norm_stats, AllReduce, RankShard, ShardedLoader,
-};
+use crate::parallel::AllReduce;
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
 use crate::train::optim::Sgd;
 use crate::train::schedule::Schedule;
 use crate::train::session::{evaluate, prepare, Data, Model};
+mod rank;
+
 use crate::train::trainer::{
     optimizer_params, progress_bar, schedule_for, EpochMetrics, TrainOptions, TrainOutcome, BEST,
     CONFIG, LAST, METRICS,
@@ -298,8 +298,7 @@ impl<'a> Run<'a> {
                 bar.abandon();
                 return Err(e);
             }
-            self.project_mixtures()?;
-            self.project_uniform()?;
+            self.project_parameters()?;
             bar.inc(1);
             bar.set_message(format!(
                 "loss {:.4} top1 {:.2}% lr {lr:.2e}",
@@ -309,70 +308,6 @@ impl<'a> Run<'a> {
         }
         bar.finish_and_clear();
         Ok((tally, lr))
-    }
-
-    /// [`Self::train_epoch`] for a rank of a data-parallel group: its part
-    /// of every batch ([`ShardedLoader`]: `cfg.batch_size` is the global
-    /// batch), [`data_parallel_step`], the same checks; the tally returned
-    /// is the group's. A step whose global batch has no image passes
-    /// without an update, as in one process.
-    fn train_epoch_rank(
-        &mut self,
-        stop: Option<&AtomicBool>,
-        comm: &dyn AllReduce,
-    ) -> Result<(Tally, f64)> {
-        let bar = if comm.is_primary() {
-            progress_bar(self.steps_per_epoch, self.epoch, self.cfg.epochs)?
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        let shards = ShardedLoader::new(
-            self.loader.clone(),
-            RankShard::new(comm.rank(), comm.world_size())?,
-        );
-        let mut tally = Tally::default();
-        let mut lr = self.schedule.lr(self.step);
-        for batch in shards.epoch_from(self.epoch as u64, 0, self.steps_per_epoch) {
-            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                bar.abandon();
-                return Err(self.interrupted());
-            }
-            let batch = batch?;
-            lr = self.schedule.lr(self.step);
-            let momentum = self.schedule.momentum(self.step);
-            self.model
-                .net
-                .set_dropout_seed(dropout_seed(self.cfg.seed, self.step));
-            let step = data_parallel_step(
-                self.model.net.as_ref(),
-                &mut self.sgd,
-                &batch,
-                (lr, momentum),
-                comm,
-                &mut tally,
-            )?;
-            if step.samples == 0 {
-                self.step += 1;
-                bar.inc(1);
-                continue;
-            }
-            if !step.loss.is_finite() {
-                bar.abandon();
-                return Err(self.non_finite_loss(step.loss, batch.index));
-            }
-            self.step += 1;
-            if let Err(e) = self.check_finite(batch.index) {
-                bar.abandon();
-                return Err(e);
-            }
-            self.project_mixtures()?;
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4} lr {lr:.2e}", step.loss));
-        }
-        bar.finish_and_clear();
-        // Every rank the same model before evaluating and saving.
-        sync_batch_norm_stats(&self.model, comm)?;
-        Ok((reduce_tally(&tally, comm)?, lr))
     }
 
     /// After step `self.step` (1-based here) of batch `batch`: every
@@ -393,8 +328,13 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// After every optimizer step: mixture widths (and a trained tau) back
-    /// to their floor.
+    /// After every optimizer step: mixture widths (and a trained tau), and
+    /// the LSQ baseline's steps, back to their floors.
+    fn project_parameters(&self) -> Result<()> {
+        self.project_mixtures()?;
+        self.project_uniform()
+    }
+
     fn project_mixtures(&self) -> Result<()> {
         for (layer, mixture) in &self.mixtures {
             let clamped = mixture.project()?;
