@@ -8,7 +8,8 @@
 //! Each thread count runs in a child process with `RAYON_NUM_THREADS`
 //! set before any pool exists, because both rayon and candle size their
 //! thread pools once per process. The parent prints one table of times
-//! and ratios and writes `target/bench-qsimd.json`.
+//! and ratios and writes `target/bench-qsimd.json`. `--only gemv` measures
+//! just the GEMV section (exact 4-bit, int8, 2-bit table lookup, f32).
 
 mod e2e;
 mod layers;
