@@ -71,8 +71,11 @@ const TABLE_LEN: usize = 16;
 /// (64 KiB of tables, past L1) slower (up to 0.33 ms).
 pub(crate) const BLOCK_LINES: usize = 32;
 
-/// A rows x cols matrix over a codebook of at most 4 entries, stored as
-/// 4-bit pair indices for [`gemv_2bit`] (see the [module docs](self)).
+/// A rows x cols matrix over a codebook of at most 4 entries, stored for
+/// [`gemv_2bit`] as one 4-bit pair index `4 i + j` per row and column pair
+/// `(2p, 2p + 1)` (`i`, `j` the two weights' codebook indices): 8 pairs of
+/// a row per dword, 16 rows per 64-byte line, columns padded to 16 and
+/// rows to 16 with index 0.
 #[derive(Clone, Debug)]
 pub struct QMatrix2 {
     rows: usize,
@@ -245,8 +248,20 @@ fn fill_table(t: &mut [f32; TABLE_LEN], cb: &[f32; 4], x0: f32, x1: f32) {
 }
 
 /// y = W x with the decoded weights of a 2-bit [`QMatrix2`] (`x`: cols,
-/// `y`: rows), by table lookup; see the [module docs](self) for the
-/// summation order and the error bound against the exact sum.
+/// `y`: rows), by table lookup.
+///
+/// Per call, 16-entry tables `T_p[4 i + j] = fl(fl(c[i] x[2p]) +
+/// fl(c[j] x[2p + 1]))` (built in portable code, the same on every ISA);
+/// `y[r]` is the sum of row `r`'s entries `T_p[4 idx(r, 2p) + idx(r, 2p +
+/// 1)]`, in pair order on `Isa::Scalar`, as partial sums per column block
+/// (added in block order) on the SIMD ISAs. On every ISA,
+///
+/// ```text
+/// |y[r] - sum over c of c[idx(r, c)] x[c]| <= gamma(P + 1) * sum over c of |c[idx(r, c)] x[c]|
+/// ```
+///
+/// with `P` = cols rounded up to 16, halved, `gamma(n) = n u / (1 - n u)`
+/// and `u = 2^-24`.
 pub fn gemv_2bit(isa: Isa, w: &QMatrix2, x: &[f32], y: &mut [f32]) -> Result<()> {
     let isa = isa.check()?;
     check_len("gemv_2bit", "x (cols)", x.len(), w.cols())?;
