@@ -15,7 +15,7 @@ use criterion::{
 };
 use dgms_qsimd::kernels::{conv2d, conv2d_i8, gemm_i8, gemv_i8, ConvGeometry, QMatrixI8};
 use dgms_qsimd::kernels::{gemm, gemm_f32, gemv, gemv_f32, Activation, DenseMatrix, Epilogue};
-use dgms_qsimd::kernels::{Isa, QMatrix};
+use dgms_qsimd::kernels::{gemv_2bit, Isa, QMatrix, QMatrix2};
 use dgms_test_support::rng::Lcg64;
 
 /// Deterministic pseudo-random values: the top 31 bits of an MMIX LCG
@@ -200,7 +200,7 @@ fn cpu_time(pool: &rayon::ThreadPool, iters: u64, f: &mut (dyn FnMut() + Send)) 
 }
 
 /// Single-thread throughput of the exact kernels in thread CPU time: GEMV
-/// 4096 x 4096 at K = 16, 4 and 256, and the ResNet GEMM shapes with a
+/// 4096 x 4096 at K = 16, 4 (also the 2-bit table-lookup layout) and 256, and the ResNet GEMM shapes with a
 /// ReLU epilogue, bit-packed against f32. Flat sampling with long samples keeps the 10 ms clock
 /// ticks small against each sample.
 fn bench_cpu_1thread(c: &mut Criterion) {
@@ -232,6 +232,16 @@ fn bench_cpu_1thread(c: &mut Criterion) {
                     })
                 })
             });
+            if k <= 4 {
+                let w2 = QMatrix2::new(rows, cols, &w.to_indices(), w.codebook()).unwrap();
+                g.bench_function(BenchmarkId::new(format!("q2bit_k{k}"), isa), |b| {
+                    b.iter_custom(|iters| {
+                        cpu_time(&pool, iters, &mut || {
+                            gemv_2bit(isa, &w2, black_box(&x), &mut y).unwrap()
+                        })
+                    })
+                });
+            }
             g.bench_function(BenchmarkId::new(format!("f32_k{k}"), isa), |b| {
                 b.iter_custom(|iters| {
                     cpu_time(&pool, iters, &mut || {

@@ -6,7 +6,9 @@
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use dgms_qsimd::kernels::{self, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix, QMatrixI8};
+use dgms_qsimd::kernels::{
+    self, ConvGeometry, DenseMatrix, Epilogue, Isa, QMatrix, QMatrix2, QMatrixI8,
+};
 
 use super::{time_ms, Row};
 
@@ -181,7 +183,8 @@ pub fn conv_rows(batch: usize, threads: usize, with_scalar: bool) -> Result<Vec<
 }
 
 /// The 4096 x 4096 linear layer (and ResNet-18's 512 -> 1000 classifier)
-/// at batch 1: qsimd exact and int8 GEMV per ISA, the project's own f32 GEMV on the
+/// at batch 1: qsimd exact (K = 16, 4-bit layout), int8 and 2-bit
+/// table-lookup (K = 4) GEMV per ISA, the project's own f32 GEMV on the
 /// best ISA, and candle's f32 matmul.
 pub fn gemv_rows(threads: usize, with_scalar: bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -200,6 +203,13 @@ pub fn gemv_rows(threads: usize, with_scalar: bool) -> Result<Vec<Row>> {
         for isa in isas(with_scalar) {
             let ms = time_ms(|| Ok(kernels::gemv_i8(isa, &q8, &x, &mut y)?))?;
             push(format!("qsimd-int8-{isa}"), ms);
+        }
+        // The 2-bit table-lookup layout, on a K = 4 matrix of the same shape.
+        let (q4, _) = quantized(r, c, 4, 7)?;
+        let q2 = QMatrix2::new(r, c, &q4.to_indices(), q4.codebook())?;
+        for isa in isas(with_scalar) {
+            let ms = time_ms(|| Ok(kernels::gemv_2bit(isa, &q2, &x, &mut y)?))?;
+            push(format!("qsimd-2bit-{isa}"), ms);
         }
         let best = Isa::detect();
         let dm = DenseMatrix::new(&dense, r, c)?;

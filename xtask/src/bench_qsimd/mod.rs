@@ -8,7 +8,8 @@
 //! Each thread count runs in a child process with `RAYON_NUM_THREADS`
 //! set before any pool exists, because both rayon and candle size their
 //! thread pools once per process. The parent prints one table of times
-//! and ratios and writes `target/bench-qsimd.json`.
+//! and ratios and writes `target/bench-qsimd.json`. `--only gemv` measures
+//! just the GEMV section (exact 4-bit, int8, 2-bit table lookup, f32).
 
 mod e2e;
 mod layers;
@@ -38,12 +39,24 @@ pub struct Args {
     /// batch 1 with the process's rayon threads (`RAYON_NUM_THREADS`).
     #[arg(long, value_name = "NET")]
     profile: Option<String>,
+    /// Only measure this part (`gemv`: the GEMV section, without the conv
+    /// layers, the networks and the ONNX Runtime peer; the summary's other
+    /// keys are then null).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
     /// Internal: the directory of the packed models.
     #[arg(long, hide = true)]
     models_dir: Option<PathBuf>,
     /// Internal: run the measurements of one thread count and print JSON.
     #[arg(long, hide = true)]
     child: bool,
+}
+
+/// A part of the benchmark that `--only` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// The 4096 x 4096 and 1000 x 512 GEMV cases.
+    Gemv,
 }
 
 /// One measurement.
@@ -105,6 +118,8 @@ struct Summary {
     gemv_speedup: f64,
     /// The same for the int8 GEMV.
     gemv_int8_speedup: f64,
+    /// The same for the 2-bit table-lookup GEMV (`gemv_2bit`, K = 4).
+    gemv_2bit_speedup: f64,
     /// ResNet-18, batch 1, 2 threads, in ms: candle f32 (its own conv),
     /// candle with the project's im2col conv op, qsimd exact and int8
     /// (best ISA).
@@ -135,6 +150,10 @@ struct Summary {
 fn child(args: &Args) -> Result<()> {
     let threads = rayon::current_num_threads();
     let mut rows = layers::gemv_rows(threads, args.scalar)?;
+    if args.only == Some(Only::Gemv) {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
     for &b in &args.batches {
         rows.extend(layers::conv_rows(b, threads, args.scalar)?);
     }
@@ -152,7 +171,10 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(net) = &args.profile {
         return profile::run(&dir, net);
     }
-    e2e::prepare(&dir, &e2e::NETWORKS)?;
+    let gemv_only = args.only == Some(Only::Gemv);
+    if !gemv_only {
+        e2e::prepare(&dir, &e2e::NETWORKS)?;
+    }
     let exe = std::env::current_exe()?;
     let mut rows: Vec<Row> = Vec::new();
     for &t in &args.threads {
@@ -173,6 +195,9 @@ pub fn run(args: &Args) -> Result<()> {
         if args.scalar {
             cmd.arg("--scalar");
         }
+        if gemv_only {
+            cmd.arg("--only=gemv");
+        }
         let out = cmd.output().context("running the benchmark child")?;
         if !out.status.success() {
             bail!(
@@ -188,7 +213,11 @@ pub fn run(args: &Args) -> Result<()> {
         rows.extend(serde_json::from_str::<Vec<Row>>(line)?);
     }
     // A failing peer loses only its own keys, not the measurements above.
-    let (peer, peer_status) = match run_peer(&dir, &args.threads, &mut rows) {
+    let peer_result = match gemv_only {
+        true => Ok((BTreeMap::new(), "skipped: --only gemv".to_string())),
+        false => run_peer(&dir, &args.threads, &mut rows),
+    };
+    let (peer, peer_status) = match peer_result {
         Ok(p) => p,
         Err(e) => {
             println!("ONNX Runtime peer failed: {e:#}");
@@ -197,6 +226,7 @@ pub fn run(args: &Args) -> Result<()> {
     };
     print_table(&rows);
     let gemv_int8_speedup = gemv_speedup(&rows, "qsimd-int8-").unwrap_or(f64::NAN);
+    let gemv_2bit_speedup = gemv_speedup(&rows, "qsimd-2bit-").unwrap_or(f64::NAN);
     let gemv_speedup = gemv_speedup(&rows, "qsimd-exact-").unwrap_or(f64::NAN);
     let model = |prefix: &str| {
         best_ms(
@@ -214,6 +244,7 @@ pub fn run(args: &Args) -> Result<()> {
     let summary = Summary {
         gemv_speedup,
         gemv_int8_speedup,
+        gemv_2bit_speedup,
         resnet18_b1_candle_ms: candle,
         resnet18_b1_candle_im2col_ms: model("candle-f32-im2col-op"),
         resnet18_b1_exact_ms: model("qsimd-exact-"),

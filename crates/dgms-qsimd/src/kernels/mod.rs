@@ -16,6 +16,12 @@
 //! # Ok::<(), dgms_qsimd::QsimdError>(())
 //! ```
 //!
+//! For K <= 4, [`QMatrix2`] stores 4-bit indices of column *pairs* and
+//! [`gemv_2bit`] sums table entries `c[i] x[2p] + c[j] x[2p + 1]` built
+//! once per call (table lookup in the manner of T-MAC / TL1: one permute
+//! and one add per 16 rows and 2 columns); its module docs state the
+//! summation order and the error bound against the exact sum.
+//!
 //! The int8 fast path ([`gemv_i8`], [`gemm_i8`], [`conv2d_i8`] over a
 //! [`QMatrixI8`]) quantizes the activations on the fly (per vector, or per
 //! output pixel) and sums exactly in i32; [`gemv_i8`] states its error
@@ -37,11 +43,13 @@
 //!     matrix.rs     QMatrix, DenseMatrix
 //!     scalar.rs     the oracle: gemv, gemm, conv2d_direct, depthwise_direct
 //!     gemv.rs       row-split GEMV driver
+//!     tl2.rs        QMatrix2, its pair tables, scalar oracle and driver (gemv_2bit)
 //!     gemm/         cache-blocked GEMM driver (packing, decoding, im2col from images)
 //!     conv.rs       ConvGeometry, im2col, conv2d (a GEMM)
 //!     depthwise.rs  depthwise k x k driver (one loop compiled per ISA)
 //!     simd/         avx2.rs, avx512.rs, neon.rs; dw3x3.rs (depthwise 3x3,
-//!                   AVX2 and AVX-512, output stage fused)
+//!                   AVX2 and AVX-512, output stage fused); tl2.rs (the
+//!                   2-bit table-lookup block kernels, every ISA)
 //!   int8/           int8 weights x per-column int8 activations, i32 sums
 //!     matrix.rs     QMatrixI8
 //!     quant.rs      the quantization every ISA shares
@@ -61,6 +69,7 @@
 //! | kernel | Scalar | AVX2 + FMA | AVX-512 F/BW/VL | NEON |
 //! |---|---|---|---|---|
 //! | `gemv` (4/8-bit) | `exact/scalar.rs` | `gemv_nibble` (`vpshufb` planes), `gemv_byte` (gather) | `gemv_nibble`, `gemv_byte` | `gemv_nibble`, `gemv_byte` (`tbl`) |
+//! | `gemv_2bit` (K <= 4) | `exact/tl2.rs` (pair order) | `tl2.rs`: 2 x `vpermps` + `vblendvps` per 8 rows and pair | `tl2.rs`: `vpermps` per 16 rows and pair | `tl2.rs`: `tbl` on the table's 64 bytes per 4 rows |
 //! | `gemv_f32` | `exact/scalar.rs` | `dot` | `dot` | `dot` |
 //! | `gemm`, `gemm_f32`, `conv2d` | `exact/scalar.rs` (conv: im2col + gemm) | decode + 16x6 micro-kernel (tails 1-5) + transpose | decode + 16x12 micro-kernel (AVX2 transpose, row packing) | decode + 16x4 micro-kernel |
 //! | `depthwise_conv` 3x3 | `depthwise_direct` | `dw3x3.rs`: stride 1 flat over the plane with column masks, stride 2 over even / odd columns; epilogue fused | same, 16 lanes (masked tails) | the loop below |
@@ -78,12 +87,12 @@
 //! | entry point | checks |
 //! |---|---|
 //! | every kernel taking an `Isa` | the CPU has it ([`Isa::check`] -> `IsaUnavailable`) |
-//! | `gemv`, `gemv_f32`, `gemv_i8` | `x` = cols, `y` = rows |
+//! | `gemv`, `gemv_f32`, `gemv_i8`, `gemv_2bit` | `x` = cols, `y` = rows |
 //! | `gemm`, `gemm_f32`, `gemm_i8` | `x` = cols x n, `y` = rows x n, epilogue lengths |
 //! | `conv2d`, `conv2d_i8`, `reference::conv2d_direct` | geometry valid, weight cols = C kh kw, input, output, epilogue |
 //! | `depthwise_conv`, `reference::depthwise_direct` | square odd kernel k, pad k / 2, stride 1 or 2, weight C x k*k, input, output, epilogue |
 //! | `im2col` | geometry, input, output |
-//! | `QMatrix::new`, `QMatrixI8::new` | nonempty, one index per weight, 1..=256 finite entries, index < K (int8: cols <= `MAX_COLS_I8`) |
+//! | `QMatrix::new`, `QMatrixI8::new`, `QMatrix2::new` | nonempty, one index per weight, 1..=256 finite entries, index < K (int8: cols <= `MAX_COLS_I8`; 2-bit: K <= 4) |
 //!
 //! The check of the ISA is a type fact inside the crate: [`Isa::check`]
 //! returns a [`CheckedIsa`], the only value the drivers accept, and the
@@ -108,6 +117,7 @@ pub use exact::conv::{conv2d, im2col, ConvGeometry};
 pub use exact::depthwise::depthwise_conv;
 pub use exact::matrix::{DenseMatrix, QMatrix};
 pub(crate) use exact::scalar::depthwise_loop;
+pub use exact::tl2::{gemv_2bit, QMatrix2};
 pub use exact::{gemm, gemm_f32, gemv, gemv_f32};
 pub use int8::matrix::{QMatrixI8, MAX_COLS_I8};
 pub use int8::{conv2d_i8, gemm_i8, gemv_i8};

@@ -6,7 +6,9 @@
 //!   runs it and the tests hold every SIMD kernel to it.
 //! - [`gemv`](mod@gemv), [`gemm`](mod@gemm), [`conv`], [`depthwise`]: the drivers (threading,
 //!   blocking, packing) that call the ISA kernels.
-//! - [`simd`]: the AVX2, AVX-512 and NEON kernels, one file per ISA.
+//! - [`tl2`]: the 2-bit table-lookup GEMV for K <= 4 (`QMatrix2`, `gemv_2bit`).
+//! - [`simd`]: the AVX2, AVX-512 and NEON kernels, one file per ISA (and
+//!   `tl2.rs`, the table-lookup kernels of every ISA).
 
 pub(crate) mod conv;
 pub(crate) mod depthwise;
@@ -15,6 +17,7 @@ pub(crate) mod gemv;
 pub(crate) mod matrix;
 pub(crate) mod scalar;
 pub(crate) mod simd;
+pub(crate) mod tl2;
 
 use super::checks::{check_gemm, check_len};
 use super::epilogue::Epilogue;
