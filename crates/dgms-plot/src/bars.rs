@@ -9,8 +9,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::canvas::{render_png, FONT, PALETTE};
 use crate::{PlotError, Result};
 
-/// Top of the y axis (percent): room above 100 for the labels and legend.
-const Y_TOP: f64 = 125.0;
+/// Top of the y axis (percent): room above 100 for the labels and, above
+/// them, the legend (four entries with the LSQ baseline).
+const Y_TOP: f64 = 140.0;
 /// Where the group names sit (their baseline).
 const LABEL_Y: f64 = 101.0;
 
