@@ -7,6 +7,7 @@ mod bench_data;
 mod bench_qsimd;
 mod bench_train;
 mod memory;
+mod parallel_ceiling;
 mod python;
 mod train;
 

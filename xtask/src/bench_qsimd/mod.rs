@@ -12,7 +12,7 @@
 //! just the GEMV section (exact 4-bit, int8, 2-bit table lookup, f32).
 
 mod e2e;
-mod layers;
+pub(crate) mod layers;
 mod peer;
 mod profile;
 
@@ -23,6 +23,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::parallel_ceiling::{self, Kernel};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -144,6 +146,14 @@ struct Summary {
     peer: BTreeMap<String, f64>,
     /// "onnxruntime VERSION", or why the peer was skipped.
     peer_status: String,
+    /// `NET_b1_exact_thread_scaling`, `NET_b1_int8_thread_scaling`: the
+    /// network's 1-thread time over its 2-thread time at batch 1 (best
+    /// ISA; the goal is >= 1.7), when both were measured.
+    #[serde(flatten)]
+    thread_scaling: BTreeMap<String, f64>,
+    /// What 2 threads can give at most on this machine: two independent
+    /// copies of a kernel against one (see `parallel_ceiling`).
+    parallel_ceiling: Vec<crate::parallel_ceiling::Ceiling>,
     rows: Vec<Row>,
 }
 
@@ -225,6 +235,17 @@ pub fn run(args: &Args) -> Result<()> {
         }
     };
     print_table(&rows);
+    let thread_scaling = thread_scaling(&rows);
+    for (k, v) in &thread_scaling {
+        println!("{k}: {v:.2}x");
+    }
+    let parallel_ceiling = [Kernel::Exact, Kernel::Int8]
+        .into_iter()
+        .map(parallel_ceiling::measure)
+        .collect::<Result<Vec<_>>>()?;
+    for c in &parallel_ceiling {
+        println!("{}", parallel_ceiling::describe(c));
+    }
     let gemv_int8_speedup = gemv_speedup(&rows, "qsimd-int8-").unwrap_or(f64::NAN);
     let gemv_2bit_speedup = gemv_speedup(&rows, "qsimd-2bit-").unwrap_or(f64::NAN);
     let gemv_speedup = gemv_speedup(&rows, "qsimd-exact-").unwrap_or(f64::NAN);
@@ -254,6 +275,8 @@ pub fn run(args: &Args) -> Result<()> {
         isa: dgms_qsimd::kernels::Isa::detect().to_string(),
         peer,
         peer_status,
+        thread_scaling,
+        parallel_ceiling,
         rows,
     };
     let path = crate::target_dir().join("bench-qsimd.json");
@@ -314,6 +337,29 @@ fn run_peer(
         }
     }
     Ok((keys, format!("onnxruntime {version}")))
+}
+
+/// Each network's 1-thread over 2-thread time at batch 1, exact and int8
+/// (best ISA each), keyed `NET_b1_{exact,int8}_thread_scaling`.
+fn thread_scaling(rows: &[Row]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for net in e2e::NETWORKS {
+        let case = e2e::case(net);
+        for (name, prefix) in [("exact", "qsimd-exact-"), ("int8", "qsimd-int8-")] {
+            let at = |t: usize| {
+                best_ms(
+                    rows.iter().filter(|r| {
+                        r.kind == "model" && r.case == case && r.batch == 1 && r.threads == t
+                    }),
+                    prefix,
+                )
+            };
+            if let (Some(one), Some(two)) = (at(1), at(2)) {
+                out.insert(format!("{net}_b1_{name}_thread_scaling"), one / two);
+            }
+        }
+    }
+    out
 }
 
 /// The fastest row whose implementation is `name`, or starts with it when

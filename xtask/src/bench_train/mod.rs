@@ -74,6 +74,10 @@ struct Report {
     eval_speedup_vs_candle_conv: Option<f64>,
     /// ResNet-18, 3 x 112 x 112, batch 32.
     resnet18: Option<Side>,
+    /// What a second thread can add on this machine at most: two
+    /// independent copies of the f32 GEMV against one (see
+    /// `parallel_ceiling`); both sides of the comparison are capped by it.
+    parallel_ceiling: crate::parallel_ceiling::Ceiling,
 }
 
 fn side(ours: &Rates, torch: Option<&torch_peer::TorchResult>) -> Side {
@@ -222,6 +226,7 @@ pub fn run(args: &Args) -> Result<()> {
         eval_speedup_vs_candle_conv: candle.map(|c| resnet20.eval_images_per_s / c.1),
         resnet20,
         resnet18,
+        parallel_ceiling: crate::parallel_ceiling::measure(crate::parallel_ceiling::Kernel::F32)?,
     };
     println!(
         "{threads} threads, {} timed steps, K = {K} for DGMS; ratio = dgms / pytorch",
@@ -245,6 +250,10 @@ pub fn run(args: &Args) -> Result<()> {
             e / report.resnet20.eval_images_per_s
         );
     }
+    println!(
+        "{}",
+        crate::parallel_ceiling::describe(&report.parallel_ceiling)
+    );
     let path = crate::target_dir().join("bench-train.json");
     crate::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("wrote {}", path.display());
