@@ -236,7 +236,7 @@ pub fn in_process_group_with(
 /// The element-wise reduction of `inputs` (all of one length), summed in
 /// order: `inputs[0] + inputs[1] + ...`, then divided by their number for
 /// a mean.
-fn reduce(inputs: &[Option<Vec<f32>>], op: ReduceOp) -> Vec<f32> {
+pub(crate) fn reduce(inputs: &[Option<Vec<f32>>], op: ReduceOp) -> Vec<f32> {
     let mut parts = inputs.iter().flatten();
     let mut out = parts.next().cloned().unwrap_or_default();
     for part in parts {

@@ -53,6 +53,22 @@ pub enum ParallelError {
     /// A rank's thread panicked.
     #[error("rank {rank} panicked")]
     Panicked { rank: usize },
+    /// The ranks of a socket group could not meet at the rendezvous
+    /// address (nothing listening, wrong group size, a rank twice, ...).
+    #[error("rendezvous at {addr} failed: {reason}")]
+    Rendezvous { addr: String, reason: String },
+    /// A socket group's connection to rank `peer` failed while `what`.
+    #[error("the connection to rank {peer} failed while {what}")]
+    Connection {
+        peer: usize,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A socket group received bytes that are not a frame of its protocol
+    /// (another program on the port, or a rank of another version).
+    #[error("rank {peer} sent a malformed message: {reason}")]
+    Protocol { peer: usize, reason: String },
     /// Moving a buffer between a tensor and the reducer failed.
     #[error("moving an all-reduce buffer")]
     Tensor(#[source] candle_core::Error),

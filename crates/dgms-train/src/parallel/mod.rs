@@ -45,6 +45,7 @@ pub mod all_reduce;
 pub mod error;
 pub mod ranks;
 pub mod shard;
+pub mod socket;
 pub mod step;
 pub mod train;
 
@@ -52,6 +53,7 @@ pub use all_reduce::{in_process_group, in_process_group_with, AllReduce, InProce
 pub use error::ParallelError;
 pub use ranks::run_in_process;
 pub use shard::{split_epoch, RankShard, ShardedLoader};
+pub use socket::SocketComm;
 pub use step::{
     data_parallel_step, reduce_gradients, reduce_tally, sync_batch_norm_stats, GroupStep,
     ReducedGradients,
