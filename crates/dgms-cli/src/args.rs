@@ -332,6 +332,25 @@ pub struct TrainArgs {
     /// the same N.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub ranks: u32,
+    /// Run the --ranks as processes of this machine (children of this
+    /// one, reducing over local TCP) instead of threads: the same bits as
+    /// threads, and the set-up a process per GPU uses.
+    #[arg(long)]
+    pub rank_processes: bool,
+    /// Machines in a multi-machine run, each running the same command with
+    /// its own --node-rank and --ranks processes (implies
+    /// --rank-processes; needs --rendezvous).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub nodes: u32,
+    /// This machine's index in a multi-machine run, 0..--nodes; node 0's
+    /// first rank is rank 0 (it listens at --rendezvous and writes the
+    /// run).
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: u32,
+    /// HOST:PORT where node 0 listens for the other ranks (default with
+    /// one machine: a free port of 127.0.0.1).
+    #[arg(long)]
+    pub rendezvous: Option<String>,
     #[command(flatten)]
     pub images: ImageArgs,
 }

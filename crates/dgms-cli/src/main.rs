@@ -31,7 +31,9 @@ use dgms_train::config::RunConfig;
 use dgms_train::export::{self, ShapeSource, PACKED_SUFFIX};
 use dgms_train::infer::{self, EngineKind};
 use dgms_train::layer_pictures::write_layer_pictures;
-use dgms_train::parallel::train_in_process;
+use dgms_train::parallel::{
+    child_rank_from_env, train_child_rank, train_in_process, train_processes, ProcessGroup,
+};
 use dgms_train::phases::{self, EvalResult};
 use dgms_train::train::session::{evaluate, Data};
 use dgms_train::train::trainer::{train_with, TrainOptions};
@@ -230,9 +232,22 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
         force: args.force,
         stop: Some(&STOP_REQUESTED),
     };
-    let trained = match args.ranks {
-        1 => train_with(cfg, &opts),
-        ranks => train_in_process(cfg, &opts, ranks as usize),
+    let trained = match child_rank_from_env()? {
+        // A rank started by a launcher: it trains its part, rank 0 reports.
+        Some((rank, world, addr)) => {
+            train_child_rank(cfg, &opts, rank, world, &addr)?;
+            return Ok(());
+        }
+        None => match process_group(args)? {
+            Some(group) => {
+                let exe =
+                    std::env::current_exe().context("finding this program to start the ranks")?;
+                let argv: Vec<_> = std::env::args_os().skip(1).collect();
+                train_processes(cfg, &opts, &group, &exe, &argv)
+            }
+            None if args.ranks == 1 => train_with(cfg, &opts),
+            None => train_in_process(cfg, &opts, args.ranks as usize),
+        },
     };
     match trained {
         Ok(outcome) => out.json(&outcome),
@@ -255,6 +270,36 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The process group of `--rank-processes` / `--nodes`, or `None` for
+/// ranks as threads (or one process).
+fn process_group(args: &TrainArgs) -> Result<Option<ProcessGroup>> {
+    if args.nodes == 1 && !args.rank_processes {
+        if args.node_rank != 0 || args.rendezvous.is_some() {
+            bail!("--node-rank and --rendezvous belong to a run with --rank-processes or --nodes");
+        }
+        return Ok(None);
+    }
+    if args.node_rank >= args.nodes {
+        bail!(
+            "--node-rank {}: must be below --nodes {}",
+            args.node_rank,
+            args.nodes
+        );
+    }
+    if args.nodes > 1 && args.rendezvous.is_none() {
+        bail!(
+            "--nodes {}: needs --rendezvous HOST:PORT (where node 0 listens)",
+            args.nodes
+        );
+    }
+    Ok(Some(ProcessGroup {
+        nodes: args.nodes as usize,
+        node_rank: args.node_rank as usize,
+        local_ranks: args.ranks as usize,
+        rendezvous: args.rendezvous.clone(),
+    }))
 }
 
 /// `dgms harden`.

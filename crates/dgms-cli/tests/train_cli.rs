@@ -364,3 +364,71 @@ fn ranks_train_into_one_run_directory() {
     let line = first_error_line(&pretrain_args(s(&out), &["--ranks", "0"]), 2);
     assert!(line.contains("--ranks"), "{line}");
 }
+
+/// `--ranks 2 --rank-processes` (rank 1 a child process, the gradients
+/// reduced over local TCP) writes the run that `--ranks 2` (threads)
+/// writes, bit for bit; so do two "machines" (`--nodes 2`, one rank
+/// each, meeting at --rendezvous), of which only node 0 writes; the
+/// multi-machine flags are checked before anything starts.
+#[test]
+fn rank_processes_reproduce_rank_threads_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (threads, processes) = (dir.path().join("threads"), dir.path().join("processes"));
+    dgms_ok(&pretrain_args(s(&threads), &["--ranks", "2"]));
+    let outcome = dgms_ok(&pretrain_args(
+        s(&processes),
+        &["--ranks", "2", "--rank-processes"],
+    ));
+    assert!(outcome.contains("\"steps\": 4"), "{outcome}");
+    assert_same_run(&threads, &processes);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (node0, node1) = (dir.path().join("node0"), dir.path().join("node1"));
+    let node = |rank: &str, out: &Path| {
+        let mut args = pretrain_args(s(out), &["--nodes", "2", "--node-rank", rank]);
+        args.extend(["--rendezvous", &addr]);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let (a0, a1) = (node("0", &node0), node("1", &node1));
+    let second = std::thread::spawn(move || {
+        let a1: Vec<&str> = a1.iter().map(String::as_str).collect();
+        dgms(&a1)
+    });
+    let a0: Vec<&str> = a0.iter().map(String::as_str).collect();
+    dgms_ok(&a0);
+    let out1 = second.join().unwrap();
+    assert!(
+        out1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out1.stderr)
+    );
+    assert_same_run(&threads, &node0);
+    assert!(!node1.exists(), "node 1 wrote a run directory");
+
+    let out = dir.path().join("bad");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--nodes", "2"], "needs --rendezvous"),
+        (
+            &[
+                "--nodes",
+                "2",
+                "--node-rank",
+                "2",
+                "--rendezvous",
+                "127.0.0.1:1",
+            ],
+            "--node-rank 2: must be below --nodes 2",
+        ),
+        (&["--rendezvous", "127.0.0.1:1"], "belong to a run with"),
+    ];
+    for (extra, want) in cases {
+        let line = first_error_line(&pretrain_args(s(&out), extra), 1);
+        assert!(line.contains(want), "{extra:?}: {line}");
+        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+    }
+}

@@ -21,6 +21,10 @@
 //!   over N such ranks (`dgms pretrain --ranks N`), rank 0 alone
 //!   evaluating and writing the run's files; [`train_rank`]: the run of
 //!   one rank, for a launcher with one process per GPU.
+//! - [`socket`] and [`launch`]: ranks as processes, on one machine or
+//!   several ([`SocketComm`], an all-reduce over TCP with the in-process
+//!   group's bits; [`train_processes`], the launcher of `--rank-processes`
+//!   and `--nodes`).
 //!
 //! With the loss a mean over images and no coupling between the images of
 //! a batch (no batch norm in training mode, no dropout), N ranks on N
@@ -43,6 +47,7 @@
 
 pub mod all_reduce;
 pub mod error;
+pub mod launch;
 pub mod ranks;
 pub mod shard;
 pub mod socket;
@@ -51,6 +56,7 @@ pub mod train;
 
 pub use all_reduce::{in_process_group, in_process_group_with, AllReduce, InProcessComm, ReduceOp};
 pub use error::ParallelError;
+pub use launch::{child_rank_from_env, train_child_rank, train_processes, ProcessGroup};
 pub use ranks::run_in_process;
 pub use shard::{split_epoch, RankShard, ShardedLoader};
 pub use socket::SocketComm;
