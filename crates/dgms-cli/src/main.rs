@@ -35,7 +35,7 @@ use dgms_train::parallel::train_in_process;
 use dgms_train::phases::{self, EvalResult};
 use dgms_train::train::session::{evaluate, Data};
 use dgms_train::train::trainer::{train_with, TrainOptions};
-use dgms_train::TrainError;
+use dgms_train::{DeviceSpec, TrainError};
 
 /// stdout was closed by its reader: the command ends quietly, exit 0.
 #[derive(Debug)]
@@ -155,12 +155,13 @@ fn run(command: Command, out: &mut Output) -> Result<()> {
             recalibrate_bn,
             import,
             data,
+            device,
         } => harden(
             &checkpoint,
             &path,
             recalibrate_bn,
             &import,
-            data.as_deref(),
+            (data.as_deref(), device.device),
             out,
         ),
         Command::Eval(args) => data_commands::eval(&args, out),
@@ -229,6 +230,7 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
         stop_after: args.stop_after,
         force: args.force,
         stop: Some(&STOP_REQUESTED),
+        device: args.device.device,
     };
     let trained = match args.ranks {
         1 => train_with(cfg, &opts),
@@ -263,12 +265,13 @@ fn harden(
     path: &Path,
     recalibrate_bn: Option<usize>,
     import: &ImportArgs,
-    data: Option<&str>,
+    (data, device): (Option<&str>, DeviceSpec),
     out: &mut Output,
 ) -> Result<()> {
     let opts = phases::OpenOptions {
         model: import.model.as_deref(),
         data,
+        device,
         ..Default::default()
     };
     let report = phases::harden_with(
