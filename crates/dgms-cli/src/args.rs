@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dgms_train::config::{self, MixtureSettings, RunConfig, ScheduleKind, UniformSettings};
 use dgms_train::infer::EngineKind;
 use dgms_train::phases;
-use dgms_train::DeviceSpec;
 use dgms_train::train::checkpoint;
 use dgms_train::train::run::{checkpoint_dir, same_dir};
+use dgms_train::DeviceSpec;
 
 pub use crate::data_args::{DataCommand, EvalArgs, ImageArgs};
 

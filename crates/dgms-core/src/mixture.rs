@@ -287,7 +287,11 @@ impl GaussianMixture {
             // so one reduction on the device decides; only a bad layer is
             // copied to the host to name its first bad weight.
             DType::F32 | DType::F64 if !w.device().is_cpu() => {
-                let bad = w.sub(w)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let bad = w
+                    .sub(w)?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
                 if !bad.is_finite() {
                     check_finite_weights(&self.name, &self.host_values(w)?)?;
                 }

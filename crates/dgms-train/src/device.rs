@@ -30,7 +30,9 @@ pub enum DeviceSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// The string is not `cpu`, `cuda` or `cuda:N`.
-    #[error("unknown device {input:?}: expected cpu, cuda or cuda:N (N a GPU number, e.g. cuda:1)")]
+    #[error(
+        "unknown device {input:?}: expected cpu, cuda or cuda:N (N a GPU number, e.g. cuda:1)"
+    )]
     Parse { input: String },
     /// CUDA was asked for in a build without the `cuda` cargo feature.
     #[error("--device {spec}: this dgms was built without CUDA: rebuild with --features cuda")]

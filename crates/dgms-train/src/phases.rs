@@ -9,8 +9,8 @@ use dgms_core::{HardenedLayer, ModelReport};
 use serde::Serialize;
 
 use crate::config::InvalidSetting;
-use crate::device::DeviceSpec;
 use crate::config::{MixtureSettings, RunConfig};
+use crate::device::DeviceSpec;
 use crate::error::{Result, TrainError};
 use crate::image_settings::ImageSettings;
 use crate::reference_import::{

@@ -103,12 +103,12 @@ pub fn save_with_metrics(
         .iter()
         .map(|(k, v)| Ok((k.as_str(), v.to_device(&Device::Cpu)?)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes =
-        safetensors::serialize(host.iter().map(|(k, v)| (*k, v)), Some(metadata))
-            .map_err(|source| TrainError::SerialiseCheckpoint {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    let bytes = safetensors::serialize(host.iter().map(|(k, v)| (*k, v)), Some(metadata)).map_err(
+        |source| TrainError::SerialiseCheckpoint {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
     Ok(dgms_io::write_atomic(path, &bytes)?)
 }
 
