@@ -67,6 +67,10 @@ if grep -q "panicked" "$tmp/stderr"; then
     echo "the error is a panic" >&2
     false
 fi
+if [ "$(wc -l < "$tmp/stderr")" -ne 1 ]; then
+    echo "the error is not one line (a backtrace?)" >&2
+    false
+fi
 if ! grep -qi "driver" "$tmp/stderr"; then
     echo "the error does not mention the driver" >&2
     false

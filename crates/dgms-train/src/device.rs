@@ -64,7 +64,21 @@ impl DeviceSpec {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(spec: DeviceSpec, ordinal: usize) -> Result<Device, DeviceError> {
-    Device::new_cuda(ordinal).map_err(|source| DeviceError::Open { spec, source })
+    Device::new_cuda(ordinal).map_err(|source| DeviceError::Open {
+        spec,
+        source: without_backtrace(source),
+    })
+}
+
+/// `e` without the backtrace candle attaches when `RUST_BACKTRACE` is set:
+/// "no driver" is a user's situation, not a bug, and the backtrace would
+/// bury the one line that says so.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        other => other,
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -136,6 +150,17 @@ mod tests {
             assert!(msg.contains("expected cpu, cuda or cuda:N"), "{msg}");
             assert!(msg.contains(&format!("{bad:?}")), "{msg}");
         }
+    }
+
+    #[test]
+    fn driver_errors_lose_candle_s_backtrace() {
+        let plain = || candle_core::Error::Msg("CUDA_ERROR_STUB_LIBRARY".into());
+        let wrapped = candle_core::Error::WithBacktrace {
+            inner: Box::new(plain()),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(wrapped.to_string().len() > plain().to_string().len());
+        assert_eq!(without_backtrace(wrapped).to_string(), plain().to_string());
     }
 
     #[test]
