@@ -11,6 +11,7 @@ use dgms_train::infer::EngineKind;
 use dgms_train::phases;
 use dgms_train::train::checkpoint;
 use dgms_train::train::run::{checkpoint_dir, same_dir};
+use dgms_train::DeviceSpec;
 
 pub use crate::data_args::{DataCommand, EvalArgs, ImageArgs};
 
@@ -64,6 +65,8 @@ pub enum Command {
         /// Data source for --recalibrate-bn (default: the run's).
         #[arg(long)]
         data: Option<String>,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Evaluates a checkpoint (mixture layers hard) or a weights file on
     /// the test (val) split: prints images, top-1, top-5, loss and skipped
@@ -352,7 +355,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub rendezvous: Option<String>,
     #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
     pub images: ImageArgs,
+}
+
+/// Where a command computes (`pretrain`, `dgms`, `eval`, `harden`).
+#[derive(Args, Clone, Copy, Debug)]
+pub struct DeviceArg {
+    /// cpu, cuda (GPU 0) or cuda:N. CUDA needs a dgms built with
+    /// `--features cuda`; there the convs, batch norms and mixtures run on
+    /// candle's own ops (the project's fused ops are CPU-only), and the
+    /// mixture's soft weights then keep about 13 K floats per weight for
+    /// the backward (K = 16: ~9 GB for resnet18). Checkpoints are the same
+    /// files on every device.
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda|cuda:N")]
+    pub device: DeviceSpec,
 }
 
 /// The mixture flags of `dgms dgms` and `dgms quantize` (options for the

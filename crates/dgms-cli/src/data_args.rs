@@ -67,6 +67,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]
+    pub device: crate::args::DeviceArg,
+    #[command(flatten)]
     pub images: ImageArgs,
 }
 

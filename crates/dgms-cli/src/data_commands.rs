@@ -40,6 +40,7 @@ pub fn eval(args: &EvalArgs, out: &mut Output) -> Result<()> {
         progress: true,
         model: args.model.as_deref(),
         hardening: args.hardening.into(),
+        device: args.device.device,
     };
     let result = phases::eval_with(weights, &opts)?;
     if result.skipped > 0 {

@@ -37,7 +37,7 @@ use dgms_train::parallel::{
 use dgms_train::phases::{self, EvalResult};
 use dgms_train::train::session::{evaluate, Data};
 use dgms_train::train::trainer::{train_with, TrainOptions};
-use dgms_train::TrainError;
+use dgms_train::{DeviceSpec, TrainError};
 
 /// stdout was closed by its reader: the command ends quietly, exit 0.
 #[derive(Debug)]
@@ -157,12 +157,13 @@ fn run(command: Command, out: &mut Output) -> Result<()> {
             recalibrate_bn,
             import,
             data,
+            device,
         } => harden(
             &checkpoint,
             &path,
             recalibrate_bn,
             &import,
-            data.as_deref(),
+            (data.as_deref(), device.device),
             out,
         ),
         Command::Eval(args) => data_commands::eval(&args, out),
@@ -231,6 +232,7 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
         stop_after: args.stop_after,
         force: args.force,
         stop: Some(&STOP_REQUESTED),
+        device: args.device.device,
     };
     let trained = match child_rank_from_env()? {
         // A rank started by a launcher: it trains its part, rank 0 reports.
@@ -308,12 +310,13 @@ fn harden(
     path: &Path,
     recalibrate_bn: Option<usize>,
     import: &ImportArgs,
-    data: Option<&str>,
+    (data, device): (Option<&str>, DeviceSpec),
     out: &mut Output,
 ) -> Result<()> {
     let opts = phases::OpenOptions {
         model: import.model.as_deref(),
         data,
+        device,
         ..Default::default()
     };
     let report = phases::harden_with(

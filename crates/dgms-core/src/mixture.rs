@@ -19,7 +19,9 @@ pub struct MixtureOptions {
     pub train_tau: bool,
     /// dtype of the parameters; must match the weights' (f32 or f64).
     pub dtype: DType,
-    /// Device of the parameters (the fused op runs on the CPU).
+    /// Device of the parameters; the layer's weights must be on the same
+    /// one (off the CPU the soft weights use the composed ops, see
+    /// [`GaussianMixture::soft_weights`]).
     pub device: Device,
 }
 
@@ -281,6 +283,19 @@ impl GaussianMixture {
             });
         }
         match w.dtype() {
+            // Off the CPU: x - x is 0 for every finite x and NaN otherwise,
+            // so one reduction on the device decides; only a bad layer is
+            // copied to the host to name its first bad weight.
+            DType::F32 | DType::F64 if !w.device().is_cpu() => {
+                let bad = w
+                    .sub(w)?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+                if !bad.is_finite() {
+                    check_finite_weights(&self.name, &self.host_values(w)?)?;
+                }
+            }
             DType::F32 => with_cpu_slice::<f32, _>(w, |s| check_finite_weights(&self.name, s))??,
             DType::F64 => with_cpu_slice::<f64, _>(w, |s| check_finite_weights(&self.name, s))??,
             other => {
@@ -295,7 +310,19 @@ impl GaussianMixture {
 
     /// Soft weights s(w), same shape as `w`, through the fused op. Gradients
     /// flow to `w` (when tracked) and to the mixture's trainable Vars.
+    ///
+    /// The fused op has a CPU body only: for weights on another device
+    /// (CUDA) this falls back to [`Self::soft_weights_composed`], candle
+    /// ops that run there. That fallback's autograd graph keeps about 13
+    /// K x N tensors per layer of N weights until the backward (counted
+    /// from [`crate::composed`]'s ops), where the fused op keeps none: at
+    /// K = 16 in f32 about 830 bytes per mixture weight, independent of
+    /// the batch size (estimates: ~0.2 GB for ResNet-20, ~9 GB for
+    /// ResNet-18, ~19 GB for ResNet-50 at K = 16; a quarter at K = 4).
     pub fn soft_weights(&self, w: &Tensor) -> Result<Tensor> {
+        if !w.device().is_cpu() {
+            return self.soft_weights_composed(w);
+        }
         self.check_inputs(w)?;
         let op = SoftWeightOp {
             layout: PackedLayout { k: self.k },
@@ -364,8 +391,13 @@ impl GaussianMixture {
     }
 
     fn host_weights(&self, w: &Tensor) -> Result<Vec<f32>> {
-        let host: Vec<f32> = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let host = self.host_values(w)?;
         check_finite_weights(&self.name, &host)?;
         Ok(host)
+    }
+
+    /// The weights as f32 on the host, from any device.
+    fn host_values(&self, w: &Tensor) -> Result<Vec<f32>> {
+        Ok(w.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
     }
 }

@@ -9,7 +9,7 @@
 //! model ([`crate::build_model_with_backend`]), not of the process, so two
 //! models with different backends can run side by side.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
 /// Which implementation a model's convolutions and batch norms use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,6 +23,20 @@ pub enum ConvBackend {
 }
 
 impl ConvBackend {
+    /// The backend a model on `device` runs: this one on the CPU; on any
+    /// other device (CUDA) always [`ConvBackend::Candle`], because the
+    /// im2col conv and the fused batch-norm ops have CPU bodies only.
+    /// candle's conv2d and candle-nn's composed batch norm run on every
+    /// device candle supports (the composed batch norm keeps a few
+    /// activation-sized temporaries the fused op does not).
+    pub fn for_device(self, device: &Device) -> Self {
+        if device.is_cpu() {
+            self
+        } else {
+            ConvBackend::Candle
+        }
+    }
+
     /// 2-D convolution of `x` (N, C_in, H, W) with `w` (C_out, C_in /
     /// groups, KH, KW), square `stride` and zero `padding`, no dilation.
     /// Differentiable with respect to `x` and `w`.

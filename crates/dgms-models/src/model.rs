@@ -116,13 +116,17 @@ pub trait DgmsModel: ModuleT + Send + Sync + std::fmt::Debug {
 
 /// Builds the model `name` (one of [`MODEL_NAMES`]) from `vb`, which holds
 /// (or, with a `VarMap`, creates) its parameters under the original names.
-/// Its convolutions and batch norms run on the default [`ConvBackend`].
+/// Its convolutions and batch norms run on the default [`ConvBackend`] on
+/// the CPU, on candle's ops elsewhere ([`ConvBackend::for_device`]).
 pub fn build_model(name: &str, cfg: &ModelConfig, vb: VarBuilder) -> Result<Box<dyn DgmsModel>> {
     build_model_with_backend(name, cfg, ConvBackend::default(), vb)
 }
 
 /// [`build_model`] with the model's convolutions and batch norms on
-/// `backend`; models with different backends can live side by side.
+/// `backend`; models with different backends can live side by side. A
+/// model whose `vb` is on another device than the CPU runs on
+/// [`ConvBackend::Candle`] whatever `backend` says
+/// ([`ConvBackend::for_device`]).
 pub fn build_model_with_backend(
     name: &str,
     cfg: &ModelConfig,
@@ -130,5 +134,6 @@ pub fn build_model_with_backend(
     vb: VarBuilder,
 ) -> Result<Box<dyn DgmsModel>> {
     let arch = dgms_arch::architecture(name, cfg)?;
+    let backend = backend.for_device(vb.device());
     Ok(Box::new(Network::new(arch, backend, vb)?))
 }

@@ -189,7 +189,14 @@ pub(crate) fn enable(
     let mixtures = chosen
         .iter()
         .zip(&outcomes)
-        .map(|(&(i, _), o)| GaussianMixture::new(convs[i].name(), &o.params, opts))
+        .map(|(&(i, _), o)| {
+            // Each mixture lives where its layer's weights live.
+            let opts = MixtureOptions {
+                device: convs[i].weight().device().clone(),
+                ..opts.clone()
+            };
+            GaussianMixture::new(convs[i].name(), &o.params, &opts)
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     for (&(i, _), m) in chosen.iter().zip(mixtures) {
         convs[i].set_mixture(Some(m));

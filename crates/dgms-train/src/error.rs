@@ -413,6 +413,9 @@ pub enum TrainError {
     /// layer or the file).
     #[error(transparent)]
     Plot(#[from] dgms_plot::PlotError),
+    /// The requested device cannot be named or opened.
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
 }
 
 impl TrainError {

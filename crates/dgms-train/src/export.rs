@@ -8,6 +8,9 @@
 //! PyTorch's); every other model tensor (first conv, conv biases,
 //! classifier) in f32. Left out: the latent weights of quantized layers,
 //! mixture parameters, optimizer state and running statistics.
+//!
+//! CPU only (no `--device`): export reads checkpoints on the host, which is
+//! where every checkpoint is saved from, whatever device trained it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

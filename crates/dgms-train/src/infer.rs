@@ -9,6 +9,9 @@
 //! `v + 1e-5 == 1.0` in f32 arithmetic (see [`unit_running_var`]). The eval
 //! batch norm computes `(x - 0) / sqrt(v + eps) * scale + shift`, and as
 //! `v + eps` rounds to exactly 1 this is `x * scale + shift` to the bit.
+//!
+//! CPU only (no `--device`): the Q-SIMD engine is a CPU engine, and the
+//! candle rebuild is its oracle on the same host.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -19,6 +19,7 @@
 //! `dgms_models::conv_op`).
 
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod export;
 pub mod image_settings;
@@ -33,5 +34,6 @@ pub mod reference_report;
 pub mod stats;
 pub mod train;
 
+pub use device::{DeviceError, DeviceSpec};
 pub use error::{Result, TrainError};
 pub use image_settings::ImageSettings;

@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 pub use dgms_core::HardeningRule;
 use dgms_core::{HardenedLayer, ModelReport};
 use serde::Serialize;
 
 use crate::config::InvalidSetting;
 use crate::config::{MixtureSettings, RunConfig};
+use crate::device::DeviceSpec;
 use crate::error::{Result, TrainError};
 use crate::image_settings::ImageSettings;
 use crate::reference_import::{
@@ -17,7 +18,7 @@ use crate::reference_import::{
 };
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION};
 use crate::train::metrics::Tally;
-use crate::train::session::{default_eval_batch, evaluate_with, Data, Model};
+use crate::train::session::{batch_on, default_eval_batch, evaluate_with, Data, Model};
 use dgms_data::{Loader, LoaderConfig, Mode};
 
 pub use crate::model_report::{report, report_with, report_with_pictures, Report};
@@ -59,6 +60,9 @@ pub struct OpenOptions<'a> {
     /// Resize and crop of a folder source, over the checkpoint's settings.
     pub resize: Option<u32>,
     pub crop: Option<u32>,
+    /// Where the model computes (the CPU by default); the checkpoint is
+    /// read on the host and moved there.
+    pub device: DeviceSpec,
 }
 
 /// Loads a checkpoint's model (with its mixtures, or hardened) and its data
@@ -66,18 +70,21 @@ pub struct OpenOptions<'a> {
 /// apply). A DGMS authors' checkpoint records no data: its data is `None`
 /// unless `opts.data` names some, whose classes must then match.
 pub fn open(path: &Path, opts: &OpenOptions<'_>) -> Result<(Checkpoint, Option<Data>, Model)> {
+    let device = opts.device.to_device()?;
     let (ckpt, origin) = open_checkpoint(path, opts.model, opts.image_size)?;
-    open_loaded(path, ckpt, origin, opts, None)
+    open_loaded(path, ckpt, origin, opts, None, &device)
 }
 
-/// [`open`] of a checkpoint already read from `path`; `loaded`, when
-/// given, is the data already loaded from `opts.data`.
+/// [`open`] of a checkpoint already read from `path` onto `device`
+/// (`opts.device` opened); `loaded`, when given, is the data already
+/// loaded from `opts.data`.
 fn open_loaded(
     path: &Path,
     ckpt: Checkpoint,
     origin: Origin,
     opts: &OpenOptions<'_>,
     loaded: Option<Data>,
+    device: &Device,
 ) -> Result<(Checkpoint, Option<Data>, Model)> {
     let cfg = &ckpt.meta.config;
     let images = ImageSettings {
@@ -92,7 +99,7 @@ fn open_loaded(
                 Some(d) => d,
                 None => Data::load_with(opts.data.unwrap_or(&cfg.data), &images)?,
             };
-            let model = Model::new(&ckpt.meta.model, &data, ckpt.meta.seed)?;
+            let model = Model::new_on(&ckpt.meta.model, &data, ckpt.meta.seed, device)?;
             (Some(data), model)
         }
         Origin::Reference { model_config } => {
@@ -117,7 +124,7 @@ fn open_loaded(
             }
             (
                 data,
-                Model::with_config(&ckpt.meta.model, &model_config, 0)?,
+                Model::with_config_on(&ckpt.meta.model, &model_config, 0, device)?,
             )
         }
     };
@@ -164,6 +171,8 @@ pub struct EvalOptions<'a> {
     pub model: Option<&'a str>,
     /// How mixture layers are hardened before evaluating.
     pub hardening: HardeningRule,
+    /// Where the model computes (the CPU by default).
+    pub device: DeviceSpec,
 }
 
 /// Evaluates a checkpoint or weights file on the test (val) split: mixture
@@ -184,6 +193,9 @@ pub fn eval_with<'a>(weights: EvalWeights<'a>, opts: &EvalOptions<'a>) -> Result
             expected: "at least 1".into(),
         }));
     }
+    // Before any file is read: a device that cannot be opened is the
+    // first error.
+    let device = opts.device.to_device()?;
     let images = |base: ImageSettings| {
         let settings = ImageSettings {
             resize: opts.resize.unwrap_or(base.resize),
@@ -198,6 +210,7 @@ pub fn eval_with<'a>(weights: EvalWeights<'a>, opts: &EvalOptions<'a>) -> Result
         data: opts.data,
         resize: opts.resize,
         crop: opts.crop,
+        device: opts.device,
     };
     let no_data = || {
         TrainError::from(InvalidSetting {
@@ -208,7 +221,9 @@ pub fn eval_with<'a>(weights: EvalWeights<'a>, opts: &EvalOptions<'a>) -> Result
     };
     let (data, model) = match weights {
         EvalWeights::Checkpoint(path) => {
-            let (_, data, model) = open(path, &open_opts(opts.model))?;
+            let (ckpt, origin) = open_checkpoint(path, opts.model, None)?;
+            let opened = open_opts(opts.model);
+            let (_, data, model) = open_loaded(path, ckpt, origin, &opened, None, &device)?;
             (data.ok_or_else(no_data)?, model)
         }
         EvalWeights::File { model, weights } => {
@@ -228,11 +243,12 @@ pub fn eval_with<'a>(weights: EvalWeights<'a>, opts: &EvalOptions<'a>) -> Result
                 WeightsFile::Reference(tensors) => {
                     let (ckpt, origin) = import_reference(weights, tensors, model, None)?;
                     let opened = open_opts(Some(model));
-                    let (_, data, net) = open_loaded(weights, ckpt, origin, &opened, Some(data))?;
+                    let (_, data, net) =
+                        open_loaded(weights, ckpt, origin, &opened, Some(data), &device)?;
                     (data.ok_or_else(no_data)?, net)
                 }
                 WeightsFile::Plain(tensors) => {
-                    let net = Model::new(model, &data, 0)?;
+                    let net = Model::new_on(model, &data, 0, &device)?;
                     net.set_tensors(weights, &tensors)?;
                     (data, net)
                 }
@@ -308,8 +324,9 @@ pub fn recalibrate_batch_norm(model: &Model, data: &Data, batches: usize, seed: 
             ),
         }));
     }
+    let device = model.device();
     for batch in loader.epoch(0).take(batches) {
-        let batch = batch?;
+        let batch = batch_on(batch?, &device)?;
         if batch.is_empty() {
             continue;
         }

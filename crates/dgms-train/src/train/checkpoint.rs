@@ -95,12 +95,20 @@ pub fn save_with_metrics(
     if let Some(text) = metrics {
         metadata.insert(METRICS_KEY.to_string(), text.to_string());
     }
-    let bytes =
-        safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
-            .map_err(|source| TrainError::SerialiseCheckpoint {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    // Always from host copies (a no-op for CPU tensors), so a checkpoint
+    // saved on a GPU is the same file as one saved on the CPU and loads on
+    // either (load reads to the host; the model moves tensors to its own
+    // device).
+    let host = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.as_str(), v.to_device(&Device::Cpu)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(host.iter().map(|(k, v)| (*k, v)), Some(metadata)).map_err(
+        |source| TrainError::SerialiseCheckpoint {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
     Ok(dgms_io::write_atomic(path, &bytes)?)
 }
 

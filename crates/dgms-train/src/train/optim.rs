@@ -138,8 +138,13 @@ impl Sgd {
                             expected: param.var.dims().to_vec(),
                         });
                     }
-                    // A copy: steps update the buffer in place.
-                    Some(t.to_dtype(param.var.dtype())?.copy()?)
+                    // A copy (steps update the buffer in place), on the
+                    // parameter's device (checkpoints load on the host).
+                    Some(
+                        t.to_dtype(param.var.dtype())?
+                            .to_device(param.var.device())?
+                            .copy()?,
+                    )
                 }
             };
         }

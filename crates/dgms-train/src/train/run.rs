@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use dgms_core::GaussianMixture;
 use dgms_data::{Batch, Loader, LoaderConfig, Mode, Split};
 use dgms_io::write_atomic;
@@ -19,7 +19,7 @@ use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, FORMAT_VERSION}
 use crate::train::metrics::Tally;
 use crate::train::optim::Sgd;
 use crate::train::schedule::Schedule;
-use crate::train::session::{evaluate, prepare, Data, Model};
+use crate::train::session::{batch_on, evaluate, prepare_on, Data, Model};
 mod rank;
 
 use crate::train::trainer::{
@@ -54,6 +54,8 @@ pub(crate) struct Run<'a> {
     /// The group of a data-parallel run (`None` for one process): every
     /// rank trains on its part of each batch, rank 0 alone writes files.
     comm: Option<&'a dyn AllReduce>,
+    /// Where the model computes; batches are moved here.
+    device: Device,
 }
 
 /// The checkpoint at `resume`, checked to be one of this run: same model,
@@ -180,12 +182,15 @@ impl<'a> Run<'a> {
         comm: Option<&'a dyn AllReduce>,
     ) -> Result<Self> {
         cfg.validate()?;
+        // Before anything is read or written: a device that cannot be
+        // opened leaves the run directory untouched.
+        let device = opts.device.to_device()?;
         let primary = comm.is_none_or(|c| c.is_primary());
         let resumed = load_resume(cfg, opts.resume)?;
         if resumed.is_none() && primary {
             claim_run_dir(&cfg.out_dir, opts.force, cfg.init_from.as_deref())?;
         }
-        let (data, model) = prepare(cfg, resumed.as_ref().map(|(p, c)| (*p, c)))?;
+        let (data, model) = prepare_on(cfg, resumed.as_ref().map(|(p, c)| (*p, c)), &device)?;
         let mut sgd = Sgd::new(optimizer_params(&model, cfg), cfg.sgd.clone());
         let (mut epoch, mut step, mut best_top1) = (0, 0, f64::NEG_INFINITY);
         let (mut metrics, mut saved_epoch) = (String::new(), None);
@@ -236,6 +241,7 @@ impl<'a> Run<'a> {
             last: cfg.out_dir.join(LAST),
             best: cfg.out_dir.join(BEST),
             comm,
+            device,
         })
     }
 
@@ -266,7 +272,7 @@ impl<'a> Run<'a> {
                 bar.abandon();
                 return Err(self.interrupted());
             }
-            let batch = batch?;
+            let batch = batch_on(batch?, &self.device)?;
             if batch.is_empty() {
                 // Every file of the batch was undecodable (each is logged
                 // and counted): the step passes without an update, so the

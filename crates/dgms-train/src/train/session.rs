@@ -8,7 +8,7 @@ use std::str::FromStr;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgms_core::{workloads, InitConfig, MixtureOptions, SigmaInit};
-use dgms_data::{DataSource, Loader, LoaderConfig, Mode, Split};
+use dgms_data::{Batch, DataSource, Loader, LoaderConfig, Mode, Split};
 use dgms_models::{
     build_model, is_batch_norm_stat, set_varmap, DgmsModel, LayerSelection, ModelConfig, QConv2d,
 };
@@ -88,16 +88,33 @@ pub struct Model {
 
 impl Model {
     /// A freshly initialised model of `name` for `data`, its weights drawn
-    /// from `seed` (see [`Self::reseed`]).
+    /// from `seed` (see [`Self::reseed`]), on the CPU.
     pub fn new(name: &str, data: &Data, seed: u64) -> Result<Self> {
         Self::with_config(name, &data.model_config(), seed)
     }
 
+    /// [`Self::new`] with its tensors on `device`.
+    pub fn new_on(name: &str, data: &Data, seed: u64, device: &Device) -> Result<Self> {
+        Self::with_config_on(name, &data.model_config(), seed, device)
+    }
+
     /// A freshly initialised model of `name` for inputs and classes `cfg`
-    /// (no data set needed), its weights drawn from `seed`.
+    /// (no data set needed), its weights drawn from `seed`, on the CPU.
     pub fn with_config(name: &str, cfg: &ModelConfig, seed: u64) -> Result<Self> {
+        Self::with_config_on(name, cfg, seed, &Device::Cpu)
+    }
+
+    /// [`Self::with_config`] with its tensors on `device`. Off the CPU the
+    /// network runs candle's conv and batch norm instead of the project's
+    /// CPU-only ops (`dgms_models::ConvBackend::for_device`).
+    pub fn with_config_on(
+        name: &str,
+        cfg: &ModelConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let net = build_model(name, cfg, vb)?;
         let model = Self { varmap, net };
         model.reseed(seed)?;
@@ -125,7 +142,8 @@ impl Model {
                     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
                         .wrapping_add(i as u64),
                 );
-                var.set(&Tensor::from_vec(values, dims, &Device::Cpu)?)?;
+                // Drawn on the host (the same values on every device).
+                var.set(&Tensor::from_vec(values, dims, var.device())?)?;
             } else if let Some(prefix) = name.strip_suffix(".bias") {
                 if ranks
                     .get(format!("{prefix}.weight").as_str())
@@ -136,6 +154,11 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// The device the model's tensors are on.
+    pub fn device(&self) -> Device {
+        net_device(self.net.as_ref())
     }
 
     /// The conv layer `name` (e.g. a mixture layer's), or
@@ -276,6 +299,11 @@ impl Model {
                     path: path.to_path_buf(),
                     layer: layer.clone(),
                 })?;
+            // Saved from the host; the mixture goes where the layer is.
+            let opts = MixtureOptions {
+                device: conv.weight().device().clone(),
+                ..opts.clone()
+            };
             conv.set_mixture(Some(ckpt.mixture(path, layer, saved_k, &opts)?));
         }
         Ok(())
@@ -303,7 +331,8 @@ impl Model {
             .collect()
     }
 
-    /// Every tensor to save: the model's, then every mixture's.
+    /// Every tensor to save: the model's, then every mixture's (on the
+    /// model's device; [`checkpoint::save`] copies them to the host).
     pub fn checkpoint_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = self
             .named_tensors()
@@ -314,6 +343,28 @@ impl Model {
         uniform_baseline::uniform_tensors(self, &mut out);
         out
     }
+}
+
+/// The device `net` runs on: that of its first conv's weights (the CPU
+/// for a network without convs).
+pub fn net_device(net: &dyn DgmsModel) -> Device {
+    net.convs()
+        .first()
+        .map_or(Device::Cpu, |c| c.weight().device().clone())
+}
+
+/// `batch` with its images and labels on `device`. Batches are built on
+/// the host (the loader's threads) and moved here, on the thread that
+/// runs the model.
+pub fn batch_on(batch: Batch, device: &Device) -> Result<Batch> {
+    if device.is_cpu() {
+        return Ok(batch);
+    }
+    Ok(Batch {
+        images: batch.images.to_device(device)?,
+        labels: batch.labels.to_device(device)?,
+        ..batch
+    })
 }
 
 /// Images per evaluation batch when not given: 250 for in-memory sets,
@@ -375,8 +426,9 @@ fn evaluate_recording(
     };
     let mut tally = Tally::default();
     let batches = loader.batches_per_epoch();
+    let device = net_device(net);
     for batch in loader.prefetch(0, 0, batches, 1)? {
-        let batch = batch?;
+        let batch = batch_on(batch?, &device)?;
         // Requested images, skipped files included, so the bar ends full.
         let remaining = split.len() as u64 - bar.position().min(split.len() as u64);
         bar.inc((batch_size as u64).min(remaining));
@@ -395,10 +447,21 @@ fn evaluate_recording(
     Ok(tally)
 }
 
-/// The model and data of a run config, restored or initialised as it says.
+/// The model and data of a run config, restored or initialised as it says,
+/// on the CPU.
 pub fn prepare(cfg: &RunConfig, resume: Option<(&Path, &Checkpoint)>) -> Result<(Data, Model)> {
+    prepare_on(cfg, resume, &Device::Cpu)
+}
+
+/// [`prepare`] with the model on `device` (checkpoints and weights files
+/// are read on the host and moved there).
+pub fn prepare_on(
+    cfg: &RunConfig,
+    resume: Option<(&Path, &Checkpoint)>,
+    device: &Device,
+) -> Result<(Data, Model)> {
     let data = Data::load_with(&cfg.data, &cfg.images)?;
-    let model = Model::new(&cfg.model, &data, cfg.seed)?;
+    let model = Model::new_on(&cfg.model, &data, cfg.seed, device)?;
     match resume {
         Some((path, ckpt)) => model.restore(path, ckpt, cfg.mixture.as_ref().map(|m| m.k))?,
         None => match (&cfg.init_from, &cfg.mixture) {

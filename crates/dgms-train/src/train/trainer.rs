@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RunConfig, ScheduleKind};
+use crate::device::DeviceSpec;
 use crate::error::{Result, TrainError};
 use crate::train::checkpoint::mixture_key;
 use crate::train::optim::Param;
@@ -83,6 +84,10 @@ pub struct TrainOptions<'a> {
     /// Raised (by the binary's Ctrl-C handler) to stop at the next step
     /// boundary with [`TrainError::Interrupted`]; never inside a save.
     pub stop: Option<&'a AtomicBool>,
+    /// Where the model computes (the CPU by default). Not part of the run's
+    /// configuration: a run may resume on another device, and its
+    /// checkpoints are the same files either way.
+    pub device: DeviceSpec,
 }
 
 pub(crate) fn schedule_for(cfg: &RunConfig, steps_per_epoch: usize) -> Schedule {

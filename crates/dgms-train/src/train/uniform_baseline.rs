@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use dgms_core::UniformQuantizer;
 
 use crate::config::UniformSettings;
@@ -45,7 +45,7 @@ impl Model {
         for layer in self.uniform_layers(u)? {
             let conv = self.conv(&layer)?;
             let step = UniformQuantizer::initial_step(&layer, conv.weight(), u.bits)?;
-            let var = Var::from_tensor(&Tensor::new(&[step], &Device::Cpu)?)?;
+            let var = Var::from_tensor(&Tensor::new(&[step], conv.weight().device())?)?;
             grids.push((conv, UniformQuantizer::new(layer, u.bits, var)?));
         }
         // Only once every layer succeeded: nothing half-enabled.
@@ -72,10 +72,15 @@ impl Model {
                 name: key.clone(),
                 hint: " (the checkpoint of an LSQ run must hold every layer's step)",
             })?;
-            let var = Var::from_tensor(&step.to_dtype(candle_core::DType::F32)?)?;
+            let conv = self.conv(&layer)?;
+            // Read on the host; the step goes where the layer is.
+            let step = step
+                .to_dtype(candle_core::DType::F32)?
+                .to_device(conv.weight().device())?;
+            let var = Var::from_tensor(&step)?;
             let grid = UniformQuantizer::new(layer.clone(), u.bits, var)?;
             grid.step_value()?;
-            grids.push((self.conv(&layer)?, grid));
+            grids.push((conv, grid));
         }
         for (conv, grid) in grids {
             conv.set_mixture(None);

@@ -10,6 +10,7 @@ use crate::parallel::{
     data_parallel_step, reduce_tally, sync_batch_norm_stats, AllReduce, RankShard, ShardedLoader,
 };
 use crate::train::metrics::Tally;
+use crate::train::session::batch_on;
 use crate::train::trainer::progress_bar;
 
 impl Run<'_> {
@@ -39,7 +40,7 @@ impl Run<'_> {
                 bar.abandon();
                 return Err(self.interrupted());
             }
-            let batch = batch?;
+            let batch = batch_on(batch?, &self.device)?;
             lr = self.schedule.lr(self.step);
             let momentum = self.schedule.momentum(self.step);
             self.model
