@@ -83,7 +83,7 @@ pub fn describe(c: &Ceiling) -> String {
         c.one_copy_ms,
         c.two_copies_ms,
         if c.ratio < 1.7 {
-            ": the 2 logical CPUs share execution units, so 2-thread speed-ups are capped there"
+            ": the second logical CPU gave less than a core in this run (shared execution units or a busy host), and 2-thread speed-ups cannot exceed this"
         } else {
             ""
         }
