@@ -80,8 +80,8 @@ pub enum ParallelError {
         len: usize,
         expected: usize,
     },
-    /// The NCCL communicator needs a CUDA device.
-    #[error("NCCL all-reduce on {device}: NCCL reduces CUDA tensors only")]
+    /// The NCCL communicator needs a CUDA device: its own.
+    #[error("NCCL all-reduce on {device}: a rank's communicator reduces tensors of its own GPU")]
     NotCuda { device: String },
     /// An NCCL or CUDA call failed while `what`.
     #[error("NCCL failed while {what}: {reason}")]

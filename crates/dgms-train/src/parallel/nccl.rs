@@ -11,7 +11,8 @@
 //! for small host-side messages, and carries [`AllReduce::abort`] to
 //! ranks still waiting at the rendezvous.
 //!
-//! An all-reduce reads the tensor's CUDA buffer (made contiguous first),
+//! An all-reduce of a CPU tensor (the step's small host-side tallies) goes
+//! through the socket group. One of a CUDA tensor reads its buffer (made contiguous first),
 //! has NCCL write the sum (`ncclSum`) or mean (`ncclAvg`) into a fresh
 //! buffer of the same device, and returns that buffer as a new tensor. The
 //! ring or tree order is NCCL's: the result may differ from
@@ -111,6 +112,11 @@ impl NcclComm {
                 dtype: tensor.dtype(),
             });
         }
+        // Host-side values (the step's image count and loss, batch-norm
+        // tallies) are CPU tensors: the socket group reduces them.
+        if tensor.device().is_cpu() {
+            return self.host.all_reduce(tensor, op);
+        }
         if !tensor
             .device()
             .same_device(&Device::Cuda(self.device.clone()))
@@ -171,7 +177,8 @@ impl AllReduce for NcclComm {
         self.host.world_size()
     }
 
-    /// One `ncclAllReduce` on the tensor's device (see the module docs).
+    /// One `ncclAllReduce` on the tensor's GPU, or through the socket
+    /// group for a CPU tensor (see the module docs).
     fn all_reduce(&self, tensor: &Tensor, op: ReduceOp) -> Result<Tensor, ParallelError> {
         if let Some((rank, reason)) = self.failure().clone() {
             return Err(ParallelError::Aborted { rank, reason });
