@@ -3,11 +3,12 @@
 # 5; recipe and facts in ../shared/CUDA.md):
 #   1. installs (or reuses) the CUDA 13.4 toolchain from NVIDIA's PyPI wheels
 #      with a stub driver library (../shared/tools/cuda-toolchain.sh);
-#   2. builds the dgms binary with `--features cuda` in its own target
+#   2. builds the dgms binary with `--features cuda,nccl` in its own target
 #      folder (target/cuda: the CUDA build shares nothing with the CPU one);
 #   3. checks that the binary starts with the stub driver (`dgms --help`)
 #      and that `dgms eval --device cuda` fails with a clean error naming the
-#      driver (exit 1, no panic, no output written);
+#      driver (exit 1, no panic, no output written), and so does a
+#      `dgms pretrain --devices 0,1` (two rank processes joining NCCL);
 #   4. runs the CPU tests of dgms-train and dgms-cli in that build.
 # Cold it takes about 15 minutes of 2 cores (most of it nvcc compiling
 # candle's kernels); too slow for every CI run.
@@ -43,9 +44,9 @@ bash "$toolchain" "$cuda_dir"
 export CARGO_TARGET_DIR=$target
 cd "$root"
 
-say "cargo build --release --features cuda -p dgms-cli (target $target)"
+say "cargo build --release --features cuda,nccl -p dgms-cli (target $target)"
 build_start=$(date +%s)
-cargo build --release --features cuda -p dgms-cli
+cargo build --release --features cuda,nccl -p dgms-cli
 build_s=$(( $(date +%s) - build_start ))
 bin=$target/release/dgms
 
@@ -80,9 +81,27 @@ if [ -e "$tmp/eval.json" ]; then
     false
 fi
 
-say "CPU tests of dgms-train and dgms-cli in the cuda build"
+say "dgms pretrain --devices 0,1 fails cleanly, naming the driver"
+rc=0
+"$bin" pretrain --devices 0,1 --epochs 1 --max-batches 1 --out "$tmp/run" \
+    > "$tmp/stdout" 2> "$tmp/stderr" || rc=$?
+cat "$tmp/stderr" >&2
+if [ "$rc" -ne 1 ]; then
+    echo "expected exit code 1, got $rc" >&2
+    false
+fi
+if grep -q "panicked" "$tmp/stderr"; then
+    echo "the error is a panic" >&2
+    false
+fi
+if ! grep -qi "driver" "$tmp/stderr"; then
+    echo "the error does not mention the driver" >&2
+    false
+fi
+
+say "CPU tests of dgms-train and dgms-cli in the cuda,nccl build"
 test_start=$(date +%s)
-cargo test --release --features cuda -p dgms-train -p dgms-cli
+cargo test --release --features cuda,nccl -p dgms-train -p dgms-cli
 test_s=$(( $(date +%s) - test_start ))
 
 step="done"

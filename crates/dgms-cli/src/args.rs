@@ -333,8 +333,9 @@ pub struct TrainArgs {
     /// gradients are averaged; rank 0 writes the files. For running the
     /// multi-GPU logic on the CPU: no faster than one process. Resume with
     /// the same N.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub ranks: u32,
+    /// [default: 1, or the number of --devices]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub ranks: Option<u32>,
     /// Run the --ranks as processes of this machine (children of this
     /// one, reducing over local TCP) instead of threads: the same bits as
     /// threads, and the set-up a process per GPU uses.
@@ -354,6 +355,12 @@ pub struct TrainArgs {
     /// one machine: a free port of 127.0.0.1).
     #[arg(long)]
     pub rendezvous: Option<String>,
+    /// One rank process per listed GPU of this machine (e.g. 0,1,2,3),
+    /// each on cuda:<id> (overrides --device; implies --rank-processes;
+    /// --ranks absent or equal to the count). Gradients are averaged with
+    /// NCCL in a build with --features nccl, else through the host.
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<crate::devices::DeviceList>,
     #[command(flatten)]
     pub device: DeviceArg,
     #[command(flatten)]

@@ -12,6 +12,7 @@
 mod args;
 mod data_args;
 mod data_commands;
+mod devices;
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -247,8 +248,10 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
                 let argv: Vec<_> = std::env::args_os().skip(1).collect();
                 train_processes(cfg, &opts, &group, &exe, &argv)
             }
-            None if args.ranks == 1 => train_with(cfg, &opts),
-            None => train_in_process(cfg, &opts, args.ranks as usize),
+            None => match devices::local_ranks(args.ranks, None)? {
+                1 => train_with(cfg, &opts),
+                n => train_in_process(cfg, &opts, n),
+            },
         },
     };
     match trained {
@@ -277,7 +280,8 @@ fn run_training(phase: Phase, args: &TrainArgs, cfg: &RunConfig, out: &mut Outpu
 /// The process group of `--rank-processes` / `--nodes`, or `None` for
 /// ranks as threads (or one process).
 fn process_group(args: &TrainArgs) -> Result<Option<ProcessGroup>> {
-    if args.nodes == 1 && !args.rank_processes {
+    let local_ranks = devices::local_ranks(args.ranks, args.devices.as_ref())?;
+    if args.nodes == 1 && !args.rank_processes && args.devices.is_none() {
         if args.node_rank != 0 || args.rendezvous.is_some() {
             bail!("--node-rank and --rendezvous belong to a run with --rank-processes or --nodes");
         }
@@ -299,8 +303,9 @@ fn process_group(args: &TrainArgs) -> Result<Option<ProcessGroup>> {
     Ok(Some(ProcessGroup {
         nodes: args.nodes as usize,
         node_rank: args.node_rank as usize,
-        local_ranks: args.ranks as usize,
+        local_ranks,
         rendezvous: args.rendezvous.clone(),
+        devices: args.devices.as_ref().map(|d| d.0.clone()),
     }))
 }
 

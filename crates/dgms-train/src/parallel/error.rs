@@ -72,4 +72,18 @@ pub enum ParallelError {
     /// Moving a buffer between a tensor and the reducer failed.
     #[error("moving an all-reduce buffer")]
     Tensor(#[source] candle_core::Error),
+    /// A broadcast of the socket group carried a blob of the wrong size
+    /// (the NCCL unique id is 128 bytes).
+    #[error("rank {peer} broadcast {len} bytes where {expected} were due")]
+    BlobSize {
+        peer: usize,
+        len: usize,
+        expected: usize,
+    },
+    /// The NCCL communicator needs a CUDA device: its own.
+    #[error("NCCL all-reduce on {device}: a rank's communicator reduces tensors of its own GPU")]
+    NotCuda { device: String },
+    /// An NCCL or CUDA call failed while `what`.
+    #[error("NCCL failed while {what}: {reason}")]
+    Nccl { what: &'static str, reason: String },
 }

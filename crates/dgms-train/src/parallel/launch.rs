@@ -11,6 +11,13 @@
 //! `node_rank * N + local`, so node 0's first process is rank 0, the one
 //! that writes the run. A child that fails aborts the group; the launcher
 //! waits for every child and reports the first that failed.
+//!
+//! With [`ProcessGroup::devices`] (`--devices 0,1,2,3`), local rank `i`
+//! computes on `cuda:<devices[i]>` (passed to a child in [`DEVICE_ENV`])
+//! and the group reduces with NCCL in a build with the `nccl` feature
+//! ([`crate::parallel::nccl::NcclComm`]); otherwise, and for every other
+//! group, through [`SocketComm`], which works for any device by copying
+//! each gradient to the host and back.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -19,7 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::config::RunConfig;
+use crate::device::DeviceSpec;
 use crate::error::{Result, TrainError};
+use crate::parallel::all_reduce::AllReduce;
 use crate::parallel::error::ParallelError;
 use crate::parallel::socket::SocketComm;
 use crate::parallel::train::train_rank;
@@ -31,6 +40,8 @@ pub const RANK_ENV: &str = "DGMS_RANK";
 pub const WORLD_ENV: &str = "DGMS_WORLD";
 /// Where rank 0 listens, for a child process.
 pub const RENDEZVOUS_ENV: &str = "DGMS_RENDEZVOUS";
+/// The device of a child rank of a `--devices` group (`cuda:N`).
+pub const DEVICE_ENV: &str = "DGMS_DEVICE";
 /// How long ranks wait for the whole group to meet (machines of a
 /// multi-node run may start minutes apart).
 pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(600);
@@ -47,6 +58,9 @@ pub struct ProcessGroup {
     /// Where rank 0 listens; `None`: a free port of 127.0.0.1 (one
     /// machine only).
     pub rendezvous: Option<String>,
+    /// CUDA ordinals of this machine's ranks, one per local rank
+    /// (`--devices`); `None`: every rank on the run's `--device`.
+    pub devices: Option<Vec<usize>>,
 }
 
 impl ProcessGroup {
@@ -84,7 +98,22 @@ pub fn child_rank_from_env() -> Result<Option<(usize, usize, String)>> {
     Ok(Some((rank, world, addr)))
 }
 
-/// The run of a child rank started by [`train_processes`].
+/// The device a launcher gave this child rank ([`DEVICE_ENV`]), or
+/// `None` (not a child of a `--devices` group).
+pub fn child_device_from_env() -> Result<Option<DeviceSpec>> {
+    match std::env::var(DEVICE_ENV) {
+        Ok(s) => Ok(Some(s.parse()?)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(s)) => Err(ParallelError::Rendezvous {
+            addr: std::env::var(RENDEZVOUS_ENV).unwrap_or_default(),
+            reason: format!("{DEVICE_ENV} is not a device: {s:?}"),
+        }
+        .into()),
+    }
+}
+
+/// The run of a child rank started by [`train_processes`], on the device
+/// in [`DEVICE_ENV`] if the launcher set one (else `opts.device`).
 pub fn train_child_rank(
     cfg: &RunConfig,
     opts: &TrainOptions,
@@ -92,8 +121,30 @@ pub fn train_child_rank(
     world: usize,
     addr: &str,
 ) -> Result<TrainOutcome> {
+    let own = child_device_from_env()?;
+    let opts = TrainOptions {
+        device: own.unwrap_or(opts.device),
+        ..*opts
+    };
     let comm = SocketComm::connect(addr, rank, world, RENDEZVOUS_TIMEOUT)?;
-    train_rank(cfg, opts, &comm)
+    let comm = rank_comm(comm, own)?;
+    train_rank(cfg, &opts, comm.as_ref())
+}
+
+/// The collective of a rank that met its group over `socket`: with a GPU
+/// of its own (`own`, from `--devices`) and the `nccl` feature, NCCL on
+/// it; otherwise the socket group itself (any device: each gradient goes
+/// through the host).
+fn rank_comm(socket: SocketComm, own: Option<DeviceSpec>) -> Result<Box<dyn AllReduce>> {
+    #[cfg(feature = "nccl")]
+    if let Some(spec @ DeviceSpec::Cuda { .. }) = own {
+        let device = spec.to_device()?;
+        return Ok(Box::new(crate::parallel::nccl::NcclComm::new(
+            socket, &device,
+        )?));
+    }
+    let _ = own;
+    Ok(Box::new(socket))
 }
 
 /// Trains `cfg` with the ranks of `group` as processes (see the module
@@ -111,6 +162,28 @@ pub fn train_processes(
     if group.local_ranks == 0 || group.node_rank >= group.nodes {
         return Err(ParallelError::RankOutOfRange { rank: me, world }.into());
     }
+    let device_of = |local: usize| -> Result<Option<DeviceSpec>> {
+        match &group.devices {
+            None => Ok(None),
+            Some(list) if list.len() != group.local_ranks => Err(ParallelError::Rendezvous {
+                addr: String::new(),
+                reason: format!(
+                    "{} devices for {} ranks per machine: one device per rank",
+                    list.len(),
+                    group.local_ranks
+                ),
+            }
+            .into()),
+            Some(list) => Ok(Some(DeviceSpec::Cuda {
+                ordinal: list[local],
+            })),
+        }
+    };
+    let own = device_of(0)?;
+    let opts = &TrainOptions {
+        device: own.unwrap_or(opts.device),
+        ..*opts
+    };
     let listener = match (me, &group.rendezvous) {
         (0, addr) => {
             let addr = addr.as_deref().unwrap_or("127.0.0.1:0");
@@ -147,7 +220,11 @@ pub fn train_processes(
     };
     let mut children = Children(Vec::new());
     for rank in me + 1..me + group.local_ranks {
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(device) = device_of(rank - me)? {
+            command.env(DEVICE_ENV, device.to_string());
+        }
+        let child = command
             .args(args)
             .env(RANK_ENV, rank.to_string())
             .env(WORLD_ENV, world.to_string())
@@ -165,7 +242,8 @@ pub fn train_processes(
         Some(l) => SocketComm::hub(l, world, RENDEZVOUS_TIMEOUT)?,
         None => SocketComm::connect(&child_addr, me, world, RENDEZVOUS_TIMEOUT)?,
     };
-    let outcome = train_rank(cfg, opts, &comm);
+    let comm = rank_comm(comm, own)?;
+    let outcome = train_rank(cfg, opts, comm.as_ref());
     drop(comm);
     let waited = children.wait();
     // This rank's own error first: a child's failure is usually its echo.

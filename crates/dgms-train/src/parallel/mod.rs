@@ -24,7 +24,8 @@
 //! - [`socket`] and [`launch`]: ranks as processes, on one machine or
 //!   several ([`SocketComm`], an all-reduce over TCP with the in-process
 //!   group's bits; [`train_processes`], the launcher of `--rank-processes`
-//!   and `--nodes`).
+//!   and `--nodes`); with `--devices`, one process per GPU whose
+//!   gradients go through NCCL ([`nccl`], feature `nccl`).
 //!
 //! With the loss a mean over images and no coupling between the images of
 //! a batch (no batch norm in training mode, no dropout), N ranks on N
@@ -48,6 +49,8 @@
 pub mod all_reduce;
 pub mod error;
 pub mod launch;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod ranks;
 pub mod shard;
 pub mod socket;
@@ -56,7 +59,11 @@ pub mod train;
 
 pub use all_reduce::{in_process_group, in_process_group_with, AllReduce, InProcessComm, ReduceOp};
 pub use error::ParallelError;
-pub use launch::{child_rank_from_env, train_child_rank, train_processes, ProcessGroup};
+pub use launch::{
+    child_device_from_env, child_rank_from_env, train_child_rank, train_processes, ProcessGroup,
+};
+#[cfg(feature = "nccl")]
+pub use nccl::NcclComm;
 pub use ranks::run_in_process;
 pub use shard::{split_epoch, RankShard, ShardedLoader};
 pub use socket::SocketComm;

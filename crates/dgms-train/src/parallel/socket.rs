@@ -16,7 +16,9 @@
 //! u32`, answered by `0` (welcome) or an abort frame; `1, op u8, len u64,
 //! len x f32` (a contribution); `2, len u64, len x f32` (the result);
 //! `3, rank u32, len u32, reason` (an abort, forwarded by the hub to every
-//! other rank). A closed connection is the rank leaving the group.
+//! other rank); `4, len u64, bytes` (rank 0's broadcast of a small blob,
+//! the NCCL id: [`SocketComm::broadcast_bytes`]). A closed connection is
+//! the rank leaving the group.
 
 use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -568,6 +570,8 @@ fn read_f32s(r: &mut impl Read, out: &mut [f32]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+pub(crate) mod broadcast;
 
 #[cfg(test)]
 mod tests;
