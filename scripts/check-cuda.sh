@@ -2,7 +2,7 @@
 # Checks the CUDA build of dgms on a machine without a GPU (issue 15, item
 # 5; recipe and facts in ../shared/CUDA.md):
 #   1. installs (or reuses) the CUDA 13.4 toolchain from NVIDIA's PyPI wheels
-#      with a stub driver library (../shared/tools/cuda-toolchain.sh);
+#      with a stub driver library (scripts/cuda-toolchain.sh, the recipe of ../shared/CUDA.md);
 #   2. builds the dgms binary with `--features cuda,nccl` in its own target
 #      folder (target/cuda: the CUDA build shares nothing with the CPU one);
 #   3. checks that the binary starts with the stub driver (`dgms --help`)
@@ -16,13 +16,13 @@
 #   scripts/check-cuda.sh
 #
 # Environment: DGMS_CUDA_TOOLCHAIN (the toolchain script, default
-# ../shared/tools/cuda-toolchain.sh next to the repository), DGMS_CUDA_DIR
+# scripts/cuda-toolchain.sh), DGMS_CUDA_DIR
 # (where it installs, default ~/.cache/dgms-cuda), DGMS_CUDA_TARGET_DIR
 # (default target/cuda), CUDA_COMPUTE_CAP (default 90, see CUDA.md).
 set -euo pipefail
 start=$(date +%s)
 root=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
-toolchain=${DGMS_CUDA_TOOLCHAIN:-$root/../shared/tools/cuda-toolchain.sh}
+toolchain=${DGMS_CUDA_TOOLCHAIN:-$root/scripts/cuda-toolchain.sh}
 cuda_dir=${DGMS_CUDA_DIR:-$HOME/.cache/dgms-cuda}
 target=${DGMS_CUDA_TARGET_DIR:-$root/target/cuda}
 step="setup"
