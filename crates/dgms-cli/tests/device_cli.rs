@@ -6,9 +6,7 @@
 mod common;
 mod train_support;
 
-use std::path::Path;
-
-use common::{dgms, dgms_ok, pretrained};
+use common::{dgms_ok, fails_with, path_str as s, pretrained};
 use dgms_test_support::tensors::tensor_bits;
 use train_support::assert_same_run;
 
@@ -25,19 +23,6 @@ const TINY: [&str; 10] = [
     "--seed",
     "5",
 ];
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `dgms args`, expecting exit code `code` and no panic; returns stderr.
-fn fails_with(args: &[&str], code: i32) -> String {
-    let out = dgms(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "dgms {args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "dgms {args:?}: {stderr}");
-    stderr
-}
 
 #[test]
 fn a_bad_device_is_a_usage_error_naming_the_accepted_forms() {

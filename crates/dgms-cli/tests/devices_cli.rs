@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dgms, pretrained};
+use common::{fails_with, path_str as s, pretrained};
 
 /// A tiny run's flags.
 const TINY: [&str; 8] = [
@@ -21,19 +21,6 @@ const TINY: [&str; 8] = [
     "--max-eval",
     "16",
 ];
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `dgms args`, expecting exit code `code` and no panic; returns stderr.
-fn fails_with(args: &[&str], code: i32) -> String {
-    let out = dgms(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "dgms {args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "dgms {args:?}: {stderr}");
-    stderr
-}
 
 /// `pretrain` and `dgms` with `extra` after the tiny run's flags.
 fn both(run: &Path, fp: &Path, extra: &[&str]) -> [Vec<String>; 2] {

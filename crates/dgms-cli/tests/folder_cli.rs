@@ -7,15 +7,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{dgms_err, dgms_ok};
+use common::{dgms_err, dgms_ok, path_str as s};
 
 fn fixture() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/imagenet-mini");
     format!("imagenet:{}", dir.display())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

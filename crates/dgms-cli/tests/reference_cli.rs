@@ -8,16 +8,12 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use common::{dgms_err, dgms_ok};
+use common::{dgms_err, dgms_ok, path_str as s};
 use dgms_test_support::compare::logit_agreement;
 use dgms_test_support::fixtures::shared_fixture;
 
 const CKPT: &str = "fixtures/reference-checkpoints/resnet20_dgms_k16.pth.tar";
 const IO: &str = "fixtures/reference-checkpoints/resnet20_dgms_k16.io.safetensors";
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn values(path: &Path, name: &str) -> Vec<f32> {
     let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();

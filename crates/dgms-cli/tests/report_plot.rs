@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{dgms_err, dgms_ok, pretrained};
+use common::{dgms_err, dgms_ok, path_str as s, pretrained};
 use dgms_train::train::checkpoint;
 use dgms_train::train::trainer::LAST;
 use image::RgbImage;
@@ -20,10 +20,6 @@ use image::RgbImage;
 const MIXTURE_LAYERS: [&str; 2] = ["layer1.0.conv1", "layer3.2.conv2"];
 /// dgms-plot's picture size.
 const SIZE: (u32, u32) = (960, 600);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A tiny DGMS run's checkpoint (K = 4, two mixture layers, one batch),
 /// trained once for every test of this file, under cargo's tmp folder.

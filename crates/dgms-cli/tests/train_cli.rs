@@ -8,7 +8,7 @@ mod train_support;
 
 use std::path::Path;
 
-use common::{dgms, dgms_ok, pretrained};
+use common::{dgms, dgms_ok, path_str as s, pretrained};
 use train_support::assert_same_run;
 
 /// A tiny run, as (flag, value) pairs.
@@ -19,10 +19,6 @@ const TINY: [(&str, &str); 5] = [
     ("--max-eval", "16"),
     ("--seed", "3"),
 ];
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Runs `dgms args` expecting exit code `code`; returns the first line of
 /// stderr.

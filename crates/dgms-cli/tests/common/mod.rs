@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use dgms_test_support::fixtures;
@@ -52,4 +52,18 @@ pub fn dgms_err(args: &[&str]) -> String {
     let out = dgms(args);
     assert_eq!(out.status.code(), Some(1), "dgms {args:?} should fail");
     String::from_utf8(out.stderr).unwrap()
+}
+
+/// A test path as the `&str` argument the binary takes.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `dgms args`, expecting exit code `code` and no panic; returns stderr.
+pub fn fails_with(args: &[&str], code: i32) -> String {
+    let out = dgms(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "dgms {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "dgms {args:?}: {stderr}");
+    stderr
 }

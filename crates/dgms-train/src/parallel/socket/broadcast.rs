@@ -8,7 +8,8 @@
 
 use std::io::{Read, Write};
 
-use super::{left_or, protocol, read_abort, read_u64, read_u8, Links, SocketComm, ABORT};
+use super::frame::{left_or, protocol, read_abort, read_u64, read_u8, ABORT};
+use super::{Links, SocketComm};
 use crate::parallel::error::ParallelError;
 
 const BYTES: u8 = 4;
