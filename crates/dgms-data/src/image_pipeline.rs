@@ -19,7 +19,7 @@ use rand::Rng;
 use crate::error::{DataError, Result};
 use crate::image_decode::RgbImage;
 use crate::image_transform::{
-    crop_offset, resize_into, resized_size, with_resize_buffers, RgbView,
+    crop_offset, resize_into, resized_size, resized_window, with_resize_buffers, RgbView,
 };
 
 /// How training images are cropped.
@@ -144,14 +144,15 @@ impl ImageTransform {
                 top,
                 left,
             } => {
-                resize_into(&mut buffers.resizer, img.as_view(), w, h, &mut buffers.out)?;
-                let resized = RgbView {
-                    pixels: &buffers.out,
-                    width: w,
-                    height: h,
-                    stride: 3 * w as usize,
-                };
-                Ok(f(resized.window(top, left, crop, crop)))
+                let window = resized_window(
+                    &mut buffers.resizer,
+                    img.as_view(),
+                    (w, h),
+                    (top, left),
+                    crop,
+                    &mut buffers.out,
+                )?;
+                Ok(f(window))
             }
             CropPlan::RegionResized { top, left, h, w } => {
                 buffers.region.clear();
