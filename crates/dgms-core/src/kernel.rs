@@ -371,14 +371,23 @@ pub fn backward<T: Real>(
         // scheduling (resumed training must equal an uninterrupted run).
         .fold(Partial::zeros(k), Partial::merge);
 
-    let e_sum: f64 = total.e.iter().sum();
-    let pi = (0..k)
-        .map(|j| prep.pi_sign[j] * (total.e[j] * prep.inv_abs_pi[j] - e_sum * prep.inv_pi_sum))
-        .collect();
-    ParamGrads {
-        pi,
-        sigma: total.sigma,
-        mu: total.mu[1..].to_vec(),
-        tau: total.tau,
+    prep.param_grads(total.e, total.mu, total.sigma, total.tau)
+}
+
+impl Prepared {
+    /// The parameter gradients from the sums over every weight of e_k,
+    /// the mu terms and the sigma terms (k = 0..K-1) and the tau term:
+    /// what the CPU backward and the CUDA backward both end with.
+    pub fn param_grads(&self, e: Vec<f64>, mu: Vec<f64>, sigma: Vec<f64>, tau: f64) -> ParamGrads {
+        let e_sum: f64 = e.iter().sum();
+        let pi = (0..self.k)
+            .map(|j| self.pi_sign[j] * (e[j] * self.inv_abs_pi[j] - e_sum * self.inv_pi_sum))
+            .collect();
+        ParamGrads {
+            pi,
+            sigma,
+            mu: mu[1..].to_vec(),
+            tau,
+        }
     }
 }

@@ -32,6 +32,8 @@ pub mod kmeans;
 pub mod kmeans_exact;
 pub mod mixture;
 pub mod op;
+#[cfg(feature = "cuda")]
+mod op_cuda;
 pub mod params;
 pub mod reference_rule;
 pub mod report;

@@ -311,16 +311,15 @@ impl GaussianMixture {
     /// Soft weights s(w), same shape as `w`, through the fused op. Gradients
     /// flow to `w` (when tracked) and to the mixture's trainable Vars.
     ///
-    /// The fused op has a CPU body only: for weights on another device
-    /// (CUDA) this falls back to [`Self::soft_weights_composed`], candle
-    /// ops that run there. That fallback's autograd graph keeps about 13
-    /// K x N tensors per layer of N weights until the backward (counted
-    /// from [`crate::composed`]'s ops), where the fused op keeps none: at
-    /// K = 16 in f32 about 830 bytes per mixture weight, independent of
-    /// the batch size (estimates: ~0.2 GB for ResNet-20, ~9 GB for
-    /// ResNet-18, ~19 GB for ResNet-50 at K = 16; a quarter at K = 4).
+    /// The fused op runs on the CPU and, built with the `cuda` feature, on
+    /// CUDA (dgms-cuda's kernels). On any other device this falls back to
+    /// [`Self::soft_weights_composed`], candle ops that run there. That
+    /// fallback's autograd graph keeps about 13 K x N tensors per layer of
+    /// N weights until the backward (counted from [`crate::composed`]'s
+    /// ops), where the fused op keeps none: at K = 16 in f32 about 830
+    /// bytes per mixture weight, independent of the batch size.
     pub fn soft_weights(&self, w: &Tensor) -> Result<Tensor> {
-        if !w.device().is_cpu() {
+        if !fused_op_runs_on(w.device()) {
             return self.soft_weights_composed(w);
         }
         self.check_inputs(w)?;
@@ -400,4 +399,9 @@ impl GaussianMixture {
     fn host_values(&self, w: &Tensor) -> Result<Vec<f32>> {
         Ok(w.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
     }
+}
+
+/// Whether [`SoftWeightOp`] has a body for `device` in this build.
+fn fused_op_runs_on(device: &Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
 }

@@ -1,6 +1,7 @@
 //! The fused soft-weight op: a candle `CustomOp2` over `(weights, packed
-//! parameters)` whose forward and backward run [`crate::kernel`] on the CPU,
-//! in f32 or f64, without any K x N intermediate tensor.
+//! parameters)` whose forward and backward run [`crate::kernel`] on the CPU
+//! (and dgms-cuda's kernels on CUDA with the `cuda` feature, see
+//! `op_cuda.rs`), in f32 or f64, without any K x N intermediate tensor.
 //!
 //! The second input is the packed parameter vector of [`PackedLayout`]; the
 //! mixture builds it with `Tensor::cat` of its `Var`s, so candle's own `cat`
@@ -115,6 +116,24 @@ impl CustomOp2 for SoftWeightOp {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::op_cuda::forward;
+        match (s1.dtype(), s2.dtype()) {
+            (DType::F32, DType::F32) => forward::<f32>(self.layout, (s1, l1), (s2, l2)),
+            (DType::F64, DType::F64) => forward::<f64>(self.layout, (s1, l1), (s2, l2)),
+            (a, b) => bail!(
+                "dgms mixture op: weights and parameters must both be f32 or both f64, got {a:?} and {b:?}"
+            ),
+        }
+    }
+
     fn bwd(
         &self,
         w: &Tensor,
@@ -122,6 +141,16 @@ impl CustomOp2 for SoftWeightOp {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if w.device().is_cuda() {
+            use crate::op_cuda::backward;
+            let (gw, gp) = match w.dtype() {
+                DType::F32 => backward::<f32>(self.layout, w, packed, grad_res)?,
+                DType::F64 => backward::<f64>(self.layout, w, packed, grad_res)?,
+                other => bail!("dgms mixture op: unsupported dtype {other:?}"),
+            };
+            return Ok((Some(gw), Some(gp)));
+        }
         let (gw, gp) = match w.dtype() {
             DType::F32 => backward_typed::<f32>(self.layout, w, packed, grad_res)?,
             DType::F64 => backward_typed::<f64>(self.layout, w, packed, grad_res)?,

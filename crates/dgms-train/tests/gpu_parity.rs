@@ -1,9 +1,11 @@
 //! The mixture on a GPU against the CPU (issue 15; run on a GPU machine by
 //! `scripts/gpu-smoke.sh`, compiled only with `--features cuda`): soft
 //! weights and every gradient of `L = sum(soft * g)` computed on `cuda:0`
-//! (the composed ops, in f64, the path a model takes off the CPU) against
-//! the CPU's fused op in f32, within 1e-5 relative, for K = 2..16 and
-//! tau = 0.01..0.1.
+//! by the fused op's CUDA kernels (dgms-cuda, f32 and f64) and by the
+//! composed ops (f64, the fallback of other devices) against the CPU's
+//! fused op in f32, within 1e-5 relative, for K = 2..256, odd weight
+//! counts, tau = 0.01..0.1 and weights far outside every component (one
+//! component takes them whole); and the CUDA backward gives the same bits twice.
 //!
 //! Without a CUDA device the test prints why and passes, unless
 //! `DGMS_REQUIRE_GPU=1` (set by gpu-smoke.sh), where it fails.
@@ -59,14 +61,15 @@ fn params(k: usize, tau: f32, seed: u64) -> MixtureParams {
 }
 
 /// Soft weights, then the gradients of the weights and of every
-/// trainable parameter, on `device` in `dtype` (fused on the CPU,
-/// composed elsewhere: `soft_weights` chooses).
+/// trainable parameter, on `device` in `dtype`, through the fused op (or
+/// the composed ops if `composed`).
 fn soft_and_grads(
     p: &MixtureParams,
     w: &[f32],
     g: &[f32],
     device: &Device,
     dtype: DType,
+    composed: bool,
 ) -> Vec<Vec<f64>> {
     let opts = MixtureOptions {
         train_tau: true,
@@ -81,7 +84,11 @@ fn soft_and_grads(
             .unwrap()
     };
     let w = Var::from_tensor(&to(w)).unwrap();
-    let soft = mixture.soft_weights(w.as_tensor()).unwrap();
+    let soft = if composed {
+        mixture.soft_weights_composed(w.as_tensor()).unwrap()
+    } else {
+        mixture.soft_weights(w.as_tensor()).unwrap()
+    };
     let grads = (&soft * to(g))
         .unwrap()
         .sum_all()
@@ -99,29 +106,50 @@ fn soft_and_grads(
 fn the_mixture_on_the_gpu_matches_the_cpu() {
     let Some(gpu) = gpu() else { return };
     for (case, &(k, n, tau)) in [
-        (2, 1000, 0.01),
+        (2, 1, 0.01),
+        (3, 127, 0.05),
         (4, 4099, 0.05),
+        (5, 129, 0.02),
         (8, 3 * 3 * 64 * 64, 0.01),
         (16, 65_537, 0.1),
+        (16, 300_001, 0.01),
+        (256, 2_053, 0.05),
     ]
     .iter()
     .enumerate()
     {
         let p = params(k, tau, case as u64);
-        let (w, g) = (
+        let (mut w, g) = (
             values(n, 0.2, 10 + case as u64),
             values(n, 1.0, 20 + case as u64),
         );
-        let cpu = soft_and_grads(&p, &w, &g, &Device::Cpu, DType::F32);
-        let dev = soft_and_grads(&p, &w, &g, &gpu, DType::F64);
-        assert_eq!(cpu.len(), dev.len());
-        for (i, (c, d)) in cpu.iter().zip(&dev).enumerate() {
-            let err = rel_err(c, d, 1e-12);
-            assert!(
-                err <= 1e-5,
-                "K={k} n={n} tau={tau}: output {i}, rel err {err:.3e}"
-            );
+        // Far outside every component: log densities ~1e15 apart.
+        if n > 2 {
+            w[n / 2] = 1e6;
+            w[n - 1] = -3e5;
         }
-        println!("K={k} n={n} tau={tau}: soft weights and gradients agree within 1e-5");
+        let cpu = soft_and_grads(&p, &w, &g, &Device::Cpu, DType::F32, false);
+        for (what, dtype, composed) in [
+            ("fused f32", DType::F32, false),
+            ("fused f64", DType::F64, false),
+            ("composed f64", DType::F64, true),
+        ] {
+            let dev = soft_and_grads(&p, &w, &g, &gpu, dtype, composed);
+            assert_eq!(cpu.len(), dev.len());
+            for (i, (c, d)) in cpu.iter().zip(&dev).enumerate() {
+                let err = rel_err(c, d, 1e-12);
+                assert!(
+                    err <= 1e-5,
+                    "{what}, K={k} n={n} tau={tau}: output {i}, rel err {err:.3e}"
+                );
+            }
+        }
+        let again = soft_and_grads(&p, &w, &g, &gpu, DType::F32, false);
+        assert_eq!(
+            again,
+            soft_and_grads(&p, &w, &g, &gpu, DType::F32, false),
+            "K={k} n={n}: the CUDA op is not deterministic"
+        );
+        println!("K={k} n={n} tau={tau}: fused (f32, f64) and composed agree within 1e-5");
     }
 }
