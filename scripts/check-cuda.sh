@@ -9,7 +9,10 @@
 #      and that `dgms eval --device cuda` fails with a clean error naming the
 #      driver (exit 1, no panic, no output written), and so does a
 #      `dgms pretrain --devices 0,1` (two rank processes joining NCCL);
-#   4. runs the CPU tests of dgms-train and dgms-cli in that build.
+#   4. assembles the mixture kernels' PTX with ptxas for the target GPU
+#      and refuses register spills;
+#   5. runs the CPU tests of dgms-core (with the kernels' CPU emulation),
+#      dgms-train and dgms-cli in that build.
 # Cold it takes about 15 minutes of 2 cores (most of it nvcc compiling
 # candle's kernels); too slow for every CI run.
 #
@@ -49,13 +52,28 @@ build_start=$(date +%s)
 cargo build --release --features cuda,nccl -p dgms-cli
 build_s=$(( $(date +%s) - build_start ))
 bin=$target/release/dgms
+tmp_ptx=$(mktemp -d)
+trap 'rm -rf "$tmp_ptx"' EXIT
+
+say "ptxas assembles the mixture kernels for sm_${CUDA_COMPUTE_CAP} without spills"
+ptx=$(ls -t "$target"/release/build/dgms-cuda-*/out/mixture.ptx | head -n 1)
+arch="sm_${CUDA_COMPUTE_CAP}"
+if [ "${CUDA_COMPUTE_CAP%%[!0-9]*}" -ge 90 ]; then
+    arch="${arch%a}a" # Hopper and later: the 'a' target, as cudaforge builds
+fi
+ptxas -arch="$arch" -v "$ptx" -o "$tmp_ptx/mixture.cubin" 2> "$tmp_ptx/ptxas.log"
+grep -E "Compiling entry|registers" "$tmp_ptx/ptxas.log" >&2
+if grep -E "[1-9][0-9]* bytes spill" "$tmp_ptx/ptxas.log" >&2; then
+    echo "a mixture kernel spills registers" >&2
+    false
+fi
 
 say "the binary starts with the stub driver"
 "$bin" --help > /dev/null
 
 say "dgms eval --device cuda fails cleanly, naming the driver"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp" "$tmp_ptx"' EXIT
 rc=0
 "$bin" eval --device cuda --checkpoint "$tmp/none.safetensors" --json "$tmp/eval.json" \
     > "$tmp/stdout" 2> "$tmp/stderr" || rc=$?
@@ -99,9 +117,11 @@ if ! grep -qi "driver" "$tmp/stderr"; then
     false
 fi
 
-say "CPU tests of dgms-train and dgms-cli in the cuda,nccl build"
+say "CPU tests of dgms-core, dgms-train and dgms-cli in the cuda,nccl build"
 test_start=$(date +%s)
 cargo test --release --features cuda,nccl -p dgms-train -p dgms-cli
+# dgms-core with its cuda feature (the kernels' CPU emulation included).
+cargo test --release --features cuda -p dgms-core
 test_s=$(( $(date +%s) - test_start ))
 
 step="done"

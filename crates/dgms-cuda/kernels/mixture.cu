@@ -18,6 +18,13 @@
 
 #include <stdint.h>
 
+// The block's dynamic shared memory. kernels/host_emulation.cpp, which
+// runs these kernels on CPU threads to test them without a GPU, defines
+// its own.
+#ifndef DGMS_DYNAMIC_SHARED
+#define DGMS_DYNAMIC_SHARED(name) extern __shared__ double name[]
+#endif
+
 namespace {
 
 constexpr int THREADS = 128;
@@ -131,7 +138,7 @@ __device__ Weight analyse(const Consts& c, double w) {
 
 template <typename T>
 __device__ void forward(const T* w, const T* packed, T* out, uint32_t n, int k) {
-    extern __shared__ double sh[];
+    DGMS_DYNAMIC_SHARED(sh);
     const Consts c = load_consts(packed, k, sh);
     const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
     for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -149,7 +156,7 @@ __device__ __forceinline__ double warp_sum(double v) {
 template <typename T>
 __device__ void backward(const T* w, const T* packed, const T* grad_out, T* grad_w,
                          double* partials, uint32_t n, int k) {
-    extern __shared__ double sh[];
+    DGMS_DYNAMIC_SHARED(sh);
     const Consts c = load_consts(packed, k, sh);
     const int width = 3 * k + 1;
     double* acc = sh + 3 * k + 1;  // WARPS rows of `width`

@@ -6,25 +6,14 @@
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
-use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CudaDevice, Result};
 
+use crate::launch::{self, Launch, Totals};
 use crate::ptx::MIXTURE;
 
-/// Threads per block: `THREADS` in mixture.cu.
-const THREADS: u32 = 128;
-/// Warps per block, for the shared-memory size.
-const WARPS: u32 = THREADS / 32;
-/// Most blocks of the backward: each writes 3K + 1 partial sums.
-const MAX_BACKWARD_BLOCKS: u32 = 1024;
-/// Most blocks of the forward (a grid-stride loop covers the rest).
-const MAX_FORWARD_BLOCKS: u32 = 65_535;
-/// The largest K whose shared memory (constants and per-warp sums, f64)
-/// fits the 48 KiB every CUDA device gives a block.
-pub const MAX_K: usize = 256;
-
 /// The tensor types the kernels are instantiated for.
-pub trait MixtureDType: DeviceRepr + ValidAsZeroBits + Copy + 'static {
+pub trait MixtureDType: DeviceRepr + ValidAsZeroBits + CudaDType + Copy + 'static {
     /// The kernels' name suffix.
     const SUFFIX: &'static str;
 }
@@ -37,43 +26,8 @@ impl MixtureDType for f64 {
     const SUFFIX: &'static str = "f64";
 }
 
-/// The backward's sums over every weight, as the CPU kernel's
-/// `Partial`: sum e_k, the mu terms, the sigma terms (k = 0..K-1) and
-/// the tau term.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Totals {
-    pub e: Vec<f64>,
-    pub mu: Vec<f64>,
-    pub sigma: Vec<f64>,
-    pub tau: f64,
-}
-
-fn check(n: usize, k: usize, packed_len: usize) -> Result<u32> {
-    if !(2..=MAX_K).contains(&k) {
-        bail!("dgms mixture op (cuda): K = {k}, expected 2..={MAX_K}");
-    }
-    if packed_len != 3 * k {
-        bail!(
-            "dgms mixture op (cuda): {packed_len} packed parameters, expected 3K = {}",
-            3 * k
-        );
-    }
-    match u32::try_from(n) {
-        Ok(n) => Ok(n),
-        Err(_) => bail!(
-            "dgms mixture op (cuda): {n} weights in one layer, at most {}",
-            u32::MAX
-        ),
-    }
-}
-
-/// Dynamic shared memory of one block, bytes.
-fn shared_bytes(k: usize, rows: u32) -> u32 {
-    ((3 * k + 1) * rows as usize * std::mem::size_of::<f64>()) as u32
-}
-
-fn blocks(n: u32, cap: u32) -> u32 {
-    n.div_ceil(THREADS).clamp(1, cap)
+fn to_candle(e: String) -> candle_core::Error {
+    candle_core::Error::Msg(e)
 }
 
 /// Soft weights of `w` (N values) under the packed parameters (3K).
@@ -83,7 +37,7 @@ pub fn soft_forward<T: MixtureDType>(
     packed: &CudaView<'_, T>,
     k: usize,
 ) -> Result<CudaSlice<T>> {
-    let n = check(w.len(), k, packed.len())?;
+    let n = launch::check(w.len(), k, packed.len()).map_err(to_candle)?;
     let func = dev.get_or_load_custom_func(
         &format!("dgms_mixture_forward_{}", T::SUFFIX),
         "dgms_mixture",
@@ -93,11 +47,7 @@ pub fn soft_forward<T: MixtureDType>(
     if n == 0 {
         return Ok(out);
     }
-    let cfg = LaunchConfig {
-        grid_dim: (blocks(n, MAX_FORWARD_BLOCKS), 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: shared_bytes(k, 1),
-    };
+    let cfg = config(launch::forward(n, k));
     let k_arg = k as i32;
     let mut builder = func.builder();
     builder.arg(w);
@@ -123,7 +73,7 @@ pub fn backward<T: MixtureDType>(
     grad_out: &CudaView<'_, T>,
     k: usize,
 ) -> Result<(CudaSlice<T>, Totals)> {
-    let n = check(w.len(), k, packed.len())?;
+    let n = launch::check(w.len(), k, packed.len()).map_err(to_candle)?;
     if grad_out.len() != w.len() {
         bail!(
             "dgms mixture op (cuda): {} upstream gradients for {} weights",
@@ -131,19 +81,13 @@ pub fn backward<T: MixtureDType>(
             w.len()
         );
     }
-    let width = 3 * k + 1;
+    let width = launch::width(k);
     let grad_w = dev.alloc_zeros::<T>(w.len())?;
     if n == 0 {
-        let zeros = vec![0.0; k];
-        let totals = Totals {
-            e: zeros.clone(),
-            mu: zeros.clone(),
-            sigma: zeros,
-            tau: 0.0,
-        };
-        return Ok((grad_w, totals));
+        return Ok((grad_w, Totals::zeros(k)));
     }
-    let grid = blocks(n, MAX_BACKWARD_BLOCKS);
+    let backward = launch::backward(n, k);
+    let grid = backward.grid;
     let partials = dev.alloc_zeros::<f64>(grid as usize * width)?;
     let sums = dev.alloc_zeros::<f64>(width)?;
     let k_arg = k as i32;
@@ -154,11 +98,7 @@ pub fn backward<T: MixtureDType>(
         "dgms_mixture",
         MIXTURE,
     )?;
-    let cfg = LaunchConfig {
-        grid_dim: (grid, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: shared_bytes(k, 1 + WARPS),
-    };
+    let cfg = config(backward);
     let mut builder = func.builder();
     builder.arg(w);
     builder.arg(packed);
@@ -175,11 +115,7 @@ pub fn backward<T: MixtureDType>(
     unsafe { builder.launch(cfg) }.w()?;
 
     let sum = dev.get_or_load_custom_func("dgms_mixture_sum_partials", "dgms_mixture", MIXTURE)?;
-    let cfg = LaunchConfig {
-        grid_dim: ((width as u32).div_ceil(THREADS), 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = config(launch::sum_partials(k));
     let mut builder = sum.builder();
     builder.arg(&partials);
     builder.arg(&grid);
@@ -190,14 +126,14 @@ pub fn backward<T: MixtureDType>(
     // kernel reads rows below `grid` and writes columns below `width`.
     unsafe { builder.launch(cfg) }.w()?;
 
-    let host = dev.clone_dtoh(&sums)?;
-    Ok((
-        grad_w,
-        Totals {
-            e: host[..k].to_vec(),
-            mu: host[k..2 * k].to_vec(),
-            sigma: host[2 * k..3 * k].to_vec(),
-            tau: host[3 * k],
-        },
-    ))
+    let columns = dev.clone_dtoh(&sums)?;
+    Ok((grad_w, Totals::from_columns(&columns, k)))
+}
+
+fn config(l: Launch) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (l.grid, 1, 1),
+        block_dim: (l.block, 1, 1),
+        shared_mem_bytes: l.shared_bytes,
+    }
 }
