@@ -6,6 +6,7 @@ mod bench_core;
 mod bench_data;
 mod bench_qsimd;
 mod bench_train;
+mod gpu_memory;
 mod memory;
 mod parallel_ceiling;
 mod python;
@@ -46,6 +47,13 @@ enum Task {
     /// The main job: FP32 vs post-training quantization vs DGMS on the
     /// embedded data; writes target/train-summary.json.
     Train(train::Args),
+    /// Memory of one DGMS training step per network at the reference's
+    /// batch size, measured on the CPU through the graph a GPU runs;
+    /// writes target/gpu-memory.json.
+    GpuMemory(gpu_memory::Args),
+    /// Internal: one network's DGMS steps in this process, peak memory out.
+    #[command(hide = true)]
+    StepMemory(gpu_memory::ChildArgs),
     /// Internal: run one op in this process and print its peak memory.
     #[command(hide = true)]
     MeasurePeak(memory::PeakArgs),
@@ -60,6 +68,8 @@ fn main() -> Result<()> {
         Task::BenchQsimd(args) => bench_qsimd::run(&args),
         Task::BenchData(args) => bench_data::run(&args),
         Task::MeasurePeak(args) => memory::measure_peak(&args),
+        Task::GpuMemory(args) => gpu_memory::run(&args),
+        Task::StepMemory(args) => gpu_memory::child(&args),
     }
 }
 

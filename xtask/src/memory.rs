@@ -65,7 +65,7 @@ pub fn run_op(op: OpKind, mixture: &GaussianMixture, w: &Var, upstream: &Tensor)
     Ok(())
 }
 
-fn status_kib(field: &str) -> Result<u64> {
+pub fn status_kib(field: &str) -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")
         .context("reading /proc/self/status (peak memory is measured on Linux only)")?;
     let line = status
@@ -92,28 +92,30 @@ pub fn measure_peak(args: &PeakArgs) -> Result<()> {
 
 /// Parent side: runs `xtask measure-peak` in a child and returns MiB.
 pub fn peak_mib(op: OpKind, n: usize, k: usize) -> Result<f64> {
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
     let name = format!("{op:?}").to_lowercase();
+    let (n, k) = (n.to_string(), k.to_string());
+    child_number(
+        &format!("the peak-memory child for {name}"),
+        &["measure-peak", &name, "--n", &n, "--k", &k],
+    )
+}
+
+/// Runs this xtask binary with `args` in a child process with
+/// `MIMALLOC_PURGE_DELAY=0` (freed memory goes back at once, so its RSS
+/// follows what is live; see the module docs) and parses the one number
+/// it prints.
+pub fn child_number(what: &str, args: &[&str]) -> Result<f64> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
     let out = Command::new(exe)
         .env("MIMALLOC_PURGE_DELAY", "0")
-        .args([
-            "measure-peak",
-            &name,
-            "--n",
-            &n.to_string(),
-            "--k",
-            &k.to_string(),
-        ])
+        .args(args)
         .output()
-        .context("spawning the peak-memory child")?;
+        .with_context(|| format!("spawning {what}"))?;
     if !out.status.success() {
-        bail!(
-            "peak-memory child for {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim()
         .parse()
-        .with_context(|| format!("peak-memory child printed {text:?}, expected a number"))
+        .with_context(|| format!("{what} printed {text:?}, expected a number"))
 }
