@@ -55,12 +55,12 @@ bin=$target/release/dgms
 tmp_ptx=$(mktemp -d)
 trap 'rm -rf "$tmp_ptx"' EXIT
 
-say "ptxas assembles the mixture kernels for sm_${CUDA_COMPUTE_CAP} without spills"
 ptx=$(ls -t "$target"/release/build/dgms-cuda-*/out/mixture.ptx | head -n 1)
 arch="sm_${CUDA_COMPUTE_CAP}"
 if [ "${CUDA_COMPUTE_CAP%%[!0-9]*}" -ge 90 ]; then
     arch="${arch%a}a" # Hopper and later: the 'a' target, as cudaforge builds
 fi
+say "ptxas assembles the mixture kernels for $arch without spills"
 ptxas -arch="$arch" -v "$ptx" -o "$tmp_ptx/mixture.cubin" 2> "$tmp_ptx/ptxas.log"
 grep -E "Compiling entry|registers" "$tmp_ptx/ptxas.log" >&2
 if grep -E "[1-9][0-9]* bytes spill" "$tmp_ptx/ptxas.log" >&2; then
@@ -119,9 +119,9 @@ fi
 
 say "CPU tests of dgms-core, dgms-train and dgms-cli in the cuda,nccl build"
 test_start=$(date +%s)
-cargo test --release --features cuda,nccl -p dgms-train -p dgms-cli
-# dgms-core with its cuda feature (the kernels' CPU emulation included).
-cargo test --release --features cuda -p dgms-core
+# dgms-core with its cuda feature (the kernels' CPU emulation included); in
+# one invocation so that candle builds once with one feature set.
+cargo test --release --features cuda,nccl -p dgms-core -p dgms-train -p dgms-cli
 test_s=$(( $(date +%s) - test_start ))
 
 step="done"
