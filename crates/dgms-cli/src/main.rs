@@ -13,6 +13,7 @@ mod args;
 mod data_args;
 mod data_commands;
 mod devices;
+mod train_args;
 
 use std::fmt::Display;
 use std::io::Write as _;
