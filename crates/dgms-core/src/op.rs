@@ -67,14 +67,23 @@ pub(crate) fn with_cpu_slice<T: WithDType, R>(
     Ok(f(slice))
 }
 
+/// The per-component constants of the packed parameters (3K values,
+/// copied to the host from any device).
+pub(crate) fn prepared<T: Real + WithDType>(
+    packed: &Tensor,
+    layout: PackedLayout,
+) -> candle_core::Result<Prepared> {
+    let packed_host: Vec<T> = packed.to_vec1()?;
+    Ok(Prepared::from_packed(&packed_host, layout))
+}
+
 fn backward_typed<T: Real + WithDType>(
     layout: PackedLayout,
     w: &Tensor,
     packed: &Tensor,
     grad_res: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let packed_host: Vec<T> = packed.to_vec1()?;
-    let prep = Prepared::from_packed(&packed_host, layout);
+    let prep = prepared::<T>(packed, layout)?;
     let mut grad_w = vec![T::zero(); w.elem_count()];
     let grads = with_cpu_slice::<T, _>(w, |ws| {
         with_cpu_slice::<T, _>(grad_res, |gs| kernel::backward(&prep, ws, gs, &mut grad_w))

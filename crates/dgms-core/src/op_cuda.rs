@@ -2,7 +2,7 @@
 //! backward of [`crate::op::SoftWeightOp`] on CUDA tensors run
 //! dgms-cuda's kernels, which keep no K x N intermediate either; only the
 //! 3K + 1 parameter sums of the backward come to the host, where the pi
-//! gradient is finished as on the CPU ([`Prepared::param_grads`]).
+//! gradient is finished as on the CPU (`Prepared::param_grads`).
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::CudaView;
@@ -10,7 +10,8 @@ use candle_core::op::BackpropOp;
 use candle_core::{bail, CudaStorage, Layout, Shape, Storage, Tensor, WithDType};
 use dgms_cuda::mixture::{self, MixtureDType};
 
-use crate::kernel::{Prepared, Real};
+use crate::kernel::Real;
+use crate::op::prepared;
 use crate::params::PackedLayout;
 
 /// The contiguous values of `storage` under `layout`, as `T`.
@@ -51,8 +52,7 @@ pub(crate) fn backward<T: Real + MixtureDType + WithDType>(
     packed: &Tensor,
     grad_res: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let packed_host: Vec<T> = packed.to_vec1()?;
-    let prep = Prepared::from_packed(&packed_host, layout);
+    let prep = prepared::<T>(packed, layout)?;
     let (w, packed, grad_res) = (
         w.contiguous()?,
         packed.contiguous()?,

@@ -136,6 +136,21 @@ pub(crate) fn resize_into(
     height: u32,
     out: &mut Vec<u8>,
 ) -> Result<()> {
+    resize_box_into(resizer, src, None, (width, height), out)
+}
+
+/// Resizes `source_box` (left, top, width, height in source pixels; the
+/// whole image if `None`) of the packed image `src` to `width` x `height`
+/// into the first `3 * width * height` bytes of `out`, as [`resize_into`].
+/// The filter reads source pixels around the box too, as a whole-image
+/// resize does.
+fn resize_box_into(
+    resizer: &mut Resizer,
+    src: RgbView<'_>,
+    source_box: Option<(f64, f64, f64, f64)>,
+    (width, height): (u32, u32),
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let fail = |e: String| DataError::Transform { reason: e };
     let len = 3 * src.width as usize * src.height as usize;
     if src.stride != 3 * src.width as usize || src.pixels.len() < len {
@@ -150,7 +165,10 @@ pub(crate) fn resize_into(
     }
     let mut dst = Image::from_slice_u8(width, height, &mut out[..out_len], PixelType::U8x3)
         .map_err(|e| fail(e.to_string()))?;
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    if let Some((left, top, w, h)) = source_box {
+        options = options.crop(left, top, w, h);
+    }
     resizer
         .resize(&src, &mut dst, &options)
         .map_err(|e| fail(e.to_string()))
@@ -215,19 +233,6 @@ fn resize_window_into(
     crop: u32,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let fail = |e: String| DataError::Transform { reason: e };
-    let len = 3 * src.width as usize * src.height as usize;
-    if src.stride != 3 * src.width as usize || src.pixels.len() < len {
-        return Err(fail("resize_window_into needs a packed image".to_string()));
-    }
-    let src_ref = ImageRef::new(src.width, src.height, &src.pixels[..len], PixelType::U8x3)
-        .map_err(|e| fail(e.to_string()))?;
-    let out_len = 3 * crop as usize * crop as usize;
-    if out.len() < out_len {
-        out.resize(out_len, 0);
-    }
-    let mut dst = Image::from_slice_u8(crop, crop, &mut out[..out_len], PixelType::U8x3)
-        .map_err(|e| fail(e.to_string()))?;
     // Output pixel x of the whole resize samples the source around
     // (x + 0.5) * scale; the window's pixels are x = left.., so the box
     // starts at left * scale and spans crop * scale at the same scale.
@@ -237,12 +242,8 @@ fn resize_window_into(
     let (box_left, box_top) = (f64::from(left) * scale_x, f64::from(top) * scale_y);
     let box_width = (f64::from(crop) * scale_x).min(f64::from(src.width) - box_left);
     let box_height = (f64::from(crop) * scale_y).min(f64::from(src.height) - box_top);
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-        .crop(box_left, box_top, box_width, box_height);
-    resizer
-        .resize(&src_ref, &mut dst, &options)
-        .map_err(|e| fail(e.to_string()))
+    let source_box = (box_left, box_top, box_width, box_height);
+    resize_box_into(resizer, src, Some(source_box), (crop, crop), out)
 }
 
 /// What a thread reuses from one resize to the next: the resizer (its
