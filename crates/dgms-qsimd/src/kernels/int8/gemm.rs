@@ -12,6 +12,8 @@
 //! already is one); a micro-kernel accumulates MR x NR i32 tiles, each
 //! lane reducing 4 consecutive k at a time.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::kern::{Family, Kern};
@@ -297,31 +299,75 @@ fn plan(rows: usize, cols: usize, n: usize, nr: usize) -> (bool, usize, usize) {
     (big, n_tiles.div_ceil(tiles_per_block), tiles_per_block * nr)
 }
 
+/// Per-thread buffers of [`run_block`]: the i32 sums, the decoded weight
+/// panels and the packed activation tiles. Kept across calls, since
+/// fresh zeroed buffers per block cost as much as a small GEMM; every
+/// byte a block reads is written by it first (the first K slice stores
+/// its sums, decode and packing fill their panels), so they need no
+/// clearing.
+#[derive(Default)]
+struct Scratch {
+    c: Vec<i32>,
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+impl Scratch {
+    /// The three buffers at least these lengths.
+    fn sized(&mut self, c: usize, a: usize, b: usize) -> (&mut [i32], &mut [u8], &mut [u8]) {
+        grow(&mut self.c, c);
+        grow(&mut self.a, a);
+        grow(&mut self.b, b);
+        (&mut self.c[..c], &mut self.a[..a], &mut self.b[..b])
+    }
+}
+
+fn grow<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
 /// Block `t` (row-block major): its i32 sums, then its outputs.
 fn run_block(p: &QuadsGemm, t: usize) {
     let (r0, j0) = ((t / p.col_blocks) * MB, (t % p.col_blocks) * p.nb);
     let (r1, j1) = ((r0 + MB).min(p.w.rows()), (j0 + p.nb).min(p.n));
     let ldc = (j1 - j0).div_ceil(p.tile.1) * p.tile.1;
-    let c = accumulate(p, (r0, r1), (j0, j1), ldc);
-    write_block(p, &c, ldc, (r0, r1), (j0, j1));
+    let block = |scratch: &mut Scratch| {
+        let c = accumulate(p, (r0, r1), (j0, j1), ldc, scratch);
+        write_block(p, c, ldc, (r0, r1), (j0, j1));
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => block(&mut scratch),
+        // Only if a block ever ran inside another on this thread.
+        Err(_) => block(&mut Scratch::default()),
+    });
 }
 
 /// The i32 sums of output rows `r0..r1` (whole 16-row groups), columns
 /// `j0..j1` (`ldc` wide, padded to NR), over all K slices: per slice the
 /// quads are packed into NR-column tiles, the row groups decoded, and
 /// the micro-kernel run over every (tile, MR-row panel).
-fn accumulate(
+fn accumulate<'s>(
     p: &QuadsGemm,
     (r0, r1): (usize, usize),
     (j0, j1): (usize, usize),
     ldc: usize,
-) -> Vec<i32> {
+    scratch: &'s mut Scratch,
+) -> &'s [i32] {
     let (mr, nr) = p.tile;
     let (kp, micro) = (p.w.cols_pad(), (p.kern, p.qx.nonneg));
     let (g0, groups) = (r0 / GROUP_ROWS, (r1 - r0).div_ceil(GROUP_ROWS));
-    let mut c = vec![0i32; groups * GROUP_ROWS * ldc];
-    let mut a = vec![0u8; groups * GROUP_ROWS * KC];
-    let mut b = vec![0u8; KC * ldc];
+    let kc_max = KC.min(kp);
+    let (c, a, b) = scratch.sized(
+        groups * GROUP_ROWS * ldc,
+        groups * GROUP_ROWS * kc_max,
+        kc_max * ldc,
+    );
     for k0 in (0..kp).step_by(KC) {
         let kc = KC.min(kp - k0);
         let b = &mut b[..kc * ldc];
@@ -353,8 +399,8 @@ fn accumulate(
 }
 
 /// Turns the sums `c` of rows `r0..r1`, columns `j0..j1` into f32 (the
-/// same stage as the scalar reference), applies the epilogue and copies
-/// the block into the output.
+/// same stage as the scalar reference) straight into the output, then
+/// applies the epilogue there while the row is in L1.
 fn write_block(
     p: &QuadsGemm,
     c: &[i32],
@@ -362,21 +408,19 @@ fn write_block(
     (r0, r1): (usize, usize),
     (j0, j1): (usize, usize),
 ) {
-    let (sums, deq, offset, n) = (p.w.row_sums(), &p.qx.deq, p.kern.offset(), p.n);
-    let mut out = vec![0.0f32; (r1 - r0) * ldc];
-    for (r, (o, cr)) in (r0..r1).zip(out.chunks_exact_mut(ldc).zip(c.chunks_exact(ldc))) {
-        for ((o, &v), &d) in o.iter_mut().zip(cr).zip(&deq[j0..j1]) {
-            *o = unoffset(v, sums[r], offset) as f32 * d;
-        }
-    }
-    p.epi.apply(&mut out, ldc, r0..r1, j0..j1, n);
-    for (r, src) in (r0..r1).zip(out.chunks_exact(ldc)) {
+    let (sums, deq, offset, n) = (p.w.row_sums(), &p.qx.deq[j0..j1], p.kern.offset(), p.n);
+    for (r, cr) in (r0..r1).zip(c.chunks_exact(ldc)) {
         // SAFETY: r < rows and j1 <= n, so the run lies inside y (rows * n
         // values, exclusively borrowed by `gemm_quads`); the blocks' (row
         // block, column block) rectangles are disjoint, so no two threads
-        // write the same element and none reads y.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), p.y.get().add(r * n + j0), j1 - j0);
+        // write the same element and none reads y while this slice lives.
+        let dst = unsafe { std::slice::from_raw_parts_mut(p.y.get().add(r * n + j0), j1 - j0) };
+        let sum = sums[r];
+        for ((o, &v), &d) in dst.iter_mut().zip(cr).zip(deq) {
+            *o = unoffset(v, sum, offset) as f32 * d;
+        }
+        if !p.epi.is_identity() {
+            p.epi.row(r, j0..j1, n, dst);
         }
     }
 }

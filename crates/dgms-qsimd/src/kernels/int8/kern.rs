@@ -39,7 +39,6 @@ pub(crate) struct Kern(Family);
 
 impl Kern {
     /// The portable kernels (`Isa::Scalar`, and unit tests).
-    #[cfg(test)]
     pub(crate) const PORTABLE: Kern = Kern(Family::Portable);
     /// The portable kernels with the VNNI activation offset (unit tests).
     #[cfg(test)]

@@ -4,9 +4,11 @@
 //! building it in f32) as per-column scales and `[k/4][n][4]` byte quads.
 //! Sharing it is what makes every ISA see the same int8 activations.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
-use super::kern::Kern;
+use super::kern::{Family, Kern};
 use super::matrix::QMatrixI8;
 use crate::kernels::exact::conv::{im2col_unchecked, ConvGeometry};
 
@@ -57,17 +59,19 @@ pub(crate) fn vec_scales(x: &[f32], s_w: f32) -> (f32, f32, bool) {
 /// value is negative. X is read in row order (streaming), in parallel row
 /// chunks for large X.
 pub(crate) fn col_scales(x: &[f32], n: usize, s_w: f32) -> (Vec<f32>, Vec<f32>, bool) {
+    col_scales_in(Kern::PORTABLE, x, n, s_w)
+}
+
+/// [`col_scales`] with the scan compiled for `kern`'s ISA (the same
+/// values: max and min do not depend on the order, and the x * 0 sums
+/// only on whether some term is NaN).
+fn col_scales_in(kern: Kern, x: &[f32], n: usize, s_w: f32) -> (Vec<f32>, Vec<f32>, bool) {
     // Per column: max |x|, sum of x * 0 (NaN iff a value is not finite)
     // and min(0, min x).
     let scan = |rows: &[f32]| {
         let (mut m, mut z, mut lo) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
         for row in rows.chunks_exact(n) {
-            let it = m.iter_mut().zip(z.iter_mut()).zip(lo.iter_mut());
-            for (((m, z), lo), &v) in it.zip(row) {
-                *m = m.max(v.abs());
-                *z += v * 0.0;
-                *lo = lo.min(v);
-            }
+            fold_row(kern, row, &mut m, &mut z, &mut lo);
         }
         (m, z, lo)
     };
@@ -93,6 +97,63 @@ pub(crate) fn col_scales(x: &[f32], n: usize, s_w: f32) -> (Vec<f32>, Vec<f32>, 
     (inv, deq, lo.iter().all(|&v| v >= 0.0))
 }
 
+/// Defines `$name(kern, args..)`: the `#[inline(always)]` body `$body`
+/// compiled once per ISA under `#[target_feature]` (as the max-pool
+/// loop), so LLVM vectorises the quantization loops at the ISA's width
+/// instead of baseline SSE2's. Safe code: every ISA computes the same
+/// values, the widths differ.
+macro_rules! per_isa {
+    ($(#[$doc:meta])* fn $name:ident = $body:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        fn $name(kern: Kern, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            fn avx512($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon")]
+            fn neon($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            match kern.family() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `kern` came from Kern::select on a CheckedIsa
+                // for AVX-512: the CPU has these features.
+                Family::Avx512Vnni | Family::Avx512Bw => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for AVX2.
+                Family::Avx2 => unsafe { avx2($($arg),*) },
+                #[cfg(target_arch = "aarch64")]
+                // SAFETY: as above, for NEON.
+                Family::NeonDot | Family::Neon => unsafe { neon($($arg),*) },
+                _ => $body($($arg),*),
+            }
+        }
+    };
+}
+
+per_isa! {
+    /// Folds one row of X into the per-column max |x|, sum of x * 0 and
+    /// min (see [`col_scales`]).
+    fn fold_row = fold_row_body(row: &[f32], m: &mut [f32], z: &mut [f32], lo: &mut [f32])
+}
+
+#[inline(always)]
+fn fold_row_body(row: &[f32], m: &mut [f32], z: &mut [f32], lo: &mut [f32]) {
+    let it = m.iter_mut().zip(z.iter_mut()).zip(lo.iter_mut());
+    for (((m, z), lo), &v) in it.zip(row) {
+        *m = m.max(v.abs());
+        *z += v * 0.0;
+        *lo = lo.min(v);
+    }
+}
+
 /// Activations quantized per column of X (`cols` x `n`): `q[k/4][n][4]`
 /// bytes, the 4 bytes of column j being the 4 consecutive k one lane
 /// reduces (k zero-padded to the matrix's padded columns; offset kernels
@@ -104,6 +165,30 @@ pub(super) struct Quads {
     pub(super) nonneg: bool,
 }
 
+thread_local! {
+    /// The calling thread's last quads buffer, for the next call: a fresh
+    /// one per layer came from the kernel as newly zeroed pages.
+    static QUADS_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of `len` bytes, reusing the thread's last one.
+fn quads_buffer(len: usize) -> Vec<u8> {
+    let mut q = QUADS_BUFFER.take();
+    q.clear();
+    q.resize(len, 0);
+    q
+}
+
+impl Drop for Quads {
+    fn drop(&mut self) {
+        let q = std::mem::take(&mut self.q);
+        QUADS_BUFFER.with(|cell| {
+            let kept = cell.take();
+            cell.set(if kept.capacity() > q.capacity() { kept } else { q });
+        });
+    }
+}
+
 /// The byte the kernels of `kern` take for q.
 pub(super) fn flip(kern: Kern) -> u8 {
     if kern.offset() {
@@ -113,10 +198,14 @@ pub(super) fn flip(kern: Kern) -> u8 {
     }
 }
 
-/// Writes the quads of 4 rows of X (`rows[kk]`: row 4 kq + kk, n values)
-/// quantized with the per-column `inv`.
+per_isa! {
+    /// Writes the quads of 4 rows of X (`rows[kk]`: row 4 kq + kk, n
+    /// values) quantized with the per-column `inv`.
+    fn quantize_quad = quantize_quad_body(rows: [&[f32]; 4], inv: &[f32], flip: u8, out: &mut [u8])
+}
+
 #[inline(always)]
-pub(super) fn quantize_quad(rows: [&[f32]; 4], inv: &[f32], flip: u8, out: &mut [u8]) {
+fn quantize_quad_body(rows: [&[f32]; 4], inv: &[f32], flip: u8, out: &mut [u8]) {
     let it = out.chunks_exact_mut(4).zip(inv).zip(rows[0]).zip(rows[1]);
     for ((((o, &iv), &a), &b), (&c, &d)) in it.zip(rows[2].iter().zip(rows[3])) {
         let q = |v: f32| quant(v, iv) as u8 ^ flip;
@@ -127,8 +216,8 @@ pub(super) fn quantize_quad(rows: [&[f32]; 4], inv: &[f32], flip: u8, out: &mut 
 /// [`Quads`] of X, streaming X by rows (in parallel for large X).
 pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads {
     let (cols, flip) = (w.cols(), flip(kern));
-    let (inv, deq, nonneg) = col_scales(x, n, w.weight_scale());
-    let mut q = vec![0u8; w.cols_pad() * n];
+    let (inv, deq, nonneg) = col_scales_in(kern, x, n, w.weight_scale());
+    let mut q = quads_buffer(w.cols_pad() * n);
     let zero = vec![0.0f32; n];
     let fill = |(kq, out): (usize, &mut [u8])| {
         let row = |kk: usize| {
@@ -139,7 +228,7 @@ pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads 
                 &zero[..]
             }
         };
-        quantize_quad([row(0), row(1), row(2), row(3)], &inv, flip, out);
+        quantize_quad(kern, [row(0), row(1), row(2), row(3)], &inv, flip, out);
     };
     if q.len() >= 1 << 16 {
         q.par_chunks_mut(4 * n).enumerate().for_each(fill);
@@ -172,15 +261,8 @@ pub(super) fn conv_quads(
     for (i, plane) in input.chunks_exact(hw).enumerate() {
         let b = i % images;
         let at = b * hw..(b + 1) * hw;
-        let it = cm[at.clone()]
-            .iter_mut()
-            .zip(cz[at.clone()].iter_mut())
-            .zip(lo[at].iter_mut());
-        for (((m, z), lo), &v) in it.zip(plane) {
-            *m = m.max(v.abs());
-            *z += v * 0.0;
-            *lo = lo.min(v);
-        }
+        let (m, z) = (&mut cm[at.clone()], &mut cz[at.clone()]);
+        fold_row(kern, plane, m, z, &mut lo[at]);
     }
     let nonneg = lo.iter().all(|&v| v >= 0.0);
     let (mut inv, mut deq) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -205,7 +287,7 @@ pub(super) fn conv_quads(
         (*iv, *dq) = scales(m, bad, w.weight_scale());
     }
     let (cols, flip) = (w.cols(), flip(kern));
-    let mut q = vec![0u8; w.cols_pad() * n];
+    let mut q = quads_buffer(w.cols_pad() * n);
     let zero = vec![0.0f32; pixels];
     // Chunk c: quads c kh kw .. (c + 1) kh kw, i.e. channels 4c .. 4c + 4;
     // `buf` (one per worker: im2col writes all of it) holds their rows.
@@ -236,7 +318,7 @@ pub(super) fn conv_quads(
                     }
                 };
                 let inv = &inv[b * pixels..(b + 1) * pixels];
-                quantize_quad([row(0), row(1), row(2), row(3)], inv, flip, ob);
+                quantize_quad(kern, [row(0), row(1), row(2), row(3)], inv, flip, ob);
             }
         }
     };
