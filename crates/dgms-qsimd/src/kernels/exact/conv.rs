@@ -106,49 +106,64 @@ pub fn im2col(input: &[f32], geom: &ConvGeometry, out: &mut [f32]) -> Result<()>
 
 pub(crate) fn im2col_unchecked(input: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     let (oh, ow) = (g.out_h(), g.out_w());
-    let fill = |(row, dst): (usize, &mut [f32])| {
-        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
-        let plane = &input[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        // Output columns whose input column lies inside the image.
-        let ox_lo = g.pad.saturating_sub(kx).div_ceil(g.stride).min(ow);
-        let ox_hi = if g.w + g.pad > kx {
-            ((g.w + g.pad - kx - 1) / g.stride + 1).clamp(ox_lo, ow)
-        } else {
-            ox_lo
-        };
-        for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
-            let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
-            if iy >= g.h {
-                d.fill(0.0);
-                continue;
-            }
-            let src = &plane[iy * g.w..(iy + 1) * g.w];
-            d[..ox_lo].fill(0.0);
-            d[ox_hi..].fill(0.0);
-            if ox_hi == ox_lo {
-                continue;
-            }
-            let ix0 = ox_lo * g.stride + kx - g.pad;
-            if g.stride == 1 {
-                d[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + (ox_hi - ox_lo)]);
-            } else {
-                for (o, s) in d[ox_lo..ox_hi]
-                    .iter_mut()
-                    .zip(src[ix0..].iter().step_by(g.stride))
-                {
-                    *o = *s;
-                }
-            }
-        }
-    };
     let ohw = oh * ow;
     if ohw == 0 {
         return;
     }
+    let fill = |(row, dst): (usize, &mut [f32])| {
+        let ci = row / (g.kh * g.kw);
+        let plane = &input[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        im2col_row(plane, g, row % (g.kh * g.kw), 0..oh, dst);
+    };
     if out.len() >= 1 << 16 {
         out.par_chunks_mut(ohw).enumerate().for_each(fill);
     } else {
         out.chunks_mut(ohw).enumerate().for_each(fill);
+    }
+}
+
+/// Output rows `oys` of the im2col row of kernel tap `tap` (= ky kw + kx)
+/// of one input `plane` (h x w): `dst` holds `oys.len()` x out_w values,
+/// zero where the tap falls on the padding.
+pub(crate) fn im2col_row(
+    plane: &[f32],
+    g: &ConvGeometry,
+    tap: usize,
+    oys: std::ops::Range<usize>,
+    dst: &mut [f32],
+) {
+    let ow = g.out_w();
+    let (ky, kx) = (tap / g.kw, tap % g.kw);
+    // Output columns whose input column lies inside the image.
+    let ox_lo = g.pad.saturating_sub(kx).div_ceil(g.stride).min(ow);
+    let ox_hi = if g.w + g.pad > kx {
+        ((g.w + g.pad - kx - 1) / g.stride + 1).clamp(ox_lo, ow)
+    } else {
+        ox_lo
+    };
+    for (oy, d) in oys.zip(dst.chunks_exact_mut(ow)) {
+        let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+        if iy >= g.h {
+            d.fill(0.0);
+            continue;
+        }
+        let src = &plane[iy * g.w..(iy + 1) * g.w];
+        d[..ox_lo].fill(0.0);
+        d[ox_hi..].fill(0.0);
+        if ox_hi == ox_lo {
+            continue;
+        }
+        let ix0 = ox_lo * g.stride + kx - g.pad;
+        if g.stride == 1 {
+            d[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + (ox_hi - ox_lo)]);
+        } else {
+            for (o, s) in d[ox_lo..ox_hi]
+                .iter_mut()
+                .zip(src[ix0..].iter().step_by(g.stride))
+            {
+                *o = *s;
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::kern::{Family, Kern};
 use super::matrix::QMatrixI8;
-use crate::kernels::exact::conv::{im2col_unchecked, ConvGeometry};
+use crate::kernels::exact::conv::{im2col_row, ConvGeometry};
 
 /// Largest quantized magnitude: symmetric, so -128 never occurs and |q|
 /// and -q fit an i8 (the sign tricks of the SIMD kernels rely on it).
@@ -184,7 +184,11 @@ impl Drop for Quads {
         let q = std::mem::take(&mut self.q);
         QUADS_BUFFER.with(|cell| {
             let kept = cell.take();
-            cell.set(if kept.capacity() > q.capacity() { kept } else { q });
+            cell.set(if kept.capacity() > q.capacity() {
+                kept
+            } else {
+                q
+            });
         });
     }
 }
@@ -238,12 +242,19 @@ pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads 
     Quads { q, deq, nonneg }
 }
 
+/// f32 values of the im2col block a [`conv_quads`] task holds at once
+/// (64 KiB: the rows of 4 channels for a few output rows, in L1 / L2).
+const CONV_BLOCK_VALUES: usize = 16 << 10;
+
 /// [`Quads`] of the im2col matrix of `images` images stored C x N x H x W
 /// (one image: CHW; see [`crate::kernels::im2col`]), whose columns are (image,
 /// output pixel), equal to [`quantize`] of it: a column's max is the max
-/// of the per-pixel channel maxima over its window (padding adds zeros),
-/// and the rows come 4 channels at a time (4 kh kw rows: whole quads)
-/// through a small im2col buffer, in parallel over channel groups.
+/// of the per-pixel channel maxima over its window (padding adds zeros).
+/// The matrix is never built: a task takes 4 channels (4 kh kw rows:
+/// whole quads), one image and a block of output rows, gathers their
+/// im2col rows into a small buffer and quantizes them into its pieces of
+/// the quads; tasks run in parallel, so a 3-channel stem splits by
+/// output rows.
 pub(super) fn conv_quads(
     kern: Kern,
     w: &QMatrixI8,
@@ -252,6 +263,7 @@ pub(super) fn conv_quads(
     images: usize,
 ) -> Quads {
     let (hw, khw, pixels) = (g.h * g.w, g.kh * g.kw, g.out_pixels());
+    let (oh, ow) = (g.out_h(), g.out_w());
     let n = images * pixels;
     // Per image and input pixel: max |x| over the channels, and x * 0
     // summed (NaN iff some channel there is not finite), as `col_scales`
@@ -265,73 +277,125 @@ pub(super) fn conv_quads(
         fold_row(kern, plane, m, z, &mut lo[at]);
     }
     let nonneg = lo.iter().all(|&v| v >= 0.0);
-    let (mut inv, mut deq) = (vec![0.0f32; n], vec![0.0f32; n]);
-    for (j, (iv, dq)) in inv.iter_mut().zip(deq.iter_mut()).enumerate() {
-        let (b, p) = (j / pixels, j % pixels);
-        let (cm, cz) = (&cm[b * hw..(b + 1) * hw], &cz[b * hw..(b + 1) * hw]);
-        let (oy, ox) = (p / g.out_w(), p % g.out_w());
-        let (mut m, mut bad) = (0.0f32, false);
-        for ky in 0..g.kh {
-            let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
-            if iy >= g.h {
-                continue;
-            }
-            for kx in 0..g.kw {
-                let ix = (ox * g.stride + kx).wrapping_sub(g.pad);
-                if ix < g.w {
-                    m = m.max(cm[iy * g.w + ix]);
-                    bad |= cz[iy * g.w + ix].is_nan();
-                }
-            }
-        }
-        (*iv, *dq) = scales(m, bad, w.weight_scale());
-    }
+    let (inv, deq) = window_scales(&cm, &cz, g, images, w.weight_scale());
     let (cols, flip) = (w.cols(), flip(kern));
     let mut q = quads_buffer(w.cols_pad() * n);
-    let zero = vec![0.0f32; pixels];
-    // Chunk c: quads c kh kw .. (c + 1) kh kw, i.e. channels 4c .. 4c + 4;
-    // `buf` (one per worker: im2col writes all of it) holds their rows.
-    // im2col of the planes (channel, image) as one multi-channel image
-    // gives row (channel, ky, kx) of image b at ((ch * images + b) khw +
-    // ky kw + kx) * pixels.
-    let group = |buf: &mut Vec<f32>, (c, out): (usize, &mut [u8])| {
-        let c0 = (4 * c).min(g.c);
-        let cg = (g.c - c0).min(4);
-        let buf = &mut buf[..cg * khw * n];
-        if cg > 0 {
-            let sub = ConvGeometry {
-                c: cg * images,
-                ..*g
-            };
-            let planes = &input[c0 * images * hw..(c0 + cg) * images * hw];
-            im2col_unchecked(planes, &sub, buf);
-        }
-        for (kq, o) in out.chunks_exact_mut(4 * n).enumerate() {
-            for (b, ob) in o.chunks_exact_mut(4 * pixels).enumerate() {
-                let row = |kk: usize| {
-                    let r = 4 * kq + kk;
-                    if r < cg * khw && c0 * khw + r < cols {
-                        let at = ((r / khw * images + b) * khw + r % khw) * pixels;
-                        &buf[at..at + pixels]
-                    } else {
-                        &zero[..]
-                    }
-                };
-                let inv = &inv[b * pixels..(b + 1) * pixels];
-                quantize_quad(kern, [row(0), row(1), row(2), row(3)], inv, flip, ob);
+    if n == 0 {
+        return Quads { q, deq, nonneg };
+    }
+    // Tasks: (group of 4 channels = kh kw quads, image, block of output
+    // rows); a task's pieces are its rows' bytes in each of its quads.
+    let parallel = q.len() >= 1 << 16;
+    let group_rows = 4 * khw;
+    let block = (CONV_BLOCK_VALUES / group_rows / ow).clamp(1, oh);
+    let blocks = oh.div_ceil(block);
+    let groups = (w.cols_pad() / 4).div_ceil(khw);
+    let mut tasks: Vec<Vec<&mut [u8]>> = (0..groups * images * blocks)
+        .map(|_| Vec::with_capacity(khw))
+        .collect();
+    for (kq, quad) in q.chunks_mut(4 * n).enumerate() {
+        for (b, image) in quad.chunks_mut(4 * pixels).enumerate() {
+            for (rb, piece) in image.chunks_mut(4 * ow * block).enumerate() {
+                tasks[(kq / khw * images + b) * blocks + rb].push(piece);
             }
         }
+    }
+    let zero = vec![0.0f32; block * ow];
+    let run = |buf: &mut Vec<f32>, (t, pieces): (usize, Vec<&mut [u8]>)| {
+        let (gi, b, rb) = (t / (images * blocks), t / blocks % images, t % blocks);
+        let oys = rb * block..((rb + 1) * block).min(oh);
+        let width = oys.len() * ow;
+        let c0 = (4 * gi).min(g.c);
+        let cg = (g.c - c0).min(4);
+        let buf = &mut buf[..cg * khw * width];
+        for (r, dst) in buf.chunks_exact_mut(width).enumerate() {
+            let plane = (c0 + r / khw) * images + b;
+            let plane = &input[plane * hw..(plane + 1) * hw];
+            im2col_row(plane, g, r % khw, oys.clone(), dst);
+        }
+        let inv = &inv[b * pixels + oys.start * ow..][..width];
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let row = |kk: usize| {
+                let r = 4 * i + kk;
+                if r < cg * khw && c0 * khw + r < cols {
+                    &buf[r * width..(r + 1) * width]
+                } else {
+                    &zero[..width]
+                }
+            };
+            quantize_quad(kern, [row(0), row(1), row(2), row(3)], inv, flip, piece);
+        }
     };
-    let (chunk, buf_len) = (khw * 4 * n, 4 * khw * n);
-    if q.len() >= 1 << 16 {
-        q.par_chunks_mut(chunk)
+    let buf_len = group_rows * block * ow;
+    if parallel {
+        tasks
+            .into_par_iter()
             .enumerate()
-            .for_each_init(|| vec![0.0f32; buf_len], group);
+            .for_each_init(|| vec![0.0f32; buf_len], run);
     } else {
         let mut buf = vec![0.0f32; buf_len];
-        q.chunks_mut(chunk)
+        tasks
+            .into_iter()
             .enumerate()
-            .for_each(|job| group(&mut buf, job));
+            .for_each(|task| run(&mut buf, task));
     }
     Quads { q, deq, nonneg }
+}
+
+/// Per column (image, output pixel): the scales of the max of the
+/// per-pixel channel maxima `cm` over the column's window, NaN if some
+/// `cz` there is (a non-finite input). Separable: the window's max (and
+/// the sum that detects NaN) along x for every input row, then along y,
+/// the same values as visiting the window's pixels one by one.
+fn window_scales(
+    cm: &[f32],
+    cz: &[f32],
+    g: &ConvGeometry,
+    images: usize,
+    s_w: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let (hw, (oh, ow)) = (g.h * g.w, (g.out_h(), g.out_w()));
+    let n = images * oh * ow;
+    let (mut inv, mut deq) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut hm, mut hz) = (vec![0.0f32; g.h * ow], vec![0.0f32; g.h * ow]);
+    for b in 0..images {
+        let (cm, cz) = (&cm[b * hw..(b + 1) * hw], &cz[b * hw..(b + 1) * hw]);
+        for iy in 0..g.h {
+            let (rm, rz) = (&cm[iy * g.w..(iy + 1) * g.w], &cz[iy * g.w..(iy + 1) * g.w]);
+            for ox in 0..ow {
+                let (mut m, mut z) = (0.0f32, 0.0f32);
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride + kx).wrapping_sub(g.pad);
+                    if ix < g.w {
+                        m = m.max(rm[ix]);
+                        z += rz[ix];
+                    }
+                }
+                (hm[iy * ow + ox], hz[iy * ow + ox]) = (m, z);
+            }
+        }
+        let (inv, deq) = (
+            &mut inv[b * oh * ow..(b + 1) * oh * ow],
+            &mut deq[b * oh * ow..(b + 1) * oh * ow],
+        );
+        let (mut m, mut z) = (vec![0.0f32; ow], vec![0.0f32; ow]);
+        for oy in 0..oh {
+            m.fill(0.0);
+            z.fill(0.0);
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+                if iy < g.h {
+                    let (rm, rz) = (&hm[iy * ow..(iy + 1) * ow], &hz[iy * ow..(iy + 1) * ow]);
+                    m.iter_mut().zip(rm).for_each(|(a, &v)| *a = a.max(v));
+                    z.iter_mut().zip(rz).for_each(|(a, &v)| *a += v);
+                }
+            }
+            let at = oy * ow..(oy + 1) * ow;
+            let out = inv[at.clone()].iter_mut().zip(&mut deq[at]);
+            for ((iv, dq), (&m, &z)) in out.zip(m.iter().zip(&z)) {
+                (*iv, *dq) = scales(m, z.is_nan(), s_w);
+            }
+        }
+    }
+    (inv, deq)
 }
