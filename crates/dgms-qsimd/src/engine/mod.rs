@@ -248,11 +248,14 @@ impl Engine {
         let classes = self.num_classes;
         let mut logits = vec![0.0f32; n * classes];
         let per_pass = self.max_images_per_pass().min(n);
-        for (i, images) in input.chunks(per_pass.max(1) * image).enumerate() {
-            let m = images.len() / image;
-            let out = &mut logits[i * per_pass * classes..(i * per_pass + m) * classes];
-            self.run_pass(images, m, out)?;
-        }
+        on_pool(|| -> Result<()> {
+            for (i, images) in input.chunks(per_pass.max(1) * image).enumerate() {
+                let m = images.len() / image;
+                let out = &mut logits[i * per_pass * classes..(i * per_pass + m) * classes];
+                self.run_pass(images, m, out)?;
+            }
+            Ok(())
+        })?;
         Ok(logits)
     }
 
@@ -273,6 +276,16 @@ impl Engine {
         ops::transpose(y, (classes, m), out);
         Ok(())
     }
+}
+
+/// Runs `f` on a thread of rayon's global pool (the calling thread if it
+/// is one). A pass has dozens of parallel sections (several per layer);
+/// forked from a worker, each one's halves are taken by the idle peers,
+/// while from any other thread each section is injected into the pool
+/// and the caller sleeps until it is done: a wake-up and two context
+/// switches per section, which at one thread is all overhead.
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 fn op_weight_bytes(op: &Op) -> usize {

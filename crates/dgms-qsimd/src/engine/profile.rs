@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::graph::{self, Kind};
-use super::{ops, Engine};
+use super::{on_pool, ops, Engine};
 use crate::error::{QsimdError, Result};
 
 /// The time of one op of [`Engine::profile`].
@@ -36,19 +36,23 @@ impl Engine {
         self.ws.reserve(&self.slot_lens, self.cols_len, n);
         ops::nchw_to_cnhw(input, (n, c, h * w), &mut self.ws.slots[0][..input.len()]);
         let mut times = Vec::with_capacity(self.ops.len());
-        for op in &self.ops {
-            let t = Instant::now();
-            graph::execute(op, self.isa, &mut self.ws, n).map_err(|e| QsimdError::InGraph {
-                arch: self.arch.clone(),
-                layer: op.name.clone(),
-                source: Box::new(e),
-            })?;
-            times.push(OpTime {
-                name: op.name.clone(),
-                kind: kind_name(&op.kind),
-                ms: t.elapsed().as_secs_f64() * 1e3,
-            });
-        }
+        // On the pool, as `Engine::run` runs its passes.
+        on_pool(|| -> Result<()> {
+            for op in &self.ops {
+                let t = Instant::now();
+                graph::execute(op, self.isa, &mut self.ws, n).map_err(|e| QsimdError::InGraph {
+                    arch: self.arch.clone(),
+                    layer: op.name.clone(),
+                    source: Box::new(e),
+                })?;
+                times.push(OpTime {
+                    name: op.name.clone(),
+                    kind: kind_name(&op.kind),
+                    ms: t.elapsed().as_secs_f64() * 1e3,
+                });
+            }
+            Ok(())
+        })?;
         Ok(times)
     }
 }
