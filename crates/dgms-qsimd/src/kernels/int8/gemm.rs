@@ -102,7 +102,7 @@ fn decode_portable(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
 fn ukernel_portable(
     kq: usize,
     a: &[u8],
-    b: &[u8],
+    (b, ldb): (&[u8], usize),
     c: &mut [i32],
     ldc: usize,
     acc_in: bool,
@@ -112,7 +112,7 @@ fn ukernel_portable(
     for q in 0..kq {
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = &a[q * 64 + 4 * i..q * 64 + 4 * i + 4];
-            let bq = &b[q * PORTABLE_NR * 4..(q + 1) * PORTABLE_NR * 4];
+            let bq = &b[q * ldb..q * ldb + PORTABLE_NR * 4];
             for (r, bj) in row.iter_mut().zip(bq.chunks_exact(4)) {
                 for (&p, &v) in ai.iter().zip(bj) {
                     let v = if unsigned {
@@ -132,12 +132,13 @@ fn ukernel_portable(
     }
 }
 
-/// The micro-kernel of `kern`; `nonneg`: no activation in `b` is negative.
+/// The micro-kernel of `kern`; `nonneg`: no activation in `b` is
+/// negative; `b`: the NR column quads of each k quad, `ldb` bytes apart.
 fn ukernel(
     (kern, nonneg): (Kern, bool),
     kq: usize,
     a: &[u8],
-    b: &[u8],
+    b: (&[u8], usize),
     c: &mut [i32],
     ldc: usize,
     acc_in: bool,
@@ -176,6 +177,13 @@ fn ukernel(
         _ => ukernel_portable(kq, a, b, c, ldc, acc_in, kern.offset()),
     }
 }
+
+/// Largest quads row (4 n bytes) the micro-kernels read in place, one
+/// k quad's NR columns `4 n` bytes after the previous one's: up to here
+/// the rows a B tile touches spread over the L1's sets; longer rows are
+/// packed first (`pack_b`), as a stride of many lines maps a tile's rows
+/// onto few sets.
+const DIRECT_LDB_MAX: usize = 4096;
 
 /// Packs k quads `kq0..kq0 + kcq`, columns `j0..j1` of the quads into
 /// `[tile][kq][NR][4]` (zero beyond n); row by row through the source,
@@ -363,21 +371,24 @@ fn accumulate<'s>(
     let (kp, micro) = (p.w.cols_pad(), (p.kern, p.qx.nonneg));
     let (g0, groups) = (r0 / GROUP_ROWS, (r1 - r0).div_ceil(GROUP_ROWS));
     let kc_max = KC.min(kp);
+    let direct = 4 * p.n <= DIRECT_LDB_MAX;
     let (c, a, b) = scratch.sized(
         groups * GROUP_ROWS * ldc,
         groups * GROUP_ROWS * kc_max,
-        kc_max * ldc,
+        if direct { 0 } else { kc_max * ldc },
     );
     for k0 in (0..kp).step_by(KC) {
         let kc = KC.min(kp - k0);
-        let b = &mut b[..kc * ldc];
+        let b = &mut b[..if direct { 0 } else { kc * ldc }];
         let (kq, cj) = ((k0 / 4, kc / 4), (j0, j1));
-        match nr {
-            8 => pack_b::<8>(p.qx, p.n, kq, cj, b),
-            16 => pack_b::<16>(p.qx, p.n, kq, cj, b),
-            _ => {
-                debug_assert_eq!(nr, 32);
-                pack_b::<32>(p.qx, p.n, kq, cj, b)
+        if !direct {
+            match nr {
+                8 => pack_b::<8>(p.qx, p.n, kq, cj, b),
+                16 => pack_b::<16>(p.qx, p.n, kq, cj, b),
+                _ => {
+                    debug_assert_eq!(nr, 32);
+                    pack_b::<32>(p.qx, p.n, kq, cj, b)
+                }
             }
         }
         let a = &mut a[..groups * GROUP_ROWS * kc];
@@ -385,7 +396,15 @@ fn accumulate<'s>(
             decode(p.kern, p.w, g0 + gi, k0, kc, ag);
         }
         // B tile in L1, A block in L2: loop tiles outside row panels.
-        for (ti, bt) in b.chunks_exact(kc * nr).enumerate() {
+        for ti in 0..ldc / nr {
+            let bt = if direct {
+                // In place: the quads buffer has NR * 4 readable bytes
+                // past its last row (see `Quads`); columns read beyond n
+                // are never stored.
+                (&p.qx.q[(kq.0 * p.n + j0 + ti * nr) * 4..], 4 * p.n)
+            } else {
+                (&b[ti * kc * nr..(ti + 1) * kc * nr], nr * 4)
+            };
             for (gi, ag) in a.chunks_exact(GROUP_ROWS * kc).enumerate() {
                 for q in 0..GROUP_ROWS / mr {
                     let ci = (gi * GROUP_ROWS + q * mr) * ldc + ti * nr;

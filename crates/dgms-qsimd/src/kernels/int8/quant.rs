@@ -159,6 +159,9 @@ fn fold_row_body(row: &[f32], m: &mut [f32], z: &mut [f32], lo: &mut [f32]) {
 /// reduces (k zero-padded to the matrix's padded columns; offset kernels
 /// get q + 128), and the per-column dequantization factors s_w * s_x.
 pub(super) struct Quads {
+    /// The quads in the first `cols_pad * n` bytes, then at least
+    /// [`QUADS_TAIL`] more (a reused buffer: bytes after the quads are
+    /// stale).
     pub(super) q: Vec<u8>,
     pub(super) deq: Vec<f32>,
     /// No activation is negative: every finite q is in 0..=127.
@@ -171,11 +174,20 @@ thread_local! {
     static QUADS_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// A zeroed buffer of `len` bytes, reusing the thread's last one.
+/// Bytes a quads buffer holds past its `cols_pad * n` quads: the GEMM's
+/// micro-kernels read a last row's NR (at most 32) column quads in place
+/// from any column, so up to 128 bytes beyond it.
+const QUADS_TAIL: usize = 128;
+
+/// A buffer of at least `len` + [`QUADS_TAIL`] bytes, the thread's last
+/// one when it is long enough: not cleared, as the callers write all of
+/// its first `len` bytes (the rest may hold an earlier call's quads, read
+/// only for columns whose sums are dropped).
 fn quads_buffer(len: usize) -> Vec<u8> {
     let mut q = QUADS_BUFFER.take();
-    q.clear();
-    q.resize(len, 0);
+    if q.len() < len + QUADS_TAIL {
+        q.resize(len + QUADS_TAIL, 0);
+    }
     q
 }
 
@@ -221,7 +233,8 @@ fn quantize_quad_body(rows: [&[f32]; 4], inv: &[f32], flip: u8, out: &mut [u8]) 
 pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads {
     let (cols, flip) = (w.cols(), flip(kern));
     let (inv, deq, nonneg) = col_scales_in(kern, x, n, w.weight_scale());
-    let mut q = quads_buffer(w.cols_pad() * n);
+    let len = w.cols_pad() * n;
+    let mut q = quads_buffer(len);
     let zero = vec![0.0f32; n];
     let fill = |(kq, out): (usize, &mut [u8])| {
         let row = |kk: usize| {
@@ -234,10 +247,10 @@ pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads 
         };
         quantize_quad(kern, [row(0), row(1), row(2), row(3)], &inv, flip, out);
     };
-    if q.len() >= 1 << 16 {
-        q.par_chunks_mut(4 * n).enumerate().for_each(fill);
+    if len >= 1 << 16 {
+        q[..len].par_chunks_mut(4 * n).enumerate().for_each(fill);
     } else {
-        q.chunks_mut(4 * n).enumerate().for_each(fill);
+        q[..len].chunks_mut(4 * n).enumerate().for_each(fill);
     }
     Quads { q, deq, nonneg }
 }
@@ -279,13 +292,14 @@ pub(super) fn conv_quads(
     let nonneg = lo.iter().all(|&v| v >= 0.0);
     let (inv, deq) = window_scales(&cm, &cz, g, images, w.weight_scale());
     let (cols, flip) = (w.cols(), flip(kern));
-    let mut q = quads_buffer(w.cols_pad() * n);
+    let len = w.cols_pad() * n;
+    let mut q = quads_buffer(len);
     if n == 0 {
         return Quads { q, deq, nonneg };
     }
     // Tasks: (group of 4 channels = kh kw quads, image, block of output
     // rows); a task's pieces are its rows' bytes in each of its quads.
-    let parallel = q.len() >= 1 << 16;
+    let parallel = len >= 1 << 16;
     let group_rows = 4 * khw;
     let block = (CONV_BLOCK_VALUES / group_rows / ow).clamp(1, oh);
     let blocks = oh.div_ceil(block);
@@ -293,7 +307,7 @@ pub(super) fn conv_quads(
     let mut tasks: Vec<Vec<&mut [u8]>> = (0..groups * images * blocks)
         .map(|_| Vec::with_capacity(khw))
         .collect();
-    for (kq, quad) in q.chunks_mut(4 * n).enumerate() {
+    for (kq, quad) in q[..len].chunks_mut(4 * n).enumerate() {
         for (b, image) in quad.chunks_mut(4 * pixels).enumerate() {
             for (rb, piece) in image.chunks_mut(4 * ow * block).enumerate() {
                 tasks[(kq / khw * images + b) * blocks + rb].push(piece);

@@ -154,13 +154,14 @@ pub(crate) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
 }
 
 /// C[MR x NR] (+)= A B over `kq` k quads: `a` holds int8 weights at
-/// `a[q * 64 + 4 i]` (row i, k 4q..4q + 4), `b` a packed `[q][NR][4]`
-/// int8 panel (`NONNEG`: no value negative), `c` rows `ldc` apart.
+/// `a[q * 64 + 4 i]` (row i, k 4q..4q + 4), `b` the NR column quads of
+/// each k quad, `ldb` bytes apart (a packed `[q][NR][4]` panel: NR * 4;
+/// `NONNEG`: no value negative), `c` rows `ldc` apart.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn ukernel<const NONNEG: bool>(
     kq: usize,
     a: &[u8],
-    b: &[u8],
+    (b, ldb): (&[u8], usize),
     c: &mut [i32],
     ldc: usize,
     acc_in: bool,
@@ -169,14 +170,14 @@ pub(crate) fn ukernel<const NONNEG: bool>(
         return;
     }
     assert!(a.len() >= (kq - 1) * 64 + 4 * MR);
-    assert!(b.len() >= kq * NR * 4 && c.len() >= (MR - 1) * ldc + NR);
+    assert!(b.len() >= (kq - 1) * ldb + NR * 4 && c.len() >= (MR - 1) * ldc + NR);
     let bp = b.as_ptr();
     let mut acc = [[_mm256_setzero_si256(); NV]; MR];
     for q in 0..kq {
         let mut bv = [_mm256_setzero_si256(); NV];
         for (v, b) in bv.iter_mut().enumerate() {
-            // SAFETY: q * NR * 4 + 32 v + 32 <= kq * NR * 4 <= b.len().
-            *b = unsafe { _mm256_loadu_si256(bp.add(q * NR * 4 + 32 * v).cast()) };
+            // SAFETY: q ldb + 32 v + 32 <= (kq - 1) ldb + NR * 4 <= b.len().
+            *b = unsafe { _mm256_loadu_si256(bp.add(q * ldb + 32 * v).cast()) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = _mm256_set1_epi32(quad(a, q * 64 + 4 * i));

@@ -187,46 +187,26 @@ fn store_tile(acc: &[[__m512i; NV]; MR], c: &mut [i32], ldc: usize, acc_in: bool
     }
 }
 
-/// The NV vectors of k quad `q` of a packed `[q][NR][4]` panel.
+/// The NV vectors of the NR column quads at byte `at` of `b`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-fn load_b(b: &[u8], q: usize) -> [__m512i; NV] {
-    assert!(b.len() >= (q + 1) * NR * 4);
+fn load_b(b: &[u8], at: usize) -> [__m512i; NV] {
+    assert!(b.len() >= at + NR * 4);
     let mut bv = [_mm512_setzero_si512(); NV];
     for (v, out) in bv.iter_mut().enumerate() {
-        // SAFETY: q * NR * 4 + 64 v + 64 <= (q + 1) * NR * 4 <= b.len().
-        *out = unsafe { _mm512_loadu_si512(b.as_ptr().add(q * NR * 4 + 64 * v).cast()) };
+        // SAFETY: at + 64 v + 64 <= at + NR * 4 <= b.len().
+        *out = unsafe { _mm512_loadu_si512(b.as_ptr().add(at + 64 * v).cast()) };
     }
     bv
 }
 
-/// C[MR x NR] (+)= A B over `kq` k quads with `b` holding q_x + 128:
+/// C[MR x NR] (+)= A B over `kq` k quads (each k quad's NR column quads
+/// `ldb` bytes after the previous one's) with `b` holding q_x + 128:
 /// `a` holds int8 weights at `a[q * 64 + 4 i]` (row i, k 4q..4q + 4).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(crate) fn ukernel_vnni(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
-    if kq == 0 {
-        return;
-    }
-    assert!(a.len() >= (kq - 1) * 64 + 4 * MR);
-    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
-    for q in 0..kq {
-        let bv = load_b(b, q);
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_epi32(quad(a, q * 64 + 4 * i));
-            for (r, &bv) in row.iter_mut().zip(&bv) {
-                *r = _mm512_dpbusd_epi32(*r, bv, ai);
-            }
-        }
-    }
-    store_tile(&acc, c, ldc, acc_in);
-}
-
-/// C[MR x NR] (+)= A B over `kq` k quads with `b` holding q_x (int8;
-/// `NONNEG`: none negative).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(crate) fn ukernel_bw<const NONNEG: bool>(
+pub(crate) fn ukernel_vnni(
     kq: usize,
     a: &[u8],
-    b: &[u8],
+    (b, ldb): (&[u8], usize),
     c: &mut [i32],
     ldc: usize,
     acc_in: bool,
@@ -237,7 +217,36 @@ pub(crate) fn ukernel_bw<const NONNEG: bool>(
     assert!(a.len() >= (kq - 1) * 64 + 4 * MR);
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
     for q in 0..kq {
-        let bv = load_b(b, q);
+        let bv = load_b(b, q * ldb);
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_epi32(quad(a, q * 64 + 4 * i));
+            for (r, &bv) in row.iter_mut().zip(&bv) {
+                *r = _mm512_dpbusd_epi32(*r, bv, ai);
+            }
+        }
+    }
+    store_tile(&acc, c, ldc, acc_in);
+}
+
+/// C[MR x NR] (+)= A B over `kq` k quads (`ldb` bytes apart in `b`) with
+/// `b` holding q_x (int8;
+/// `NONNEG`: none negative).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) fn ukernel_bw<const NONNEG: bool>(
+    kq: usize,
+    a: &[u8],
+    (b, ldb): (&[u8], usize),
+    c: &mut [i32],
+    ldc: usize,
+    acc_in: bool,
+) {
+    if kq == 0 {
+        return;
+    }
+    assert!(a.len() >= (kq - 1) * 64 + 4 * MR);
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    for q in 0..kq {
+        let bv = load_b(b, q * ldb);
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = _mm512_set1_epi32(quad(a, q * 64 + 4 * i));
             if NONNEG {

@@ -178,15 +178,15 @@ pub(crate) fn decode_nibble(lines: &[Line], table: &[i8; 16], out: &mut [u8]) {
     }
 }
 
-/// The NV vectors of k quad `q` of a packed `[q][NR][4]` panel.
+/// The NV vectors of the NR column quads at byte `at` of `b`.
 #[target_feature(enable = "neon")]
-fn load_b(b: &[u8], q: usize) -> [int8x16_t; NV] {
-    assert!(b.len() >= (q + 1) * NR * 4);
+fn load_b(b: &[u8], at: usize) -> [int8x16_t; NV] {
+    assert!(b.len() >= at + NR * 4);
     let bp = b.as_ptr().cast::<i8>();
     let mut bv = [vdupq_n_s8(0); NV];
     for (v, out) in bv.iter_mut().enumerate() {
-        // SAFETY: q * NR * 4 + 16 v + 16 <= (q + 1) * NR * 4 <= b.len().
-        *out = unsafe { vld1q_s8(bp.add(q * NR * 4 + 16 * v)) };
+        // SAFETY: at + 16 v + 16 <= at + NR * 4 <= b.len().
+        *out = unsafe { vld1q_s8(bp.add(at + 16 * v)) };
     }
     bv
 }
@@ -213,10 +213,18 @@ fn store_tile(acc: &[[int32x4_t; NV]; MR], c: &mut [i32], ldc: usize, acc_in: bo
 }
 
 /// C[MR x NR] (+)= A B over `kq` k quads: `a` holds int8 weights at
-/// `a[q * 64 + 4 i]` (row i, k 4q..4q + 4), `b` a packed `[q][NR][4]`
-/// int8 panel, `c` rows `ldc` apart.
+/// `a[q * 64 + 4 i]` (row i, k 4q..4q + 4), `b` the NR column quads of
+/// each k quad, `ldb` bytes apart (a packed `[q][NR][4]` panel: NR * 4),
+/// `c` rows `ldc` apart.
 #[target_feature(enable = "neon")]
-pub(crate) fn ukernel(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
+pub(crate) fn ukernel(
+    kq: usize,
+    a: &[u8],
+    (b, ldb): (&[u8], usize),
+    c: &mut [i32],
+    ldc: usize,
+    acc_in: bool,
+) {
     if kq == 0 {
         return;
     }
@@ -224,7 +232,7 @@ pub(crate) fn ukernel(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, 
     let mut lo = [[vdupq_n_s32(0); NV]; MR];
     let mut hi = lo;
     for q in 0..kq {
-        let bv = load_b(b, q);
+        let bv = load_b(b, q * ldb);
         for i in 0..MR {
             let ai = dup(quad(a, q * 64 + 4 * i));
             for v in 0..NV {
@@ -239,14 +247,21 @@ pub(crate) fn ukernel(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, 
 
 /// [`ukernel`] with `sdot`.
 #[target_feature(enable = "neon,dotprod")]
-pub(crate) fn ukernel_dot(kq: usize, a: &[u8], b: &[u8], c: &mut [i32], ldc: usize, acc_in: bool) {
+pub(crate) fn ukernel_dot(
+    kq: usize,
+    a: &[u8],
+    (b, ldb): (&[u8], usize),
+    c: &mut [i32],
+    ldc: usize,
+    acc_in: bool,
+) {
     if kq == 0 {
         return;
     }
     assert!(a.len() >= (kq - 1) * 64 + 4 * MR);
     let mut acc = [[vdupq_n_s32(0); NV]; MR];
     for q in 0..kq {
-        let bv = load_b(b, q);
+        let bv = load_b(b, q * ldb);
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = dup(quad(a, q * 64 + 4 * i));
             for (r, &bv) in row.iter_mut().zip(&bv) {
