@@ -215,6 +215,17 @@ pub(super) fn flip(kern: Kern) -> u8 {
 }
 
 per_isa! {
+    /// [`im2col_row`] compiled for `kern`'s ISA.
+    fn gather_row = im2col_row(
+        plane: &[f32],
+        g: &ConvGeometry,
+        tap: usize,
+        oys: std::ops::Range<usize>,
+        dst: &mut [f32]
+    )
+}
+
+per_isa! {
     /// Writes the quads of 4 rows of X (`rows[kk]`: row 4 kq + kk, n
     /// values) quantized with the per-column `inv`.
     fn quantize_quad = quantize_quad_body(rows: [&[f32]; 4], inv: &[f32], flip: u8, out: &mut [u8])
@@ -325,7 +336,7 @@ pub(super) fn conv_quads(
         for (r, dst) in buf.chunks_exact_mut(width).enumerate() {
             let plane = (c0 + r / khw) * images + b;
             let plane = &input[plane * hw..(plane + 1) * hw];
-            im2col_row(plane, g, r % khw, oys.clone(), dst);
+            gather_row(kern, plane, g, r % khw, oys.clone(), dst);
         }
         let inv = &inv[b * pixels + oys.start * ow..][..width];
         for (i, piece) in pieces.into_iter().enumerate() {
