@@ -94,7 +94,7 @@ impl<'a> Epilogue<'a> {
     /// identities in IEEE arithmetic (-0.0 keeps the sign of a zero,
     /// which +0.0 would not), so the result is bit for bit that of
     /// applying the parts one after the other.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn row(&self, r: usize, cols: std::ops::Range<usize>, n: usize, out: &mut [f32]) {
         let s = self.scale.map_or(1.0, |s| s[r]);
         let b = self.shift.map_or(-0.0, |b| b[r]);

@@ -427,19 +427,37 @@ fn write_block(
     (r0, r1): (usize, usize),
     (j0, j1): (usize, usize),
 ) {
-    let (sums, deq, offset, n) = (p.w.row_sums(), &p.qx.deq[j0..j1], p.kern.offset(), p.n);
+    let n = p.n;
     for (r, cr) in (r0..r1).zip(c.chunks_exact(ldc)) {
         // SAFETY: r < rows and j1 <= n, so the run lies inside y (rows * n
         // values, exclusively borrowed by `gemm_quads`); the blocks' (row
         // block, column block) rectangles are disjoint, so no two threads
         // write the same element and none reads y while this slice lives.
         let dst = unsafe { std::slice::from_raw_parts_mut(p.y.get().add(r * n + j0), j1 - j0) };
-        let sum = sums[r];
-        for ((o, &v), &d) in dst.iter_mut().zip(cr).zip(deq) {
-            *o = unoffset(v, sum, offset) as f32 * d;
-        }
-        if !p.epi.is_identity() {
-            p.epi.row(r, j0..j1, n, dst);
-        }
+        store_row(p.kern, p, cr, r, (j0, j1), dst);
+    }
+}
+
+per_isa! {
+    /// Output row `r`, columns `j0..j1` of a block from its sums `cr`,
+    /// compiled for the kernel's ISA (a MobileNet 1x1 conv spends as long
+    /// here as in its products).
+    fn store_row = store_row_body(
+        p: &QuadsGemm,
+        cr: &[i32],
+        r: usize,
+        cols: (usize, usize),
+        dst: &mut [f32]
+    )
+}
+
+#[inline(always)]
+fn store_row_body(p: &QuadsGemm, cr: &[i32], r: usize, (j0, j1): (usize, usize), dst: &mut [f32]) {
+    let (sum, offset, deq) = (p.w.row_sums()[r], p.kern.offset(), &p.qx.deq[j0..j1]);
+    for ((o, &v), &d) in dst.iter_mut().zip(cr).zip(deq) {
+        *o = unoffset(v, sum, offset) as f32 * d;
+    }
+    if !p.epi.is_identity() {
+        p.epi.row(r, j0..j1, p.n, dst);
     }
 }
