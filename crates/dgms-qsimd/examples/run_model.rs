@@ -2,7 +2,7 @@
 //! how the time of one pass is spread (a median hides a bimodal run):
 //!
 //! ```text
-//! cargo xtask bench-qsimd --only gemv   # or any run: writes target/bench-qsimd/*.dgms.safetensors
+//! cargo xtask bench-qsimd   # writes target/bench-qsimd/NET.dgms.safetensors
 //! cargo run -p dgms-qsimd --release --example run_model -- \
 //!     target/bench-qsimd/mobilenet_v2.dgms.safetensors int8 500
 //! ```

@@ -178,26 +178,27 @@ fn ukernel(
     }
 }
 
-/// Largest quads row (4 n bytes) the micro-kernels read in place, one
-/// k quad's NR columns `4 n` bytes after the previous one's: up to here
-/// the rows a B tile touches spread over the L1's sets; longer rows are
-/// packed first (`pack_b`), as a stride of many lines maps a tile's rows
-/// onto few sets.
-const DIRECT_LDB_MAX: usize = 4096;
+/// Largest quads row stride (`Quads::ld`) the micro-kernels read in
+/// place, one k quad's NR columns a stride after the previous one's
+/// (the stride an odd number of cache lines, so a B tile's rows spread
+/// over the L1's sets): a 56x56 map at batch 1 (12.6 KB) is read in
+/// place, larger ones are packed first (`pack_b`), which measured no
+/// slower at 112x112 and keeps a tile's rows within few pages.
+const DIRECT_LDB_MAX: usize = 16 << 10;
 
 /// Packs k quads `kq0..kq0 + kcq`, columns `j0..j1` of the quads into
 /// `[tile][kq][NR][4]` (zero beyond n); row by row through the source,
 /// fixed-size copies for whole tiles.
 fn pack_b<const NR: usize>(
     qx: &Quads,
-    n: usize,
     (kq0, kcq): (usize, usize),
     (j0, j1): (usize, usize),
     out: &mut [u8],
 ) {
     let tile = kcq * NR * 4;
     for q in 0..kcq {
-        let src = &qx.q[((kq0 + q) * n + j0) * 4..((kq0 + q) * n + j1) * 4];
+        let row = (kq0 + q) * qx.ld;
+        let src = &qx.q[row + j0 * 4..row + j1 * 4];
         let (whole, tail) = src.split_at(src.len() / (NR * 4) * (NR * 4));
         for (t, s) in whole.chunks_exact(NR * 4).enumerate() {
             out[t * tile + q * NR * 4..][..NR * 4].copy_from_slice(s);
@@ -371,7 +372,7 @@ fn accumulate<'s>(
     let (kp, micro) = (p.w.cols_pad(), (p.kern, p.qx.nonneg));
     let (g0, groups) = (r0 / GROUP_ROWS, (r1 - r0).div_ceil(GROUP_ROWS));
     let kc_max = KC.min(kp);
-    let direct = 4 * p.n <= DIRECT_LDB_MAX;
+    let direct = p.qx.ld <= DIRECT_LDB_MAX;
     let (c, a, b) = scratch.sized(
         groups * GROUP_ROWS * ldc,
         groups * GROUP_ROWS * kc_max,
@@ -383,11 +384,11 @@ fn accumulate<'s>(
         let (kq, cj) = ((k0 / 4, kc / 4), (j0, j1));
         if !direct {
             match nr {
-                8 => pack_b::<8>(p.qx, p.n, kq, cj, b),
-                16 => pack_b::<16>(p.qx, p.n, kq, cj, b),
+                8 => pack_b::<8>(p.qx, kq, cj, b),
+                16 => pack_b::<16>(p.qx, kq, cj, b),
                 _ => {
                     debug_assert_eq!(nr, 32);
-                    pack_b::<32>(p.qx, p.n, kq, cj, b)
+                    pack_b::<32>(p.qx, kq, cj, b)
                 }
             }
         }
@@ -401,7 +402,7 @@ fn accumulate<'s>(
                 // In place: the quads buffer has NR * 4 readable bytes
                 // past its last row (see `Quads`); columns read beyond n
                 // are never stored.
-                (&p.qx.q[(kq.0 * p.n + j0 + ti * nr) * 4..], 4 * p.n)
+                (&p.qx.q[kq.0 * p.qx.ld + (j0 + ti * nr) * 4..], p.qx.ld)
             } else {
                 (&b[ti * kc * nr..(ti + 1) * kc * nr], nr * 4)
             };

@@ -118,13 +118,25 @@ fn fold_row_body(row: &[f32], m: &mut [f32], z: &mut [f32], lo: &mut [f32]) {
 /// reduces (k zero-padded to the matrix's padded columns; offset kernels
 /// get q + 128), and the per-column dequantization factors s_w * s_x.
 pub(super) struct Quads {
-    /// The quads in the first `cols_pad * n` bytes, then at least
-    /// [`QUADS_TAIL`] more (a reused buffer: bytes after the quads are
-    /// stale).
+    /// The quads, row kq (4 n bytes) at byte kq * `ld`, then at least
+    /// [`QUADS_TAIL`] more bytes (a reused buffer: bytes between and
+    /// after the rows are stale).
     pub(super) q: Vec<u8>,
     pub(super) deq: Vec<f32>,
     /// No activation is negative: every finite q is in 0..=127.
     pub(super) nonneg: bool,
+    /// Bytes from one k quad's row of n column quads to the next's
+    /// ([`row_stride`]).
+    pub(super) ld: usize,
+}
+
+/// The row stride of the quads of n columns: 4 n bytes rounded up to an
+/// odd number of 64-byte lines, so that the rows a micro-kernel reads in
+/// place (one B tile: a line or two from each of up to 128 rows) fall on
+/// all of the L1's sets; with a stride of an even number of lines (a
+/// 56x56 map: 196) they fall on few and evict each other.
+pub(super) fn row_stride(n: usize) -> usize {
+    ((4 * n).div_ceil(64) | 1) * 64
 }
 
 thread_local! {
@@ -133,7 +145,7 @@ thread_local! {
     static QUADS_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// Bytes a quads buffer holds past its `cols_pad * n` quads: the GEMM's
+/// Bytes a quads buffer holds past its last row of quads: the GEMM's
 /// micro-kernels read a last row's NR (at most 32) column quads in place
 /// from any column, so up to 128 bytes beyond it.
 const QUADS_TAIL: usize = 128;
@@ -203,10 +215,12 @@ fn quantize_quad_body(rows: [&[f32]; 4], inv: &[f32], flip: u8, out: &mut [u8]) 
 pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads {
     let (cols, flip) = (w.cols(), flip(kern));
     let (inv, deq, nonneg) = col_scales_in(kern, x, n, w.weight_scale());
-    let len = w.cols_pad() * n;
+    let ld = row_stride(n);
+    let len = w.cols_pad() / 4 * ld;
     let mut q = quads_buffer(len);
     let zero = vec![0.0f32; n];
     let fill = |(kq, out): (usize, &mut [u8])| {
+        let out = &mut out[..4 * n];
         let row = |kk: usize| {
             let k = 4 * kq + kk;
             if k < cols {
@@ -218,11 +232,11 @@ pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads 
         quantize_quad(kern, [row(0), row(1), row(2), row(3)], &inv, flip, out);
     };
     if len >= 1 << 16 {
-        q[..len].par_chunks_mut(4 * n).enumerate().for_each(fill);
+        q[..len].par_chunks_mut(ld).enumerate().for_each(fill);
     } else {
-        q[..len].chunks_mut(4 * n).enumerate().for_each(fill);
+        q[..len].chunks_mut(ld).enumerate().for_each(fill);
     }
-    Quads { q, deq, nonneg }
+    Quads { q, deq, nonneg, ld }
 }
 
 /// f32 values of the im2col block a [`conv_quads`] task holds at once
@@ -262,10 +276,11 @@ pub(super) fn conv_quads(
     let nonneg = lo.iter().all(|&v| v >= 0.0);
     let (inv, deq) = window_scales(&cm, &cz, g, images, w.weight_scale());
     let (cols, flip) = (w.cols(), flip(kern));
-    let len = w.cols_pad() * n;
+    let ld = row_stride(n);
+    let len = w.cols_pad() / 4 * ld;
     let mut q = quads_buffer(len);
     if n == 0 {
-        return Quads { q, deq, nonneg };
+        return Quads { q, deq, nonneg, ld };
     }
     // Tasks: (group of 4 channels = kh kw quads, image, block of output
     // rows); a task's pieces are its rows' bytes in each of its quads.
@@ -277,8 +292,8 @@ pub(super) fn conv_quads(
     let mut tasks: Vec<Vec<&mut [u8]>> = (0..groups * images * blocks)
         .map(|_| Vec::with_capacity(khw))
         .collect();
-    for (kq, quad) in q[..len].chunks_mut(4 * n).enumerate() {
-        for (b, image) in quad.chunks_mut(4 * pixels).enumerate() {
+    for (kq, quad) in q[..len].chunks_mut(ld).enumerate() {
+        for (b, image) in quad[..4 * n].chunks_mut(4 * pixels).enumerate() {
             for (rb, piece) in image.chunks_mut(4 * ow * block).enumerate() {
                 tasks[(kq / khw * images + b) * blocks + rb].push(piece);
             }
@@ -323,7 +338,7 @@ pub(super) fn conv_quads(
             .enumerate()
             .for_each(|task| run(&mut buf, task));
     }
-    Quads { q, deq, nonneg }
+    Quads { q, deq, nonneg, ld }
 }
 
 /// Per column (image, output pixel): the scales of the max of the
