@@ -1,7 +1,8 @@
 //! Quantization shared by every ISA and the scalar reference: the
 //! rounding ([`quant`]), the scales of a vector or of each column of X,
 //! and, for the int8 GEMM, X (or a convolution's im2col matrix, without
-//! building it in f32) as per-column scales and `[k/4][n][4]` byte quads.
+//! building it in f32) as per-column scales and `[k/4][n][4]` byte quads
+//! (each k quad's row padded to an odd number of cache lines).
 //! Sharing it is what makes every ISA see the same int8 activations.
 
 use std::cell::Cell;
@@ -114,9 +115,10 @@ fn fold_row_body(row: &[f32], m: &mut [f32], z: &mut [f32], lo: &mut [f32]) {
 }
 
 /// Activations quantized per column of X (`cols` x `n`): `q[k/4][n][4]`
-/// bytes, the 4 bytes of column j being the 4 consecutive k one lane
-/// reduces (k zero-padded to the matrix's padded columns; offset kernels
-/// get q + 128), and the per-column dequantization factors s_w * s_x.
+/// bytes (rows `ld` apart), the 4 bytes of column j being the 4
+/// consecutive k one lane reduces (k zero-padded to the matrix's padded
+/// columns; offset kernels get q + 128), and the per-column
+/// dequantization factors s_w * s_x.
 pub(super) struct Quads {
     /// The quads, row kq (4 n bytes) at byte kq * `ld`, then at least
     /// [`QUADS_TAIL`] more bytes (a reused buffer: bytes between and
