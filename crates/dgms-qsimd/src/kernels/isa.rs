@@ -135,7 +135,7 @@ pub struct CheckedIsa(Isa);
 
 impl CheckedIsa {
     /// The portable kernels, which every CPU runs.
-    pub fn scalar() -> CheckedIsa {
+    pub const fn scalar() -> CheckedIsa {
         CheckedIsa(Isa::Scalar)
     }
 

@@ -99,6 +99,8 @@
 //! int8 drivers take a kernel choice that only a `CheckedIsa` yields. The
 //! `// SAFETY:` comment at every `#[target_feature]` call rests on that.
 
+#[macro_use]
+mod per_isa;
 mod checks;
 mod epilogue;
 mod exact;

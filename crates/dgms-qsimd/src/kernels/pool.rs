@@ -1,12 +1,10 @@
 //! Max-pooling of one plane (the engine's `max_pool` runs it per plane),
-//! one safe loop compiled once per ISA under `#[target_feature]` like
-//! the depthwise fallback: LLVM vectorises it with the ISA's vector width
-//! instead of baseline SSE2's 4 lanes. Padding never wins (the max is
+//! one safe loop compiled once per ISA under `#[target_feature]`
+//! (`per_isa!`, as the depthwise fallback): LLVM vectorises it with the
+//! ISA's vector width instead of baseline SSE2's 4 lanes. Padding never wins (the max is
 //! over the window's elements inside the plane, as PyTorch's -inf
 //! padding gives); values combine with `f32::max` (NaN ignored) on every
 //! ISA, so all give the same result.
-
-use super::isa::{CheckedIsa, Isa};
 
 /// A max-pooling window: size, stride, padding (pad < k).
 #[derive(Clone, Copy, Debug)]
@@ -27,44 +25,15 @@ impl Window {
     }
 }
 
-/// Max-pools the `h` x `w` plane `src` into `dst` (out_len(h) x out_len(w)).
-pub(crate) fn max_pool_plane(
-    isa: CheckedIsa,
-    src: &[f32],
-    (h, w): (usize, usize),
-    p: Window,
-    dst: &mut [f32],
-) {
-    match isa.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` is a CheckedIsa: Isa::check found the ISA on this CPU.
-        Isa::Avx512 => unsafe { plane_avx512(src, (h, w), p, dst) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::Avx2 => unsafe { plane_avx2(src, (h, w), p, dst) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: as above.
-        Isa::Neon => unsafe { plane_neon(src, (h, w), p, dst) },
-        _ => plane_body(src, (h, w), p, dst),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-fn plane_avx512(src: &[f32], hw: (usize, usize), p: Window, dst: &mut [f32]) {
-    plane_body(src, hw, p, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn plane_avx2(src: &[f32], hw: (usize, usize), p: Window, dst: &mut [f32]) {
-    plane_body(src, hw, p, dst)
-}
-
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-fn plane_neon(src: &[f32], hw: (usize, usize), p: Window, dst: &mut [f32]) {
-    plane_body(src, hw, p, dst)
+per_isa! {
+    /// Max-pools the `h` x `w` plane `src` into `dst` (out_len(h) x
+    /// out_len(w)).
+    pub(crate) fn max_pool_plane = plane_body(
+        src: &[f32],
+        hw: (usize, usize),
+        p: Window,
+        dst: &mut [f32]
+    )
 }
 
 /// Per output row: the window's rows reduced elementwise into the middle

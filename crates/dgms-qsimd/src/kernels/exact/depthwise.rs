@@ -215,45 +215,16 @@ fn dw3x3(
     unreachable!("has_dw3x3 is false off x86-64: {isa} {t:?} {plane:?} {g:?} {s:?} {o:?} {e:?}")
 }
 
-/// One channel on the chosen ISA (never Scalar: that is the reference).
-fn channel(
-    isa: CheckedIsa,
-    taps: &[f32],
-    plane: &[f32],
-    g: &ConvGeometry,
-    s: &mut Vec<f32>,
-    o: &mut [f32],
-) {
-    match isa.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` is a CheckedIsa: Isa::check found the ISA on this CPU.
-        Isa::Avx512 => unsafe { channel_avx512(taps, plane, g, s, o) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::Avx2 => unsafe { channel_avx2(taps, plane, g, s, o) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: as above.
-        Isa::Neon => unsafe { channel_neon(taps, plane, g, s, o) },
-        _ => channel_body(taps, plane, g, s, o),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-fn channel_avx512(taps: &[f32], plane: &[f32], g: &ConvGeometry, s: &mut Vec<f32>, o: &mut [f32]) {
-    channel_body(taps, plane, g, s, o)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn channel_avx2(taps: &[f32], plane: &[f32], g: &ConvGeometry, s: &mut Vec<f32>, o: &mut [f32]) {
-    channel_body(taps, plane, g, s, o)
-}
-
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-fn channel_neon(taps: &[f32], plane: &[f32], g: &ConvGeometry, s: &mut Vec<f32>, o: &mut [f32]) {
-    channel_body(taps, plane, g, s, o)
+per_isa! {
+    /// One channel on the chosen ISA (never Scalar: that is the
+    /// reference).
+    fn channel = channel_body(
+        taps: &[f32],
+        plane: &[f32],
+        g: &ConvGeometry,
+        s: &mut Vec<f32>,
+        o: &mut [f32]
+    )
 }
 
 /// Three taps of one kernel row over a whole output row: `a`, `b`, `c`

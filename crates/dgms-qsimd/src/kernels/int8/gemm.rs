@@ -435,7 +435,7 @@ fn write_block(
         // block, column block) rectangles are disjoint, so no two threads
         // write the same element and none reads y while this slice lives.
         let dst = unsafe { std::slice::from_raw_parts_mut(p.y.get().add(r * n + j0), j1 - j0) };
-        store_row(p.kern, p, cr, r, (j0, j1), dst);
+        store_row(p.kern.isa(), p, cr, r, (j0, j1), dst);
     }
 }
 

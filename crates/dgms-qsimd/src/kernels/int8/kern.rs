@@ -35,14 +35,14 @@ pub(crate) enum Family {
 /// features itself) and the portable constants are the only ways to get
 /// one: the `// SAFETY:` comments of the drivers' SIMD calls rest on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Kern(Family);
+pub(crate) struct Kern(Family, CheckedIsa);
 
 impl Kern {
     /// The portable kernels (`Isa::Scalar`, and unit tests).
-    pub(crate) const PORTABLE: Kern = Kern(Family::Portable);
+    pub(crate) const PORTABLE: Kern = Kern(Family::Portable, CheckedIsa::scalar());
     /// The portable kernels with the VNNI activation offset (unit tests).
     #[cfg(test)]
-    pub(crate) const PORTABLE_OFFSET: Kern = Kern(Family::PortableOffset);
+    pub(crate) const PORTABLE_OFFSET: Kern = Kern(Family::PortableOffset, CheckedIsa::scalar());
 
     /// The kernels for `isa`.
     pub(crate) fn select(isa: CheckedIsa) -> Kern {
@@ -50,7 +50,7 @@ impl Kern {
         let no_dot = *NO_DOT.get_or_init(|| {
             std::env::var_os(NO_DOT_ENV_VAR).is_some_and(|v| !v.is_empty() && v != "0")
         });
-        Kern(match isa.isa() {
+        let family = match isa.isa() {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => Family::Avx2,
             #[cfg(target_arch = "x86_64")]
@@ -66,7 +66,14 @@ impl Kern {
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => Family::Neon,
             _ => Family::Portable,
-        })
+        };
+        Kern(family, isa)
+    }
+
+    /// The checked ISA the kernels were chosen for (the portable ones:
+    /// scalar), for the loops compiled per ISA (`per_isa!`).
+    pub(crate) fn isa(self) -> CheckedIsa {
+        self.1
     }
 
     /// The family the drivers dispatch on.

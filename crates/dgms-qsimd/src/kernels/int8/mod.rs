@@ -41,8 +41,6 @@
 
 #[cfg(test)]
 mod dw_bound;
-#[macro_use]
-mod per_isa;
 pub(crate) mod gemm;
 pub(crate) mod gemv;
 pub(crate) mod kern;

@@ -9,7 +9,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::kern::{Family, Kern};
+use super::kern::Kern;
 use super::matrix::QMatrixI8;
 use crate::kernels::exact::conv::{im2col_row, ConvGeometry};
 
@@ -72,7 +72,7 @@ fn col_scales_in(kern: Kern, x: &[f32], n: usize, s_w: f32) -> (Vec<f32>, Vec<f3
     let scan = |rows: &[f32]| {
         let (mut m, mut z, mut lo) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
         for row in rows.chunks_exact(n) {
-            fold_row(kern, row, &mut m, &mut z, &mut lo);
+            fold_row(kern.isa(), row, &mut m, &mut z, &mut lo);
         }
         (m, z, lo)
     };
@@ -188,7 +188,7 @@ pub(super) fn flip(kern: Kern) -> u8 {
 }
 
 per_isa! {
-    /// [`im2col_row`] compiled for `kern`'s ISA.
+    /// [`im2col_row`] compiled for the ISA.
     fn gather_row = im2col_row(
         plane: &[f32],
         g: &ConvGeometry,
@@ -231,7 +231,13 @@ pub(super) fn quantize(kern: Kern, w: &QMatrixI8, x: &[f32], n: usize) -> Quads 
                 &zero[..]
             }
         };
-        quantize_quad(kern, [row(0), row(1), row(2), row(3)], &inv, flip, out);
+        quantize_quad(
+            kern.isa(),
+            [row(0), row(1), row(2), row(3)],
+            &inv,
+            flip,
+            out,
+        );
     };
     if len >= 1 << 16 {
         q[..len].par_chunks_mut(ld).enumerate().for_each(fill);
@@ -273,7 +279,7 @@ pub(super) fn conv_quads(
         let b = i % images;
         let at = b * hw..(b + 1) * hw;
         let (m, z) = (&mut cm[at.clone()], &mut cz[at.clone()]);
-        fold_row(kern, plane, m, z, &mut lo[at]);
+        fold_row(kern.isa(), plane, m, z, &mut lo[at]);
     }
     let nonneg = lo.iter().all(|&v| v >= 0.0);
     let (inv, deq) = window_scales(&cm, &cz, g, images, w.weight_scale());
@@ -312,7 +318,7 @@ pub(super) fn conv_quads(
         for (r, dst) in buf.chunks_exact_mut(width).enumerate() {
             let plane = (c0 + r / khw) * images + b;
             let plane = &input[plane * hw..(plane + 1) * hw];
-            gather_row(kern, plane, g, r % khw, oys.clone(), dst);
+            gather_row(kern.isa(), plane, g, r % khw, oys.clone(), dst);
         }
         let inv = &inv[b * pixels + oys.start * ow..][..width];
         for (i, piece) in pieces.into_iter().enumerate() {
@@ -324,7 +330,13 @@ pub(super) fn conv_quads(
                     &zero[..width]
                 }
             };
-            quantize_quad(kern, [row(0), row(1), row(2), row(3)], inv, flip, piece);
+            quantize_quad(
+                kern.isa(),
+                [row(0), row(1), row(2), row(3)],
+                inv,
+                flip,
+                piece,
+            );
         }
     };
     let buf_len = group_rows * block * ow;
